@@ -1,0 +1,428 @@
+//! A client for githosted's control-plane API (Connect protocol, unary, JSON).
+//!
+//! Every call is `POST {base}/githosted.v1.ApiService/{Method}` with a bearer
+//! token and a proto3-JSON body; a non-200 answer carries
+//! `{"code": "...", "message": "..."}`. See `reference/githosted-api.md`.
+//! Only the three methods the helper needs are here: [`Client::exchange_token`],
+//! [`Client::revoke_token`] and [`Client::list_tokens`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use url::Url;
+
+use crate::secret::Secret;
+
+/// How long to wait for a TCP+TLS connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one whole call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+const CLIENT_NAME: &str = concat!("git-credential-githosted/", env!("CARGO_PKG_VERSION"));
+
+/// A permission on a repo token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    #[serde(rename = "PERMISSION_READ")]
+    Read,
+    #[serde(rename = "PERMISSION_WRITE")]
+    Write,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+        }
+    }
+}
+
+/// The `code` of a Connect error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+    Unknown,
+    Other(String),
+}
+
+impl Code {
+    fn parse(code: &str) -> Code {
+        match code {
+            "unauthenticated" => Code::Unauthenticated,
+            "permission_denied" => Code::PermissionDenied,
+            "not_found" => Code::NotFound,
+            "invalid_argument" => Code::InvalidArgument,
+            "resource_exhausted" => Code::ResourceExhausted,
+            "unavailable" => Code::Unavailable,
+            "internal" => Code::Internal,
+            "unknown" => Code::Unknown,
+            other => Code::Other(printable(other, 40)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Code::Unauthenticated => "unauthenticated",
+            Code::PermissionDenied => "permission_denied",
+            Code::NotFound => "not_found",
+            Code::InvalidArgument => "invalid_argument",
+            Code::ResourceExhausted => "resource_exhausted",
+            Code::Unavailable => "unavailable",
+            Code::Internal => "internal",
+            Code::Unknown => "unknown",
+            Code::Other(code) => code,
+        }
+    }
+
+    /// Worth trying again: the server or the network had a passing problem.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Code::Unavailable | Code::Internal | Code::Unknown | Code::ResourceExhausted
+        )
+    }
+}
+
+/// What went wrong with a call. Messages name the API host; they never hold a token.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server answered with a Connect error.
+    #[error("{host} answered {status} {}: {message}", code.as_str())]
+    Status {
+        host: String,
+        status: u16,
+        code: Code,
+        message: String,
+        /// `Retry-After`, in seconds, when the server sent one.
+        retry_after: Option<u64>,
+    },
+    /// No answer: connection refused, DNS, TLS, timeout.
+    #[error("could not reach {host}: {reason}")]
+    Transport { host: String, reason: String },
+    /// An answer that does not follow the API.
+    #[error("{host} sent an answer this helper does not understand: {reason}")]
+    BadResponse { host: String, reason: String },
+}
+
+impl ApiError {
+    /// The Connect code, when the server sent one.
+    pub fn code(&self) -> Option<&Code> {
+        match self {
+            ApiError::Status { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A token record, as far as the helper needs it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenRecord {
+    pub id: String,
+    pub prefix: String,
+    pub name: String,
+    pub kind: String,
+    pub workspace_id: String,
+    pub permission: String,
+    pub repo_allowlist: Vec<String>,
+    pub created_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+impl TokenRecord {
+    /// `expiresAt` as Unix seconds; `None` when absent (never expires).
+    pub fn expires_at_unix(&self) -> Result<Option<i64>, time::error::Parse> {
+        self.expires_at
+            .as_deref()
+            .map(|s| OffsetDateTime::parse(s, &Rfc3339).map(|t| t.unix_timestamp()))
+            .transpose()
+    }
+}
+
+/// A freshly minted repo token and its record.
+#[derive(Debug)]
+pub struct Minted {
+    pub token: Secret,
+    pub record: TokenRecord,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// What to ask `ExchangeToken` for.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeRequest<'a> {
+    pub repo_allowlist: Vec<&'a str>,
+    pub permission: Permission,
+    pub ttl_seconds: u64,
+    pub subject: &'a str,
+}
+
+#[derive(Deserialize)]
+struct ExchangeResponse {
+    token: Option<String>,
+    record: Option<TokenRecord>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeRequest<'a> {
+    token_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListRequest {
+    page_size: u32,
+}
+
+/// The `tokens` of a `ListTokens` answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TokenList {
+    pub tokens: Vec<TokenRecord>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// A githosted API client for one base URL.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    host: String,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `https://api.githosted.dev`); `host` names it in errors.
+    pub fn new(base: &Url, host: &str) -> Result<Client, ApiError> {
+        // reqwest is built without a default crypto provider; ring is ours.
+        // An error only means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .user_agent(CLIENT_NAME)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ApiError::Transport {
+                host: host.to_owned(),
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Client {
+            http,
+            base: base.clone(),
+            host: host.to_owned(),
+        })
+    }
+
+    /// The API host, as named in errors.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `ExchangeToken`: a short-lived repo token from a workspace token.
+    pub async fn exchange_token(
+        &self,
+        parent: &Secret,
+        request: &ExchangeRequest<'_>,
+    ) -> Result<Minted, ApiError> {
+        let body: ExchangeResponse = self.call("ExchangeToken", parent, request).await?;
+        let bad = |reason: &str| ApiError::BadResponse {
+            host: self.host.clone(),
+            reason: reason.to_owned(),
+        };
+        let token = Secret::new(
+            body.token
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| bad("no token"))?,
+        );
+        let record = body.record.ok_or_else(|| bad("no token record"))?;
+        let expires_at = record
+            .expires_at_unix()
+            .map_err(|_| bad("expiresAt is not an RFC 3339 timestamp"))?
+            .ok_or_else(|| bad("the token record has no expiresAt"))?;
+        Ok(Minted {
+            token,
+            record,
+            expires_at,
+        })
+    }
+
+    /// `RevokeToken`: revoke the token with this record id.
+    pub async fn revoke_token(&self, parent: &Secret, token_id: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .call("RevokeToken", parent, &RevokeRequest { token_id })
+            .await?;
+        Ok(())
+    }
+
+    /// `ListTokens` with one page of `page_size`: proves a token is a live workspace token.
+    pub async fn list_tokens(&self, token: &Secret, page_size: u32) -> Result<TokenList, ApiError> {
+        self.call("ListTokens", token, &ListRequest { page_size })
+            .await
+    }
+
+    async fn call<Req: Serialize + ?Sized, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        token: &Secret,
+        request: &Req,
+    ) -> Result<Resp, ApiError> {
+        let url = self.method_url(method);
+        let mut auth = reqwest::header::HeaderValue::from_str(&format!(
+            "Bearer {}",
+            token.expose()
+        ))
+        .map_err(|_| ApiError::Transport {
+            host: self.host.clone(),
+            reason: format!("the token {token} holds characters that cannot go in an HTTP header"),
+        })?;
+        auth.set_sensitive(true);
+        tracing::debug!(method, token = %token, host = %self.host, "calling the API");
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header("x-request-id", format!("req_{}", uuid::Uuid::new_v4()))
+            .header("x-githosted-client", "git-credential-githosted")
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse {
+                host: self.host.clone(),
+                reason: format!("{method}: {e}"),
+            });
+        }
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody { code, message }) => (
+                code.map_or(Code::Unknown, |c| Code::parse(&c)),
+                message.map(|m| printable(&m, 200)).unwrap_or_default(),
+            ),
+            Err(_) => (Code::Unknown, String::new()),
+        };
+        let message = if message.is_empty() {
+            status.canonical_reason().unwrap_or("no message").to_owned()
+        } else {
+            message
+        };
+        tracing::debug!(
+            method,
+            status = status.as_u16(),
+            code = code.as_str(),
+            "API error"
+        );
+        Err(ApiError::Status {
+            host: self.host.clone(),
+            status: status.as_u16(),
+            code,
+            message,
+            retry_after,
+        })
+    }
+
+    fn method_url(&self, method: &str) -> Url {
+        let mut url = self.base.clone();
+        let path = format!(
+            "{}/githosted.v1.ApiService/{method}",
+            self.base.path().trim_end_matches('/')
+        );
+        url.set_path(&path);
+        url
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ApiError {
+        let reason = if e.is_timeout() {
+            "timed out".to_owned()
+        } else if e.is_connect() {
+            "connection failed".to_owned()
+        } else {
+            // reqwest's own message, without the URL (which holds nothing secret, but is noise).
+            e.without_url().to_string()
+        };
+        ApiError::Transport {
+            host: self.host.clone(),
+            reason,
+        }
+    }
+}
+
+/// A server-supplied string made safe for one terminal line.
+fn printable(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_request_is_proto3_json() {
+        let req = ExchangeRequest {
+            repo_allowlist: vec!["app"],
+            permission: Permission::Write,
+            ttl_seconds: 3600,
+            subject: "git-credential-githosted:alice@laptop",
+        };
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"repoAllowlist":["app"],"permission":"PERMISSION_WRITE","ttlSeconds":3600,"subject":"git-credential-githosted:alice@laptop"}"#
+        );
+    }
+
+    #[test]
+    fn record_parses_with_missing_fields() {
+        let r: TokenRecord =
+            serde_json::from_str(r#"{"id":"tk_1","expiresAt":"2026-11-22T15:00:00Z"}"#).unwrap();
+        assert_eq!(r.id, "tk_1");
+        assert_eq!(r.expires_at_unix().unwrap(), Some(1_795_359_600));
+        let r: TokenRecord = serde_json::from_str("{}").unwrap();
+        assert_eq!(r.expires_at_unix().unwrap(), None);
+        let r: TokenRecord = serde_json::from_str(r#"{"expiresAt":"tomorrow"}"#).unwrap();
+        assert!(r.expires_at_unix().is_err());
+    }
+
+    #[test]
+    fn method_url_keeps_a_base_path() {
+        let c = Client::new(&Url::parse("http://127.0.0.1:1/prefix/").unwrap(), "h").unwrap();
+        assert_eq!(
+            c.method_url("ListTokens").as_str(),
+            "http://127.0.0.1:1/prefix/githosted.v1.ApiService/ListTokens"
+        );
+        let c = Client::new(&Url::parse("https://api.githosted.dev").unwrap(), "h").unwrap();
+        assert_eq!(
+            c.method_url("ExchangeToken").as_str(),
+            "https://api.githosted.dev/githosted.v1.ApiService/ExchangeToken"
+        );
+    }
+
+    #[test]
+    fn server_text_is_one_printable_line() {
+        assert_eq!(printable("a\nb\x1b[31mc", 100), "ab[31mc");
+        assert_eq!(printable("abcdef", 3), "abc");
+    }
+}

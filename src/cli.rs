@@ -1,0 +1,113 @@
+//! The command line: what can be typed, and the help text for it.
+//!
+//! Git runs a helper as `git credential-githosted [options] get|store|erase`, so
+//! the operation is the last word; every option is also accepted after the
+//! command word (`--api-url URL login` and `login --api-url URL` are the same).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::api::Permission;
+use crate::settings::DEFAULT_TTL_SECS;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "git-credential-githosted",
+    version,
+    about = "A git credential helper that gives git short-lived, repo-scoped githosted tokens",
+    long_about = "A git credential helper that gives git short-lived, repo-scoped githosted tokens.\n\n\
+        The long-lived workspace token (gw_…) stays in the OS keychain, or in GITHOSTED_TOKEN in CI. \
+        For each repository git asks about, it is exchanged for a gr_ token limited to that repo \
+        and one permission, and only that reaches git.",
+    after_help = "Set up on a laptop:\n  \
+        git-credential-githosted configure\n  \
+        printf %s \"$TOKEN\" | git-credential-githosted login\n  \
+        git clone https://githosted.dev/acme/app.git"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by every command; each may come before or after the command word.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// githosted API base URL (self-hosted or local servers) [default: https://api.githosted.dev]
+    #[arg(long, global = true, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Permission of the tokens given to git
+    #[arg(long, global = true, value_enum, default_value_t = PermissionArg::Write)]
+    pub permission: PermissionArg,
+    /// Requested token lifetime in seconds (the server clamps to 24 h)
+    #[arg(long, global = true, value_name = "SECS", default_value_t = DEFAULT_TTL_SECS)]
+    pub ttl: u64,
+    /// Minimum remaining lifetime of a token handed to git [default: min(300, ttl/4)]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub min_ttl: Option<u64>,
+    /// Mint directly, without the background agent
+    #[arg(long, global = true)]
+    pub no_agent: bool,
+    /// Workspace whose token `login`/`logout` store or delete [default: any workspace on this API host]
+    #[arg(long, global = true, value_name = "WS")]
+    pub workspace: Option<String>,
+    /// `login`: store the token without checking it with the API
+    #[arg(long, global = true)]
+    pub no_verify: bool,
+    /// `configure`: a git host to configure (repeatable) [default: githosted.dev and api.githosted.dev]
+    #[arg(long = "host", global = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// `configure`: write the repository's config instead of the user's
+    #[arg(long, global = true, conflicts_with = "global")]
+    pub local: bool,
+    /// `configure`: write the user's config (the default)
+    #[arg(long, global = true)]
+    pub global: bool,
+    /// `configure`: remove what `configure` wrote
+    #[arg(long, global = true)]
+    pub remove: bool,
+    /// Log what happens to stderr (tokens appear only as fingerprints); or set GITHOSTED_LOG=debug
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PermissionArg {
+    Read,
+    Write,
+}
+
+impl From<PermissionArg> for Permission {
+    fn from(p: PermissionArg) -> Permission {
+        match p {
+            PermissionArg::Read => Permission::Read,
+            PermissionArg::Write => Permission::Write,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// (git) Answer a credential request on stdin with a short-lived repo token
+    Get,
+    /// (git) A credential worked: nothing is ever written
+    Store,
+    /// (git) A credential was rejected: forget it
+    Erase,
+    /// Store a workspace token (read from stdin, never from argv) in the OS keychain
+    #[command(
+        after_help = "Example:\n  printf %s \"$TOKEN\" | git-credential-githosted login --workspace acme"
+    )]
+    Login,
+    /// Delete the stored workspace token
+    #[command(after_help = "Example:\n  git-credential-githosted logout --workspace acme")]
+    Logout,
+    /// Configure git to use this helper for githosted hosts
+    #[command(
+        after_help = "Examples:\n  git-credential-githosted configure\n  git-credential-githosted configure --api-url http://127.0.0.1:8080 --local\n  git-credential-githosted configure --remove"
+    )]
+    Configure,
+    /// Any other operation git may invent: ignored
+    #[command(external_subcommand)]
+    Other(Vec<String>),
+}

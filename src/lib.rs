@@ -1,0 +1,36 @@
+//! `git-credential-githosted`: a git credential helper that never gives git a
+//! long-lived token.
+//!
+//! The workspace token (`gw_…`) stays in the OS keychain ([`keychain`]), or in
+//! `GITHOSTED_TOKEN` for CI. When git asks for credentials for
+//! `https://githosted.dev/<ws>/<repo>.git`, the helper reads git's request
+//! ([`protocol`]), works out the repository ([`target`]), exchanges the workspace
+//! token for a short-lived `gr_` token limited to that repo ([`api`]) and answers
+//! git with it ([`helper`]). Tokens are held in [`secret::Secret`], which zeroizes
+//! itself and shows only a fingerprint.
+//!
+//! Where things live:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`protocol`] | git's `key=value` wire format, limits, injection rules |
+//! | [`target`] | URL → API, workspace, repo; which hosts are served |
+//! | [`settings`] | options and environment → one settings value |
+//! | [`keychain`] | the parent token: environment, OS keychain |
+//! | [`api`] | the githosted Connect-JSON client and its error classes |
+//! | [`helper`] | `get`/`store`/`erase` and the messages for their failures |
+//! | [`login`] | `login`/`logout` |
+//! | [`configure`] | git config for the helper |
+//! | [`secret`] | the token type |
+//! | [`cli`] | the command line |
+
+pub mod api;
+pub mod cli;
+pub mod configure;
+pub mod helper;
+pub mod keychain;
+pub mod login;
+pub mod protocol;
+pub mod secret;
+pub mod settings;
+pub mod target;

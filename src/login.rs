@@ -1,0 +1,82 @@
+//! `login` and `logout`: putting the workspace token into the keychain and
+//! taking it out again.
+
+use anyhow::{Context, bail};
+
+use crate::api::{self, Code};
+use crate::helper::read_token_from_stdin;
+use crate::keychain::{self, BACKEND};
+use crate::secret::TokenKind;
+use crate::settings::Settings;
+
+/// `login`: read a workspace token from stdin, check it, store it.
+pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyhow::Result<()> {
+    let api_host = settings.service.api_host();
+    let account = keychain::account(api_host, workspace);
+    let token = read_token_from_stdin(&format!("githosted workspace token for {account}: "))
+        .context("reading the token from stdin")?;
+    match token.kind() {
+        TokenKind::Workspace => {}
+        TokenKind::Repo => bail!(
+            "that is a repo token (gr_…); `login` stores a workspace token (gw_…): create one in githosted's workspace settings"
+        ),
+        TokenKind::Unknown if token.expose().is_empty() => {
+            bail!(
+                "no token on stdin: run `printf %s \"$TOKEN\" | git-credential-githosted login{}`",
+                settings.api_url_flag()
+            )
+        }
+        TokenKind::Unknown => {
+            bail!("that is not a githosted workspace token (they start with gw_)")
+        }
+    }
+    if verify {
+        let client = api::Client::new(settings.service.api_url(), api_host)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        match runtime.block_on(client.list_tokens(&token, 1)) {
+            Ok(_) => {}
+            Err(e) => match e.code() {
+                Some(Code::Unauthenticated) => {
+                    bail!(
+                        "{api_host} rejected the token {token} (wrong, expired or revoked); nothing was stored"
+                    )
+                }
+                Some(Code::PermissionDenied) => {
+                    bail!(
+                        "{api_host} says the token {token} is not a workspace token; nothing was stored"
+                    )
+                }
+                _ => bail!(
+                    "could not check the token with {api_host}: {}; nothing was stored (use --no-verify to store it unchecked)",
+                    e
+                ),
+            },
+        }
+    }
+    keychain::write(&account, &token)?;
+    eprintln!(
+        "git-credential-githosted: stored the workspace token {token} for {account} in the {BACKEND}"
+    );
+    if keychain::env_token().is_some() {
+        eprintln!(
+            "git-credential-githosted: note: {} is set in this environment and is used instead of the keychain",
+            keychain::ENV_TOKEN
+        );
+    }
+    Ok(())
+}
+
+/// `logout`: delete the stored workspace token.
+pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()> {
+    let account = keychain::account(settings.service.api_host(), workspace);
+    if keychain::delete(&account)? {
+        eprintln!(
+            "git-credential-githosted: removed the workspace token for {account} from the {BACKEND}"
+        );
+    } else {
+        eprintln!("git-credential-githosted: no workspace token was stored for {account}");
+    }
+    Ok(())
+}

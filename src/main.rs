@@ -1,0 +1,80 @@
+//! The `git-credential-githosted` binary: parse the command line, dispatch,
+//! turn failures into one line on stderr and an exit code.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+use git_credential_githosted::cli::{Cli, Command};
+use git_credential_githosted::configure::{self, Scope};
+use git_credential_githosted::settings::Settings;
+use git_credential_githosted::{helper, login};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.options.verbose);
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("git-credential-githosted: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let o = &cli.options;
+    let settings = Settings::new(
+        o.api_url.as_deref(),
+        o.permission.into(),
+        o.ttl,
+        o.min_ttl,
+        o.no_agent,
+    )?;
+    let mut stdin = io::stdin().lock();
+    match cli.command {
+        Command::Get => helper::get(&settings, &mut stdin, &mut io::stdout().lock()),
+        Command::Store => helper::store(&mut stdin).map(|()| true),
+        Command::Erase => helper::erase(&mut stdin).map(|()| true),
+        Command::Login => {
+            login::login(&settings, o.workspace.as_deref(), !o.no_verify).map(|()| true)
+        }
+        Command::Logout => login::logout(&settings, o.workspace.as_deref()).map(|()| true),
+        Command::Configure => {
+            let scope = if o.local { Scope::Local } else { Scope::Global };
+            configure::run(&settings, &o.hosts, scope, o.remove).map(|()| true)
+        }
+        Command::Other(words) => {
+            tracing::debug!(operation = ?words.first(), "unknown operation: ignored");
+            Ok(true)
+        }
+    }
+}
+
+/// `-v` shows info, `-vv` debug; `GITHOSTED_LOG` takes a tracing filter. Tokens
+/// appear in logs only as fingerprints.
+fn init_tracing(verbose: u8) {
+    let filter = match verbose {
+        0 => EnvFilter::try_from_env("GITHOSTED_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        1 => EnvFilter::new("git_credential_githosted=info"),
+        _ => EnvFilter::new("git_credential_githosted=debug"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+    }
+    line.replace(['\n', '\r'], " ")
+}
