@@ -33,11 +33,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         o.min_ttl,
         o.no_agent,
     )?;
-    let mut stdin = io::stdin().lock();
     match cli.command {
-        Command::Get => helper::get(&settings, &mut stdin, &mut io::stdout().lock()),
-        Command::Store => helper::store(&mut stdin).map(|()| true),
-        Command::Erase => helper::erase(&mut stdin).map(|()| true),
+        Command::Get => helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock()),
+        Command::Store => helper::store(&mut io::stdin().lock()).map(|()| true),
+        Command::Erase => helper::erase(&mut io::stdin().lock()).map(|()| true),
         Command::Login => {
             login::login(&settings, o.workspace.as_deref(), !o.no_verify).map(|()| true)
         }

@@ -15,7 +15,7 @@
 //! Every test binary uses a different subset of this module, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
@@ -40,6 +40,8 @@ use tokio::io::AsyncWriteExt;
 pub const DEFAULT_EXCHANGE_TTL_SECS: i64 = 3600;
 /// `ttlSeconds` above this is clamped to it (24 hours).
 pub const MAX_EXCHANGE_TTL_SECS: i64 = 86_400;
+/// CreateToken `ttlHours` above this (10 years) is refused; 0 means never expires.
+pub const MAX_CREATE_TTL_HOURS: i64 = 24 * 3650;
 /// ListTokens `pageSize` 0 means this; larger sizes are capped at [`MAX_PAGE_SIZE`].
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 100;
@@ -293,6 +295,8 @@ pub struct GitRequestSeen {
     pub service: Option<String>,
     pub push: bool,
     pub auth_scheme: AuthScheme,
+    /// The request's `Content-Encoding` (git gzips larger upload-pack requests).
+    pub content_encoding: Option<String>,
     /// The authenticated token's record; `None` when no valid token was presented.
     pub token: Option<TokenRecordView>,
     pub status: u16,
@@ -327,7 +331,9 @@ impl Server {
         std::fs::create_dir_all(&home).expect("create server HOME");
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
 
         let shared = Arc::new(Shared {
@@ -410,7 +416,9 @@ impl Server {
 
     pub fn workspace_id(&self, ws: &str) -> String {
         let st = self.lock();
-        let w = st.workspace_by_slug(ws).unwrap_or_else(|| panic!("no workspace {ws:?}"));
+        let w = st
+            .workspace_by_slug(ws)
+            .unwrap_or_else(|| panic!("no workspace {ws:?}"));
         st.workspaces[w].id.clone()
     }
 
@@ -424,9 +432,17 @@ impl Server {
         std::fs::create_dir_all(&path).expect("create repo dir");
         let p = path.to_str().expect("utf-8 temp path");
         self.git(None, &["init", "--bare", "-q", p], None);
-        self.git(Some(&path), &["symbolic-ref", "HEAD", "refs/heads/main"], None);
+        self.git(
+            Some(&path),
+            &["symbolic-ref", "HEAD", "refs/heads/main"],
+            None,
+        );
         let readme = format!("# {repo}\n\nA test repository in {ws}.\n");
-        let blob = self.git(Some(&path), &["hash-object", "-w", "--stdin"], Some(&readme));
+        let blob = self.git(
+            Some(&path),
+            &["hash-object", "-w", "--stdin"],
+            Some(&readme),
+        );
         let tree = self.git(
             Some(&path),
             &["mktree"],
@@ -437,7 +453,11 @@ impl Server {
             &["commit-tree", &tree, "-m", "Initial commit"],
             None,
         );
-        self.git(Some(&path), &["update-ref", "refs/heads/main", &commit], None);
+        self.git(
+            Some(&path),
+            &["update-ref", "refs/heads/main", &commit],
+            None,
+        );
         self.lock().repos.push(Repo {
             id: new_id("rp_"),
             slug: repo.to_string(),
@@ -448,7 +468,9 @@ impl Server {
     /// The repo's `rp_…` id.
     pub fn repo_id(&self, ws: &str, repo: &str) -> String {
         let st = self.lock();
-        let w = st.workspace_by_slug(ws).unwrap_or_else(|| panic!("no workspace {ws:?}"));
+        let w = st
+            .workspace_by_slug(ws)
+            .unwrap_or_else(|| panic!("no workspace {ws:?}"));
         let ws_id = st.workspaces[w].id.clone();
         st.repos
             .iter()
@@ -544,7 +566,11 @@ impl Server {
 
     /// Every request that reached API method `method` (including failed and faulted ones).
     pub fn calls(&self, method: &str) -> usize {
-        self.lock().api_calls.iter().filter(|c| c.method == method).count()
+        self.lock()
+            .api_calls
+            .iter()
+            .filter(|c| c.method == method)
+            .count()
     }
 
     pub fn exchanges(&self) -> Vec<ExchangeSeen> {
@@ -812,7 +838,9 @@ impl Store {
     /// Resolves one `repoAllowlist` entry (a slug in the caller's workspace or an `rp_…` id).
     fn check_allowlist_entry(&self, workspace: usize, entry: &str) -> Result<(), ApiError> {
         if entry.is_empty() {
-            return Err(ApiError::invalid_argument("repoAllowlist entries must not be empty"));
+            return Err(ApiError::invalid_argument(
+                "repoAllowlist entries must not be empty",
+            ));
         }
         if entry.starts_with("rp_") {
             let repo = self
@@ -840,12 +868,16 @@ impl Store {
     fn check_refs(&self, caller: usize, req: &Req) -> Result<(), ApiError> {
         let org = req.string("organizationRef", "organization_ref")?;
         if !org.is_empty() && org != self.organization_id {
-            return Err(ApiError::permission_denied("organizationRef is not the caller's"));
+            return Err(ApiError::permission_denied(
+                "organizationRef is not the caller's",
+            ));
         }
         let ws = req.string("workspaceRef", "workspace_ref")?;
         let own = &self.workspaces[self.tokens[caller].workspace];
         if !ws.is_empty() && ws != own.id && ws != own.slug {
-            return Err(ApiError::permission_denied("workspaceRef is not the caller's"));
+            return Err(ApiError::permission_denied(
+                "workspaceRef is not the caller's",
+            ));
         }
         Ok(())
     }
@@ -875,10 +907,14 @@ impl Store {
         let subject = req.string("subject", "subject")?;
 
         if allowlist.is_empty() {
-            return Err(ApiError::invalid_argument("repoAllowlist must not be empty"));
+            return Err(ApiError::invalid_argument(
+                "repoAllowlist must not be empty",
+            ));
         }
         if ttl_seconds < 0 {
-            return Err(ApiError::invalid_argument("ttlSeconds must not be negative"));
+            return Err(ApiError::invalid_argument(
+                "ttlSeconds must not be negative",
+            ));
         }
         let workspace = self.tokens[caller].workspace;
         for entry in &allowlist {
@@ -977,8 +1013,9 @@ impl Store {
         if !page.is_empty() {
             out.insert("tokens".into(), Value::Array(page));
         }
-        if start + size < mine.len() {
-            out.insert("nextPageToken".into(), json!((start + size).to_string()));
+        let next = start.saturating_add(size);
+        if next < mine.len() {
+            out.insert("nextPageToken".into(), json!(next.to_string()));
         }
         Ok(Value::Object(out))
     }
@@ -1002,8 +1039,10 @@ impl Store {
         let kind = kind.ok_or_else(|| ApiError::invalid_argument("kind is required"))?;
         let permission =
             permission.ok_or_else(|| ApiError::invalid_argument("permission is required"))?;
-        if ttl_hours < 0 {
-            return Err(ApiError::invalid_argument("ttlHours must not be negative"));
+        if !(0..=MAX_CREATE_TTL_HOURS).contains(&ttl_hours) {
+            return Err(ApiError::invalid_argument(format!(
+                "ttlHours must be between 0 and {MAX_CREATE_TTL_HOURS}"
+            )));
         }
         let workspace = self.tokens[caller].workspace;
         match kind {
@@ -1239,7 +1278,9 @@ impl Req<'_> {
         match self.field(camel, snake) {
             None => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(ApiError::invalid_argument(format!("{camel}: want a string"))),
+            Some(_) => Err(ApiError::invalid_argument(format!(
+                "{camel}: want a string"
+            ))),
         }
     }
 
@@ -1403,6 +1444,11 @@ async fn git_handler(State(shared): State<Arc<Shared>>, req: Request) -> Respons
         service,
         push,
         auth_scheme: scheme,
+        content_encoding: parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         token: None,
         status: 0,
     };
@@ -1418,13 +1464,19 @@ async fn git_handler(State(shared): State<Arc<Shared>>, req: Request) -> Respons
                 let own_ws = &st.workspaces[t.workspace];
                 let repo = st.repo_in(t.workspace, &gp.repo);
                 let allowed = t.kind == Kind::Workspace
-                    || t.allowlist.iter().any(|entry| {
-                        *entry == gp.repo || repo.is_some_and(|r| r.id == *entry)
-                    });
+                    || t.allowlist
+                        .iter()
+                        .any(|entry| *entry == gp.repo || repo.is_some_and(|r| r.id == *entry));
                 if own_ws.slug != gp.ws {
-                    Err(plain_text(StatusCode::FORBIDDEN, "token is for another workspace"))
+                    Err(plain_text(
+                        StatusCode::FORBIDDEN,
+                        "token is for another workspace",
+                    ))
                 } else if !allowed {
-                    Err(plain_text(StatusCode::FORBIDDEN, "repo not allowed for this token"))
+                    Err(plain_text(
+                        StatusCode::FORBIDDEN,
+                        "repo not allowed for this token",
+                    ))
                 } else if repo.is_none() {
                     Err(plain_text(StatusCode::NOT_FOUND, "repository not found"))
                 } else if push && t.permission != Permission::Write {
@@ -1576,7 +1628,10 @@ fn credentials(headers: &HeaderMap) -> (AuthScheme, Option<String>) {
     let (scheme, param) = value.trim().split_once(' ').unwrap_or((value, ""));
     let param = param.trim();
     if scheme.eq_ignore_ascii_case("bearer") {
-        (AuthScheme::Bearer, Some(param.to_string()).filter(|t| !t.is_empty()))
+        (
+            AuthScheme::Bearer,
+            Some(param.to_string()).filter(|t| !t.is_empty()),
+        )
     } else if scheme.eq_ignore_ascii_case("basic") {
         let password = base64_decode(param)
             .and_then(|b| String::from_utf8(b).ok())

@@ -1,0 +1,195 @@
+//! `./install` into a temporary HOME: the binary lands where it says, git's
+//! config holds the reset, the helper and useHttpPath for both hosts, and a
+//! second run changes nothing. Also `configure --remove` undoes exactly that.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A world whose commands can run cargo (real CARGO_HOME, toolchain on PATH).
+fn world_with_cargo() -> World {
+    let mut world = World::new();
+    let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
+    let cargo_dir = Path::new(&cargo).parent().expect("cargo dir").to_owned();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_dir.display());
+    world.set_env("PATH", &path);
+    for key in ["CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+        if let Ok(value) = std::env::var(key) {
+            world.set_env(key, &value);
+        }
+    }
+    if let (Err(_), Some(home)) = (std::env::var("CARGO_HOME"), std::env::var_os("HOME")) {
+        world.set_env("CARGO_HOME", &format!("{}/.cargo", home.to_string_lossy()));
+        world.set_env(
+            "RUSTUP_HOME",
+            &format!("{}/.rustup", home.to_string_lossy()),
+        );
+    }
+    // A target dir of its own, kept between runs, so the test does not wait on
+    // the lock of the one `cargo test` is using.
+    let target = repo_root().join("target").join("install-test");
+    world.set_env("CARGO_TARGET_DIR", &target.to_string_lossy());
+    world
+}
+
+fn global_config(world: &World) -> String {
+    std::fs::read_to_string(world.home.join(".gitconfig")).unwrap_or_default()
+}
+
+#[test]
+fn install_into_a_temporary_home_twice() {
+    let world = world_with_cargo();
+    let script = repo_root().join("install");
+    let run = || {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&script);
+        // The first run makes a release build: minutes on a small machine.
+        world.run_within(cmd, None, std::time::Duration::from_secs(1200))
+    };
+
+    let first = run();
+    first.assert_ok();
+    let bin = world.home.join(".local/bin/git-credential-githosted");
+    assert!(
+        first
+            .stdout
+            .contains(&format!("Installed {}", bin.display())),
+        "{first:#?}"
+    );
+    assert!(
+        first.stderr.contains("is not on your PATH"),
+        "{}",
+        first.stderr
+    );
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.arg("--version");
+    let version = world.run(cmd, None);
+    version.assert_ok();
+    assert!(
+        version.stdout.starts_with("git-credential-githosted "),
+        "{}",
+        version.stdout
+    );
+
+    let config = global_config(&world);
+    for host in ["githosted.dev", "api.githosted.dev"] {
+        let key = format!("credential.https://{host}.helper");
+        let helpers = world.git(GIT_NEW, None, &["config", "--global", "--get-all", &key]);
+        assert_eq!(helpers.stdout, "\ngithosted\n", "{config}");
+        let path = world.git(
+            GIT_NEW,
+            None,
+            &[
+                "config",
+                "--global",
+                "--get",
+                &format!("credential.https://{host}.useHttpPath"),
+            ],
+        );
+        assert_eq!(path.stdout.trim(), "true");
+    }
+
+    let second = run();
+    second.assert_ok();
+    assert_eq!(
+        global_config(&world),
+        config,
+        "a second install changed the config"
+    );
+
+    // Git resolves `helper = githosted` through PATH: with the install dir on
+    // PATH, git's own `credential fill` reaches the installed binary.
+    let mut world = world;
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        bin.parent().unwrap().display()
+    );
+    world.set_env("PATH", &path);
+    let mut cmd = std::process::Command::new(GIT_NEW);
+    cmd.args(["credential", "fill"]);
+    let fill = world.run(cmd, Some("protocol=https\nhost=githosted.dev\n"));
+    // No path was sent (useHttpPath applies to URLs, not to raw fill input), so
+    // the helper explains itself: proof that git ran it.
+    assert!(
+        fill.stderr.contains("git sent no repository path"),
+        "{}",
+        fill.stderr
+    );
+}
+
+#[test]
+fn configure_is_idempotent_and_remove_undoes_exactly_it() {
+    let world = World::new();
+    // Something of the user's own, which must survive.
+    world
+        .git(
+            GIT_NEW,
+            None,
+            &["config", "--global", "credential.helper", "store"],
+        )
+        .assert_ok();
+    world
+        .git(
+            GIT_NEW,
+            None,
+            &["config", "--global", "user.name", "Someone"],
+        )
+        .assert_ok();
+    let before = global_config(&world);
+
+    world.helper(&["configure"], None).assert_ok();
+    let configured = global_config(&world);
+    assert_ne!(configured, before);
+    world.helper(&["configure"], None).assert_ok();
+    assert_eq!(global_config(&world), configured);
+
+    // Store must not answer for githosted hosts: the reset clears it.
+    let helpers = world.git(
+        GIT_NEW,
+        None,
+        &[
+            "config",
+            "--global",
+            "--get-urlmatch",
+            "credential.helper",
+            "https://githosted.dev/acme/app.git",
+        ],
+    );
+    assert_eq!(helpers.stdout.trim(), "githosted", "{}", helpers.stdout);
+
+    world.helper(&["configure", "--remove"], None).assert_ok();
+    assert_eq!(global_config(&world), before);
+
+    // --local writes the repository's config, with the API's options.
+    let repo = world.path("r");
+    world.git(GIT_NEW, None, &["init", "-q", "r"]).assert_ok();
+    let url = world.server.base_url();
+    let mut cmd = std::process::Command::new(HELPER);
+    cmd.args([
+        "configure",
+        "--local",
+        "--api-url",
+        &url,
+        "--permission",
+        "read",
+    ])
+    .current_dir(&repo);
+    world.run(cmd, None).assert_ok();
+    let key = format!("credential.{url}.helper");
+    let local = world.git(
+        GIT_NEW,
+        Some(&repo),
+        &["config", "--local", "--get-all", &key],
+    );
+    assert_eq!(
+        local.stdout,
+        format!("\ngithosted --api-url {url} --permission read\n")
+    );
+    assert_eq!(global_config(&world), before);
+}

@@ -1,0 +1,204 @@
+//! The real OS keychain (a Secret Service on Linux). These need a D-Bus session
+//! with an unlocked keyring: `.ci/run` starts one and runs them with
+//! `--include-ignored`; elsewhere they report themselves as ignored.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+/// What `secret-tool` finds for an account of this helper.
+fn secret_tool_lookup(world: &World, account: &str) -> Option<String> {
+    let mut cmd = Command::new("secret-tool");
+    cmd.args([
+        "lookup",
+        "service",
+        "git-credential-githosted",
+        "username",
+        account,
+    ]);
+    let run = world.run(cmd, None);
+    run.ok().then_some(run.stdout)
+}
+
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn login_then_clone_then_logout() {
+    let world = World::configured(&[]);
+    let url = world.server.base_url();
+    let host = world.server.host();
+    let parent = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+
+    let login = world.helper(&["login", "--api-url", &url], Some(&parent));
+    login.assert_ok();
+    assert!(
+        login
+            .stderr
+            .contains(&format!("for {host} in the Secret Service")),
+        "{}",
+        login.stderr
+    );
+    world.assert_no_tokens_in("login output", &format!("{}{}", login.stdout, login.stderr));
+    assert_eq!(
+        world.server.calls("ListTokens"),
+        1,
+        "login checks the token"
+    );
+    assert_eq!(
+        secret_tool_lookup(&world, &host).as_deref(),
+        Some(parent.as_str())
+    );
+
+    // No GITHOSTED_TOKEN anywhere: the keychain provides the parent.
+    assert!(world.env.is_empty());
+    for git in GITS {
+        let work = world.clone(git, &world.url("app"), &format!("work-{}", git.len()));
+        world.commit(git, &work, &format!("k{}.txt", git.len()));
+        world
+            .git(git, Some(&work), &["push", "-q", "origin", "HEAD:main"])
+            .assert_ok();
+    }
+    assert!(world.server.exchange_count() >= 2);
+    for e in world.server.exchanges() {
+        assert_eq!(e.parent_id, world.server.record_for(&parent).unwrap().id);
+    }
+
+    let logout = world.helper(&["logout", "--api-url", &url], None);
+    logout.assert_ok();
+    assert!(logout.stderr.contains("removed"), "{}", logout.stderr);
+    assert_eq!(secret_tool_lookup(&world, &host), None);
+    let get = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&request("http", &host, Some("acme/app.git"))),
+    );
+    assert_eq!(field(&get.stdout, "password"), None);
+    assert!(get.stderr.contains("login"), "{}", get.stderr);
+}
+
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn workspace_entry_wins_over_host_entry() {
+    let world = World::configured(&[]);
+    let url = world.server.base_url();
+    world.server.add_workspace("other");
+    world.server.add_repo("other", "lib");
+    let acme = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    let other = world
+        .server
+        .seed_token("other", TokenSpec::workspace_write());
+    world
+        .helper(&["login", "--api-url", &url], Some(&acme))
+        .assert_ok();
+    world
+        .helper(
+            &["login", "--api-url", &url, "--workspace", "other"],
+            Some(&other),
+        )
+        .assert_ok();
+
+    world.clone(GIT_NEW, &format!("{url}/other/lib.git"), "lib");
+    world.clone(GIT_NEW, &world.url("app"), "app");
+    let parents: Vec<String> = world
+        .server
+        .exchanges()
+        .into_iter()
+        .map(|e| e.parent_id)
+        .collect();
+    let id = |t: &str| world.server.record_for(t).unwrap().id;
+    assert_eq!(parents, vec![id(&other), id(&acme)]);
+
+    world
+        .helper(&["logout", "--api-url", &url, "--workspace", "other"], None)
+        .assert_ok();
+    world
+        .helper(&["logout", "--api-url", &url], None)
+        .assert_ok();
+}
+
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn revoked_stored_parent_says_to_log_in_again() {
+    let world = World::configured(&[]);
+    let url = world.server.base_url();
+    let host = world.server.host();
+    let parent = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    world
+        .helper(&["login", "--api-url", &url], Some(&parent))
+        .assert_ok();
+    world.server.revoke(&parent);
+
+    let run = world.git(GIT_NEW, None, &["ls-remote", &world.url("app")]);
+    run.assert_failed();
+    assert!(
+        run.stderr
+            .contains(&format!("{host} rejected the Secret Service"))
+            && run
+                .stderr
+                .contains(&format!("git-credential-githosted login --api-url {url}")),
+        "{}",
+        run.stderr
+    );
+    // A rejected parent is never deleted by the helper: only logout does that.
+    assert_eq!(
+        secret_tool_lookup(&world, &host).as_deref(),
+        Some(parent.as_str())
+    );
+    world
+        .helper(&["logout", "--api-url", &url], None)
+        .assert_ok();
+}
+
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn login_refuses_a_rejected_or_wrong_token() {
+    let world = World::new();
+    let url = world.server.base_url();
+    let host = world.server.host();
+    let revoked = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    world.server.revoke(&revoked);
+    let run = world.helper(&["login", "--api-url", &url], Some(&revoked));
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("rejected") && run.stderr.contains("nothing was stored"),
+        "{}",
+        run.stderr
+    );
+
+    let repo_token = world
+        .server
+        .seed_token("acme", TokenSpec::repo(Permission::Read, &["app"], None));
+    let run = world.helper(&["login", "--api-url", &url], Some(&repo_token));
+    run.assert_failed();
+    assert!(run.stderr.contains("repo token"), "{}", run.stderr);
+    assert_eq!(secret_tool_lookup(&world, &host), None);
+    world.assert_no_tokens_in("login output", &run.stderr);
+
+    // --no-verify stores without asking the API.
+    let calls = world.server.calls("ListTokens");
+    let fresh = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    world
+        .helper(
+            &["login", "--api-url", &url, "--no-verify"],
+            Some(&format!("{fresh}\n")),
+        )
+        .assert_ok();
+    assert_eq!(world.server.calls("ListTokens"), calls);
+    assert_eq!(
+        secret_tool_lookup(&world, &host).as_deref(),
+        Some(fresh.as_str())
+    );
+    world
+        .helper(&["logout", "--api-url", &url], None)
+        .assert_ok();
+}

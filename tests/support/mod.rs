@@ -1,0 +1,291 @@
+//! Shared test harness: a private HOME for git, the helper binary on PATH, a
+//! local githosted-compatible server, and git runs with a deadline whose output
+//! is checked for leaked tokens.
+#![allow(dead_code)]
+
+pub mod server;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use server::{Kind, Permission, Server, TokenSpec};
+
+/// The helper binary cargo built for these tests.
+pub const HELPER: &str = env!("CARGO_BIN_EXE_git-credential-githosted");
+
+/// The two git clients the helper must work with.
+pub const GIT_NEW: &str = "/usr/local/bin/git";
+pub const GIT_OLD: &str = "/usr/bin/git";
+pub const GITS: [&str; 2] = [GIT_NEW, GIT_OLD];
+
+/// How long any one command may run before the test calls it hung.
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(self.ok(), "command failed: {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_failed(&self) -> &Self {
+        assert!(!self.ok(), "command unexpectedly succeeded: {self:#?}");
+        self
+    }
+}
+
+/// One test's world: a server with workspace `acme` and repo `app`, and a HOME
+/// with nothing in it but what the test puts there.
+pub struct World {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+    /// Extra environment for every command (e.g. `GITHOSTED_TOKEN`).
+    pub env: Vec<(String, String)>,
+}
+
+impl World {
+    pub fn new() -> World {
+        let server = Server::start();
+        server.add_workspace("acme");
+        server.add_repo("acme", "app");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        World {
+            server,
+            dir,
+            home,
+            env: Vec::new(),
+        }
+    }
+
+    /// A world whose git is configured for the local server with these helper options.
+    pub fn configured(options: &[&str]) -> World {
+        let world = World::new();
+        world.configure(options);
+        world
+    }
+
+    pub fn configure(&self, options: &[&str]) {
+        let mut args = vec!["configure", "--api-url"];
+        let url = self.server.base_url();
+        args.push(&url);
+        args.extend_from_slice(options);
+        self.helper(&args, None).assert_ok();
+    }
+
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// A workspace token for `acme`, given to the helper through `GITHOSTED_TOKEN`.
+    pub fn with_env_parent(&mut self) -> String {
+        let parent = self.server.seed_token("acme", TokenSpec::workspace_write());
+        self.set_env("GITHOSTED_TOKEN", &parent);
+        parent
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `http://127.0.0.1:PORT/acme/app.git`
+    pub fn url(&self, repo: &str) -> String {
+        format!("{}/acme/{repo}.git", self.server.base_url())
+    }
+
+    /// `http://127.0.0.1:PORT/git/acme/app.git`
+    pub fn git_prefixed_url(&self, repo: &str) -> String {
+        format!("{}/git/acme/{repo}.git", self.server.base_url())
+    }
+
+    /// Runs `git` (the given binary) in `cwd`.
+    pub fn git(&self, git: &str, cwd: Option<&Path>, args: &[&str]) -> Run {
+        let mut cmd = Command::new(git);
+        cmd.args(args);
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        } else {
+            cmd.current_dir(self.dir.path());
+        }
+        self.run(cmd, None)
+    }
+
+    /// Runs the helper binary directly, with `stdin` as its input.
+    pub fn helper(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(HELPER);
+        cmd.args(args).current_dir(self.dir.path());
+        self.run(cmd, stdin)
+    }
+
+    /// Runs a command with this world's environment only, a deadline, and a
+    /// check that nothing it printed holds a token the server issued.
+    pub fn run(&self, cmd: Command, stdin: Option<&str>) -> Run {
+        self.run_within(cmd, stdin, DEADLINE)
+    }
+
+    /// [`World::run`] with a deadline of its own (e.g. for a release build).
+    pub fn run_within(&self, mut cmd: Command, stdin: Option<&str>, deadline: Duration) -> Run {
+        cmd.env_clear();
+        for (k, v) in self.base_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out_path = self.dir.path().join(format!("out-{}", unique()));
+        let err_path = self.dir.path().join(format!("err-{}", unique()));
+        cmd.stdout(File::create(&out_path).expect("stdout file"));
+        cmd.stderr(File::create(&err_path).expect("stderr file"));
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            // The child may exit without reading everything: that is its business.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                panic!("{cmd:?} did not finish within {deadline:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = started.elapsed();
+        let read =
+            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        let run = Run {
+            status,
+            stdout: read(&out_path),
+            stderr: read(&err_path),
+            elapsed,
+        };
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        run
+    }
+
+    /// The environment every command gets: an isolated HOME and config, no
+    /// prompts, the helper on PATH, and the D-Bus session (for keychain tests).
+    fn base_env(&self) -> Vec<(String, OsString)> {
+        let helper_dir = Path::new(HELPER).parent().expect("helper dir");
+        let mut path = OsString::from(helper_dir);
+        path.push(":/usr/local/bin:/usr/bin:/bin");
+        let mut env = vec![
+            ("PATH".to_owned(), path),
+            ("HOME".to_owned(), self.home.clone().into()),
+            (
+                "XDG_CONFIG_HOME".to_owned(),
+                self.home.join(".config").into(),
+            ),
+            ("XDG_CACHE_HOME".to_owned(), self.home.join(".cache").into()),
+            ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".into()),
+            ("GIT_TERMINAL_PROMPT".to_owned(), "0".into()),
+            ("LANG".to_owned(), "C".into()),
+            ("USER".to_owned(), "tester".into()),
+            ("GIT_AUTHOR_NAME".to_owned(), "Tester".into()),
+            ("GIT_AUTHOR_EMAIL".to_owned(), "tester@example.com".into()),
+            ("GIT_COMMITTER_NAME".to_owned(), "Tester".into()),
+            (
+                "GIT_COMMITTER_EMAIL".to_owned(),
+                "tester@example.com".into(),
+            ),
+        ];
+        for key in [
+            "DBUS_SESSION_BUS_ADDRESS",
+            "XDG_RUNTIME_DIR",
+            "GITHOSTED_LOG",
+        ] {
+            if let Some(value) = std::env::var_os(key) {
+                env.push((key.to_owned(), value));
+            }
+        }
+        env
+    }
+
+    /// Asserts that no token the server ever issued appears in `text`.
+    #[track_caller]
+    pub fn assert_no_tokens_in(&self, what: &str, text: &str) {
+        for token in self.server.issued_tokens() {
+            assert!(
+                !text.contains(&token),
+                "{what} contains a token the server issued"
+            );
+        }
+    }
+
+    /// Clones `url` into `name` with `git`, asserting success and no leaked token.
+    #[track_caller]
+    pub fn clone(&self, git: &str, url: &str, name: &str) -> PathBuf {
+        let run = self.git(git, None, &["clone", "-q", url, name]);
+        run.assert_ok();
+        self.assert_no_tokens_in("git clone output", &format!("{}{}", run.stdout, run.stderr));
+        self.path(name)
+    }
+
+    /// Makes a commit in `repo` and returns its id.
+    pub fn commit(&self, git: &str, repo: &Path, file: &str) -> String {
+        std::fs::write(repo.join(file), file).expect("write file");
+        self.git(git, Some(repo), &["add", file]).assert_ok();
+        self.git(git, Some(repo), &["commit", "-q", "-m", file])
+            .assert_ok();
+        self.git(git, Some(repo), &["rev-parse", "HEAD"])
+            .assert_ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+}
+
+/// A request as git would send it to `get`.
+pub fn request(protocol: &str, host: &str, path: Option<&str>) -> String {
+    let mut r = format!("protocol={protocol}\nhost={host}\n");
+    if let Some(path) = path {
+        r.push_str(&format!("path={path}\n"));
+    }
+    r
+}
+
+/// The value of `key` in a helper answer.
+pub fn field<'a>(answer: &'a str, key: &str) -> Option<&'a str> {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
