@@ -10,7 +10,6 @@
 //! repo token, and git presenting only that repo token. Tokens are shown as
 //! fingerprints only.
 
-#[allow(dead_code)]
 #[path = "../tests/support/server.rs"]
 mod server;
 
@@ -36,12 +35,19 @@ fn run() -> Result<(), String> {
     server.add_workspace("acme");
     server.add_repo("acme", "app");
     let parent = Secret::new(server.seed_token("acme", TokenSpec::workspace_write()));
-    println!("local githosted at {}, workspace token {parent}", server.base_url());
+    println!(
+        "local githosted at {}, workspace token {parent}",
+        server.base_url()
+    );
 
     let home = tempfile::tempdir().map_err(|e| e.to_string())?;
     let url = server.base_url();
     let bin_dir = helper.parent().ok_or("helper has no directory")?;
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let command = |program: &Path| {
         let mut c = Command::new(program);
         c.env_clear()
@@ -52,7 +58,9 @@ fn run() -> Result<(), String> {
         c
     };
 
-    let configure = command(&helper).args(["configure", "--api-url", &url]).status();
+    let configure = command(&helper)
+        .args(["configure", "--api-url", &url])
+        .status();
     check(configure, "git-credential-githosted configure")?;
 
     let clone_url = format!("{url}/acme/app.git");
@@ -78,9 +86,17 @@ fn run() -> Result<(), String> {
         let token = r
             .token
             .as_ref()
-            .map(|t| format!("{}_ token for {:?} ({:?})", t.prefix, t.repo_allowlist, t.permission))
+            .map(|t| {
+                format!(
+                    "{}_ token for {:?} ({:?})",
+                    t.prefix, t.repo_allowlist, t.permission
+                )
+            })
             .unwrap_or_else(|| "no token".into());
-        println!("  {} {:<45} {:?} {} → {}", r.method, r.path, r.auth_scheme, token, r.status);
+        println!(
+            "  {} {:<45} {:?} {} → {}",
+            r.method, r.path, r.auth_scheme, token, r.status
+        );
     }
     let config = std::fs::read_to_string(home.path().join(".gitconfig")).unwrap_or_default();
     println!("\n~/.gitconfig written by `configure`:\n{config}");
@@ -91,7 +107,13 @@ fn run() -> Result<(), String> {
 fn build_helper() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--locked", "--bin", "git-credential-githosted"])
+        .args([
+            "build",
+            "--quiet",
+            "--locked",
+            "--bin",
+            "git-credential-githosted",
+        ])
         .status();
     check(status, "cargo build")?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;

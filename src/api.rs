@@ -41,7 +41,7 @@ impl Permission {
 }
 
 /// The `code` of a Connect error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Code {
     Unauthenticated,
     PermissionDenied,
@@ -93,7 +93,7 @@ impl Code {
 }
 
 /// What went wrong with a call. Messages name the API host; they never hold a token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ApiError {
     /// The server answered with a Connect error.
     #[error("{host} answered {status} {}: {message}", code.as_str())]

@@ -45,7 +45,7 @@ pub struct Options {
     /// Minimum remaining lifetime of a token handed to git [default: min(300, ttl/4)]
     #[arg(long, global = true, value_name = "SECS")]
     pub min_ttl: Option<u64>,
-    /// Mint directly, without the background agent
+    /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
     #[arg(long, global = true)]
     pub no_agent: bool,
     /// Workspace whose token `login`/`logout` store or delete [default: any workspace on this API host]
@@ -107,6 +107,11 @@ pub enum Command {
         after_help = "Examples:\n  git-credential-githosted configure\n  git-credential-githosted configure --api-url http://127.0.0.1:8080 --local\n  git-credential-githosted configure --remove"
     )]
     Configure,
+    /// Show what is stored, cached and configured (fingerprints only)
+    Status,
+    /// (internal) Run the background agent; the helper starts it on demand
+    #[command(hide = true)]
+    Agent,
     /// Any other operation git may invent: ignored
     #[command(external_subcommand)]
     Other(Vec<String>),

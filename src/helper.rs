@@ -6,9 +6,15 @@
 //! and answers git with that token and its expiry. Requests for other hosts get
 //! no answer at all, so other helpers can serve them.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
+use std::time::Duration;
 
-use crate::api::{self, ApiError, Code, ExchangeRequest};
+use crate::agent::client::{Agent, AgentError, LOOKUP_TIMEOUT};
+use crate::agent::server::ApiMinter;
+use crate::agent::wire;
+use crate::api::{self, ApiError, Code};
+use crate::broker::{MintParams, Minter};
 use crate::keychain::{self, KeychainError, Parent, Source};
 use crate::protocol::{Request, Response};
 use crate::secret::{Secret, TokenKind};
@@ -17,6 +23,11 @@ use crate::target::{Resolution, Target};
 
 /// The username given to git with every token; githosted ignores it.
 pub const USERNAME: &str = "githosted";
+
+/// How long the agent may take to mint (it has its own API timeouts).
+const MINT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long revoking forgotten tokens may hold up `erase` or `logout`.
+pub const REVOKE_BUDGET: Duration = Duration::from_secs(3);
 
 /// A failure of `get`, worded for the person at the terminal. Never holds a secret.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +141,8 @@ pub fn get(
     }
 }
 
-/// `store`: git reports that a credential worked. Never writes anything anywhere.
+/// `store`: git reports that a credential worked. For our own `gr_` the agent
+/// already has it; for anything else there is nothing to do. Never writes anything.
 pub fn store(input: &mut impl io::BufRead) -> anyhow::Result<()> {
     let request = Request::read_from(input)?;
     tracing::debug!(
@@ -141,80 +153,229 @@ pub fn store(input: &mut impl io::BufRead) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `erase`: git got a 401 with a credential. Without a cache there is nothing
-/// to forget; the parent token in the keychain is never touched.
-pub fn erase(input: &mut impl io::BufRead) -> anyhow::Result<()> {
+/// `erase`: git got a 401 with a credential. Drop the cached token with that
+/// value (host-only: every token for the host, or for the repo if a path is
+/// given) and revoke it at the server, briefly. The keychain is never touched.
+pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Result<()> {
     let request = Request::read_from(input)?;
-    tracing::debug!(password = ?request.password, host = ?request.host, "erase: nothing cached");
+    let (workspace, repo) = match settings.service.resolve(
+        request.protocol.as_deref(),
+        request.host.as_deref(),
+        request.path.as_deref(),
+    ) {
+        Resolution::NotOurs | Resolution::BadPath(_) => return Ok(()),
+        Resolution::NoPath => (None, None),
+        Resolution::Repo(target) => (Some(target.workspace), Some(target.repo)),
+    };
+    let erase = wire::Request::Erase {
+        api: settings.service.api_url().to_string(),
+        workspace,
+        repo,
+        password: request.password,
+    };
+    // No agent running means nothing is cached: do not start one to find out.
+    let dropped = match Agent::connect().and_then(|mut agent| agent.request(&erase, LOOKUP_TIMEOUT))
+    {
+        Ok(wire::Response::Dropped(dropped)) => dropped,
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            tracing::debug!("erase: no agent ({e})");
+            Vec::new()
+        }
+    };
+    for d in &dropped {
+        tracing::info!(token = %d.fingerprint, workspace = %d.workspace, repo = %d.repo, "erase: forgot a token");
+    }
+    revoke(settings, &dropped);
     Ok(())
 }
 
-/// A fresh token for the target, as git's answer.
+/// Revokes forgotten tokens at the server with their workspace's parent token,
+/// best effort and within [`REVOKE_BUDGET`]. Returns how many were revoked.
+pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
+    if dropped.is_empty() {
+        return 0;
+    }
+    let api_host = settings.service.api_host();
+    let Ok(client) = api::Client::new(settings.service.api_url(), api_host) else {
+        return 0;
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    let mut parents: HashMap<String, Option<Secret>> = HashMap::new();
+    let mut jobs = tokio::task::JoinSet::new();
+    for d in dropped {
+        let parent = parents
+            .entry(d.workspace.clone())
+            .or_insert_with(|| match keychain::parent_token(api_host, &d.workspace) {
+                Ok(Some(p)) if p.token.kind() == TokenKind::Workspace => Some(p.token),
+                _ => None,
+            })
+            .clone();
+        let Some(parent) = parent else {
+            tracing::debug!(token = %d.fingerprint, "no workspace token to revoke it with");
+            continue;
+        };
+        let (client, d) = (client.clone(), d.clone());
+        jobs.spawn_on(
+            async move {
+                let result = client.revoke_token(&parent, &d.id).await;
+                match &result {
+                    Ok(()) => tracing::info!(token = %d.fingerprint, "revoked"),
+                    Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
+                }
+                result.is_ok()
+            },
+            runtime.handle(),
+        );
+    }
+    runtime.block_on(async {
+        let mut revoked = 0;
+        let _ = tokio::time::timeout(REVOKE_BUDGET, async {
+            while let Some(done) = jobs.join_next().await {
+                revoked += usize::from(done.unwrap_or(false));
+            }
+        })
+        .await;
+        revoked
+    })
+}
+
+/// A token for the target, as git's answer: from the agent's cache when it
+/// has a fit one, else minted (through the agent, or directly without one).
 fn token_for(settings: &Settings, target: &Target) -> Result<Response, GetError> {
-    let api_host = settings.service.api_host().to_owned();
-    let parent = keychain::parent_token(&api_host, &target.workspace)
+    let env = keychain::env_token();
+    if let Some(token) = env.as_ref().filter(|t| t.kind() == TokenKind::Repo) {
+        tracing::debug!(token = %token, "GITHOSTED_TOKEN holds a repo token: passed through as it is");
+        return Ok(answer(token.clone(), None));
+    }
+    let key = wire::Key {
+        api: settings.service.api_url().to_string(),
+        workspace: target.workspace.clone(),
+        repo: target.repo.clone(),
+        permission: settings.permission,
+        parent: env.map_or_else(
+            || "keychain".to_owned(),
+            |t| format!("env:{}", t.fingerprint()),
+        ),
+    };
+
+    let mut agent = if settings.no_agent {
+        None
+    } else {
+        match Agent::connect_or_spawn() {
+            Ok(agent) => Some(agent),
+            Err(AgentError::Dir(e)) => {
+                eprintln!("git-credential-githosted: {e}; minting without the agent");
+                None
+            }
+            Err(e) => {
+                tracing::debug!("no agent, minting directly: {e}");
+                None
+            }
+        }
+    };
+    let lookup = wire::Request::Get {
+        key: key.clone(),
+        min_ttl: settings.min_ttl_secs,
+    };
+    if let Some(a) = agent.as_mut() {
+        match a.request(&lookup, LOOKUP_TIMEOUT) {
+            Ok(wire::Response::Token { token, expires_at }) => {
+                tracing::debug!(token = %token, "served from the agent's cache");
+                return Ok(answer(token, Some(expires_at)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!("the agent did not answer, minting directly: {e}");
+                agent = None;
+            }
+        }
+    }
+
+    let parent = find_parent(settings, target)?;
+    match parent.token.kind() {
+        TokenKind::Repo => {
+            tracing::debug!(token = %parent.token, source = %parent.source, "a repo token is passed through as it is");
+            return Ok(answer(parent.token, None));
+        }
+        TokenKind::Workspace => {}
+        TokenKind::Unknown => return Err(GetError::NotAToken(parent.source)),
+    }
+    let params = MintParams {
+        ttl: settings.ttl_secs,
+        subject: settings::subject(),
+    };
+    if let Some(mut a) = agent {
+        let mint = wire::Request::Mint {
+            key: key.clone(),
+            ttl: params.ttl,
+            min_ttl: settings.min_ttl_secs,
+            subject: params.subject.clone(),
+            parent: parent.token.clone(),
+        };
+        match a.request(&mint, MINT_TIMEOUT) {
+            Ok(wire::Response::Token { token, expires_at }) => {
+                return Ok(answer(token, Some(expires_at)));
+            }
+            Ok(wire::Response::Failed(e)) => return Err(classify(settings, target, &parent, e)),
+            Ok(other) => tracing::debug!("unexpected agent answer {other:?}, minting directly"),
+            Err(e) => tracing::debug!("the agent failed, minting directly: {e}"),
+        }
+    }
+    mint_directly(settings, target, &key, &params, &parent)
+}
+
+fn find_parent(settings: &Settings, target: &Target) -> Result<Parent, GetError> {
+    let api_host = settings.service.api_host();
+    keychain::parent_token(api_host, &target.workspace)
         .map_err(|source| GetError::Keychain {
-            api_host: api_host.clone(),
+            api_host: api_host.to_owned(),
             workspace: target.workspace.clone(),
             source,
         })?
         .ok_or_else(|| GetError::NoToken {
-            api_host: api_host.clone(),
+            api_host: api_host.to_owned(),
             workspace: target.workspace.clone(),
             api_flag: settings.api_url_flag(),
-        })?;
-    match parent.token.kind() {
-        TokenKind::Repo => {
-            tracing::debug!(token = %parent.token, source = %parent.source, "a repo token is passed through as it is");
-            Ok(Response {
-                username: Some(USERNAME.into()),
-                password: Some(parent.token),
-                ..Response::default()
-            })
-        }
-        TokenKind::Workspace => exchange(settings, target, &parent),
-        TokenKind::Unknown => Err(GetError::NotAToken(parent.source)),
+        })
+}
+
+fn answer(token: Secret, expires_at: Option<i64>) -> Response {
+    Response {
+        username: Some(USERNAME.into()),
+        password: Some(token),
+        password_expiry_utc: expires_at,
+        quit: false,
     }
 }
 
-fn exchange(settings: &Settings, target: &Target, parent: &Parent) -> Result<Response, GetError> {
-    let api_host = settings.service.api_host();
-    let api_error = |source: ApiError| classify(settings, target, parent, source);
-    let client = api::Client::new(settings.service.api_url(), api_host).map_err(api_error)?;
-    let subject = settings::subject();
-    let request = ExchangeRequest {
-        repo_allowlist: vec![target.repo.as_str()],
-        permission: settings.permission,
-        ttl_seconds: settings.ttl_secs,
-        subject: &subject,
-    };
+/// One exchange in this process, without the agent.
+fn mint_directly(
+    settings: &Settings,
+    target: &Target,
+    key: &wire::Key,
+    params: &MintParams,
+    parent: &Parent,
+) -> Result<Response, GetError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {
-            api_error(ApiError::Transport {
-                host: api_host.to_owned(),
+            let error = ApiError::Transport {
+                host: settings.service.api_host().to_owned(),
                 reason: format!("cannot start the I/O runtime: {e}"),
-            })
+            };
+            classify(settings, target, parent, error)
         })?;
     let minted = runtime
-        .block_on(client.exchange_token(&parent.token, &request))
-        .map_err(api_error)?;
-    tracing::info!(
-        token = %minted.token,
-        parent = %parent.token,
-        workspace = %target.workspace,
-        repo = %target.repo,
-        permission = settings.permission.as_str(),
-        expires_at = minted.expires_at,
-        "minted a repo token"
-    );
-    Ok(Response {
-        username: Some(USERNAME.into()),
-        password: Some(minted.token),
-        password_expiry_utc: Some(minted.expires_at),
-        quit: false,
-    })
+        .block_on(ApiMinter::default().mint(key, params, &parent.token))
+        .map_err(|e| classify(settings, target, parent, e))?;
+    Ok(answer(minted.token, Some(minted.expires_at)))
 }
 
 fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiError) -> GetError {

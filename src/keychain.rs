@@ -146,6 +146,30 @@ pub fn delete(account: &str) -> Result<bool, KeychainError> {
     })
 }
 
+/// The accounts of every entry this helper stored, with their fingerprints.
+pub fn list() -> Result<Vec<(String, String)>, KeychainError> {
+    with_deadline(|| {
+        default_store()?;
+        let spec = std::collections::HashMap::from([("service", SERVICE)]);
+        let entries = Entry::search(&spec).map_err(|e| classify(e, ""))?;
+        let mut found = Vec::new();
+        for entry in entries {
+            let account = entry
+                .get_attributes()
+                .ok()
+                .and_then(|mut a| a.remove("username"))
+                .unwrap_or_default();
+            let fingerprint = match entry.get_password() {
+                Ok(value) => Secret::new(value).fingerprint(),
+                Err(_) => "(unreadable)".to_owned(),
+            };
+            found.push((account, fingerprint));
+        }
+        found.sort();
+        Ok(found)
+    })
+}
+
 fn entry(account: &str) -> Result<Entry, KeychainError> {
     default_store()?;
     Entry::new(SERVICE, account).map_err(|e| classify(e, account))

@@ -19,12 +19,17 @@
 //! | [`keychain`] | the parent token: environment, OS keychain |
 //! | [`api`] | the githosted Connect-JSON client and its error classes |
 //! | [`helper`] | `get`/`store`/`erase` and the messages for their failures |
+//! | [`broker`] | the cache policy: lifetime margin, one mint per key, erase |
+//! | [`agent`] | the background process that holds the cache, its socket and wire format |
+//! | [`status`] | `status`: what is stored, cached, configured |
 //! | [`login`] | `login`/`logout` |
 //! | [`configure`] | git config for the helper |
 //! | [`secret`] | the token type |
 //! | [`cli`] | the command line |
 
+pub mod agent;
 pub mod api;
+pub mod broker;
 pub mod cli;
 pub mod configure;
 pub mod helper;
@@ -33,4 +38,5 @@ pub mod login;
 pub mod protocol;
 pub mod secret;
 pub mod settings;
+pub mod status;
 pub mod target;

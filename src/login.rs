@@ -3,8 +3,10 @@
 
 use anyhow::{Context, bail};
 
+use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
+use crate::agent::wire::{Dropped, Request, Response};
 use crate::api::{self, Code};
-use crate::helper::read_token_from_stdin;
+use crate::helper::{self, read_token_from_stdin};
 use crate::keychain::{self, BACKEND};
 use crate::secret::TokenKind;
 use crate::settings::Settings;
@@ -56,6 +58,14 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
         }
     }
     keychain::write(&account, &token)?;
+    // Tokens minted from the previous keychain token must not outlive it here.
+    let dropped = drain_agent(settings, workspace);
+    if !dropped.is_empty() {
+        tracing::info!(
+            count = dropped.len(),
+            "forgot tokens minted from the previous workspace token"
+        );
+    }
     eprintln!(
         "git-credential-githosted: stored the workspace token {token} for {account} in the {BACKEND}"
     );
@@ -68,9 +78,19 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
     Ok(())
 }
 
-/// `logout`: delete the stored workspace token.
+/// `logout`: revoke every live token the agent minted for this API host (and
+/// workspace), empty its cache, and delete the stored workspace token.
 pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()> {
     let account = keychain::account(settings.service.api_host(), workspace);
+    let dropped = drain_agent(settings, workspace);
+    // Revoke while the workspace token is still there to revoke with.
+    let revoked = helper::revoke(settings, &dropped);
+    if !dropped.is_empty() {
+        eprintln!(
+            "git-credential-githosted: revoked {revoked} of {} cached repo tokens for {account}",
+            dropped.len()
+        );
+    }
     if keychain::delete(&account)? {
         eprintln!(
             "git-credential-githosted: removed the workspace token for {account} from the {BACKEND}"
@@ -79,4 +99,16 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
         eprintln!("git-credential-githosted: no workspace token was stored for {account}");
     }
     Ok(())
+}
+
+/// Empties the agent's cache for this API (and workspace), if an agent runs.
+fn drain_agent(settings: &Settings, workspace: Option<&str>) -> Vec<Dropped> {
+    let drain = Request::Drain {
+        api: settings.service.api_url().to_string(),
+        workspace: workspace.map(str::to_owned),
+    };
+    match Agent::connect().and_then(|mut agent| agent.request(&drain, LOOKUP_TIMEOUT)) {
+        Ok(Response::Dropped(dropped)) => dropped,
+        _ => Vec::new(),
+    }
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 use git_credential_githosted::cli::{Cli, Command};
 use git_credential_githosted::configure::{self, Scope};
 use git_credential_githosted::settings::Settings;
-use git_credential_githosted::{helper, login};
+use git_credential_githosted::{agent, helper, login, status};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -36,7 +36,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Get => helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock()),
         Command::Store => helper::store(&mut io::stdin().lock()).map(|()| true),
-        Command::Erase => helper::erase(&mut io::stdin().lock()).map(|()| true),
+        Command::Erase => helper::erase(&settings, &mut io::stdin().lock()).map(|()| true),
+        Command::Status => status::run(&settings).map(|()| true),
+        Command::Agent => {
+            let dir = agent::dir()?;
+            agent::server::run(&dir, agent::server::idle_from_env()).map(|()| true)
+        }
         Command::Login => {
             login::login(&settings, o.workspace.as_deref(), !o.no_verify).map(|()| true)
         }

@@ -11,6 +11,9 @@ pub const DEFAULT_TTL_SECS: u64 = 3600;
 /// The server clamps longer requests to this.
 pub const MAX_TTL_SECS: u64 = 24 * 3600;
 
+/// Set (to anything but `0`) to run without the agent, like `--no-agent`.
+pub const NO_AGENT_ENV: &str = "GITHOSTED_NO_AGENT";
+
 /// The settings of one helper run.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -38,7 +41,8 @@ impl Settings {
             permission,
             ttl_secs: ttl_secs.clamp(1, MAX_TTL_SECS),
             min_ttl_secs,
-            no_agent,
+            no_agent: no_agent
+                || std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
         })
     }
 

@@ -70,6 +70,13 @@ impl World {
         let dir = tempfile::tempdir().expect("temp dir");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
+        let runtime = dir.path().join("run");
+        std::fs::create_dir_all(&runtime).expect("runtime dir");
+        std::fs::set_permissions(
+            &runtime,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+        )
+        .expect("chmod");
         World {
             server,
             dir,
@@ -103,6 +110,16 @@ impl World {
         let parent = self.server.seed_token("acme", TokenSpec::workspace_write());
         self.set_env("GITHOSTED_TOKEN", &parent);
         parent
+    }
+
+    /// `$XDG_RUNTIME_DIR` of this world's commands.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// The agent's directory in this world.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.runtime_dir().join("git-credential-githosted")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -210,6 +227,8 @@ impl World {
                 self.home.join(".config").into(),
             ),
             ("XDG_CACHE_HOME".to_owned(), self.home.join(".cache").into()),
+            // Each world has its own agent, which exits when this directory goes.
+            ("XDG_RUNTIME_DIR".to_owned(), self.runtime_dir().into()),
             ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".into()),
             ("GIT_TERMINAL_PROMPT".to_owned(), "0".into()),
             ("LANG".to_owned(), "C".into()),
@@ -222,11 +241,8 @@ impl World {
                 "tester@example.com".into(),
             ),
         ];
-        for key in [
-            "DBUS_SESSION_BUS_ADDRESS",
-            "XDG_RUNTIME_DIR",
-            "GITHOSTED_LOG",
-        ] {
+        // GITHOSTED_NO_AGENT: CI runs the end-to-end suite once more without the agent.
+        for key in ["DBUS_SESSION_BUS_ADDRESS", "GITHOSTED_LOG", "GITHOSTED_NO_AGENT"] {
             if let Some(value) = std::env::var_os(key) {
                 env.push((key.to_owned(), value));
             }
@@ -265,6 +281,53 @@ impl World {
             .stdout
             .trim()
             .to_owned()
+    }
+}
+
+impl World {
+    /// `get` for `acme/<repo>` with the helper options, straight to the helper.
+    pub fn get(&self, repo: &str, options: &[&str]) -> Run {
+        let url = self.server.base_url();
+        let mut args = vec!["--api-url", url.as_str()];
+        args.extend_from_slice(options);
+        args.push("get");
+        let path = format!("acme/{repo}.git");
+        self.helper(
+            &args,
+            Some(&request("http", &self.server.host(), Some(&path))),
+        )
+    }
+
+    /// The password `get` answers for `acme/<repo>`.
+    #[track_caller]
+    pub fn token(&self, repo: &str, options: &[&str]) -> String {
+        let run = self.get(repo, options);
+        field(&run.stdout, "password")
+            .unwrap_or_else(|| panic!("no password: {run:#?}"))
+            .to_owned()
+    }
+
+    /// Pids of agent processes serving this world (found by their environment).
+    pub fn agent_pids(&self) -> Vec<u32> {
+        let marker = format!("XDG_RUNTIME_DIR={}", self.runtime_dir().display());
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args.get(1) != Some(&&b"agent"[..])
+                || !args[0].ends_with(b"git-credential-githosted")
+            {
+                continue;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 }
 

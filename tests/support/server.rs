@@ -577,6 +577,11 @@ impl Server {
         self.lock().exchanges.clone()
     }
 
+    /// Record ids revoked through the `RevokeToken` API (not through [`Server::revoke`]).
+    pub fn revoked_via_api(&self) -> Vec<String> {
+        self.lock().revoked_via_api.clone()
+    }
+
     pub fn api_calls(&self) -> Vec<ApiCallSeen> {
         self.lock().api_calls.clone()
     }
@@ -702,6 +707,8 @@ struct Store {
     api_calls: Vec<ApiCallSeen>,
     exchanges: Vec<ExchangeSeen>,
     git_requests: Vec<GitRequestSeen>,
+    /// Record ids revoked through `RevokeToken`, in order.
+    revoked_via_api: Vec<String>,
     /// TEST-ONLY, see [`Server::issued_tokens`]. Never read by the server.
     issued_for_leak_checks: Vec<String>,
 }
@@ -718,6 +725,7 @@ impl Store {
             api_calls: Vec::new(),
             exchanges: Vec::new(),
             git_requests: Vec::new(),
+            revoked_via_api: Vec::new(),
             issued_for_leak_checks: Vec::new(),
         }
     }
@@ -977,6 +985,7 @@ impl Store {
             .find(|t| t.id == id && t.workspace == workspace)
             .ok_or_else(|| ApiError::not_found(format!("token {id} not found")))?;
         target.revoked_at.get_or_insert(now());
+        self.revoked_via_api.push(id);
         Ok(json!({}))
     }
 

@@ -1,0 +1,149 @@
+//! The helper's side of the agent: connect (starting the agent if needed) and
+//! ask. Blocking I/O with timeouts: a warm `get` needs no async runtime.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::server::{BUSY, IDLE_ENV, READY};
+use super::wire::{self, Request, Response};
+use super::{DirError, SOCKET_NAME};
+
+/// How long starting an agent may take before the helper mints directly.
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a cache lookup may take.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The environment an agent is started with: nothing else (no tokens).
+const PASS_ENV: &[&str] = &[
+    "HOME",
+    "PATH",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_CACHE_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    IDLE_ENV,
+];
+
+/// Why the agent cannot be used (the helper then mints directly).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    #[error("the agent is not running")]
+    NotRunning,
+    #[error("cannot start the agent: {0}")]
+    Spawn(String),
+    #[error("talking to the agent: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A connection to the agent.
+pub struct Agent {
+    stream: UnixStream,
+}
+
+impl Agent {
+    /// Connects to a running agent, without starting one.
+    pub fn connect() -> Result<Agent, AgentError> {
+        let dir = super::dir()?;
+        super::ensure_private_dir(&dir)?;
+        connect_at(&dir.join(SOCKET_NAME)).ok_or(AgentError::NotRunning)
+    }
+
+    /// Connects to the agent, starting it first if none is running.
+    pub fn connect_or_spawn() -> Result<Agent, AgentError> {
+        let dir = super::dir()?;
+        super::ensure_private_dir(&dir)?;
+        let socket = dir.join(SOCKET_NAME);
+        if let Some(agent) = connect_at(&socket) {
+            return Ok(agent);
+        }
+        spawn()?;
+        // Ready (ours) or busy (another one is starting): either way, connect.
+        let deadline = Instant::now() + SPAWN_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(agent) = connect_at(&socket) {
+                return Ok(agent);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(AgentError::Spawn(format!(
+            "no agent answered on {} in time",
+            socket.display()
+        )))
+    }
+
+    /// Sends one request and waits up to `timeout` for the answer.
+    pub fn request(
+        &mut self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, AgentError> {
+        self.stream.set_write_timeout(Some(timeout))?;
+        self.stream.set_read_timeout(Some(timeout))?;
+        wire::send(&mut self.stream, request)?;
+        Ok(wire::receive(&mut self.stream)?)
+    }
+}
+
+fn connect_at(socket: &Path) -> Option<Agent> {
+    UnixStream::connect(socket)
+        .ok()
+        .map(|stream| Agent { stream })
+}
+
+/// Starts `<this binary> agent` detached, and waits for its first line.
+fn spawn() -> Result<(), AgentError> {
+    let exe = std::env::current_exe().map_err(|e| AgentError::Spawn(e.to_string()))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("agent")
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for key in PASS_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            command.env(key, value);
+        }
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| AgentError::Spawn(e.to_string()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| AgentError::Spawn("no pipe to the agent".into()))?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(SPAWN_TIMEOUT) {
+        Ok(line) if line.trim() == READY || line.trim() == BUSY => Ok(()),
+        Ok(_) => Err(AgentError::Spawn(
+            "the agent exited before it was ready".into(),
+        )),
+        Err(_) => Err(AgentError::Spawn(
+            "the agent did not get ready in time".into(),
+        )),
+    }
+}

@@ -1,0 +1,611 @@
+//! The token policy: what is cached, for how long, and what is minted when.
+//!
+//! Plain logic over a [`Clock`] and a [`Minter`], so it is tested without
+//! sockets or servers; the agent ([`crate::agent`]) is a thin transport around it.
+//!
+//! - A token is filed under a [`Key`] (API, workspace, repo, permission, parent).
+//! - It is handed out only while it has the minimum remaining lifetime: by
+//!   default the smaller of 5 minutes and a quarter of its TTL (git's own check
+//!   has no margin, so a token about to die must never reach it).
+//! - Concurrent misses for one key wait for one exchange; a failed exchange is
+//!   not cached.
+//! - Erase drops the token whose value matches (compared in constant time), or
+//!   everything for an API/workspace/repo when no value is given.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use crate::agent::wire::{Dropped, EntryInfo, Key};
+use crate::api::{ApiError, Minted};
+use crate::secret::Secret;
+
+/// The default upper bound of the lifetime margin, in seconds.
+pub const DEFAULT_MARGIN_SECS: i64 = 300;
+
+/// Unix time, in seconds.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+}
+
+/// What a mint asks for besides the key.
+#[derive(Debug, Clone)]
+pub struct MintParams {
+    pub ttl: u64,
+    pub subject: String,
+}
+
+/// Something that exchanges a parent token for a repo token (the API, or a fake).
+pub trait Minter: Send + Sync + 'static {
+    fn mint(
+        &self,
+        key: &Key,
+        params: &MintParams,
+        parent: &Secret,
+    ) -> impl Future<Output = Result<Minted, ApiError>> + Send;
+}
+
+/// A token handed out: its value and expiry (Unix seconds).
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: Secret,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    token: Secret,
+    id: String,
+    expires_at: i64,
+    /// Seconds between minting and expiry.
+    lifetime: i64,
+}
+
+type Outcome = Option<Result<Issued, ApiError>>;
+
+#[derive(Default)]
+struct State {
+    cache: HashMap<Key, Cached>,
+    inflight: HashMap<Key, watch::Receiver<Outcome>>,
+    exchanges: u64,
+}
+
+/// The cache and its policy.
+pub struct Broker<C, M> {
+    clock: C,
+    minter: M,
+    state: Mutex<State>,
+}
+
+/// The minimum remaining lifetime for a token that lives `lifetime` seconds.
+pub fn margin(lifetime: i64, min_ttl: Option<u64>) -> i64 {
+    match min_ttl {
+        Some(secs) => i64::try_from(secs).unwrap_or(i64::MAX),
+        None => DEFAULT_MARGIN_SECS.min(lifetime / 4),
+    }
+}
+
+impl<C: Clock, M: Minter> Broker<C, M> {
+    pub fn new(clock: C, minter: M) -> Self {
+        Broker {
+            clock,
+            minter,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind: keep going.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A cached token for `key` with enough lifetime left.
+    pub fn lookup(&self, key: &Key, min_ttl: Option<u64>) -> Option<Issued> {
+        fresh(&self.state(), key, min_ttl, self.clock.now())
+    }
+
+    /// A token for `key`: from the cache if fit, else one exchange shared by all
+    /// who ask at the same time.
+    pub async fn get_or_mint(
+        &self,
+        key: &Key,
+        min_ttl: Option<u64>,
+        params: &MintParams,
+        parent: Secret,
+    ) -> Result<Issued, ApiError> {
+        loop {
+            enum Next {
+                Wait(watch::Receiver<Outcome>),
+                Mint(watch::Sender<Outcome>),
+            }
+            let next = {
+                let mut state = self.state();
+                if let Some(issued) = fresh(&state, key, min_ttl, self.clock.now()) {
+                    return Ok(issued);
+                }
+                match state.inflight.get(key) {
+                    Some(rx) => Next::Wait(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        state.inflight.insert(key.clone(), rx);
+                        Next::Mint(tx)
+                    }
+                }
+            };
+            let mut waiting = match next {
+                Next::Mint(tx) => return self.mint_now(key, params, parent, tx).await,
+                Next::Wait(rx) => rx,
+            };
+            // Someone else is minting this key: wait for their outcome.
+            match waiting.wait_for(Option::is_some).await {
+                Ok(outcome) => {
+                    if let Some(result) = outcome.clone() {
+                        return result;
+                    }
+                }
+                // The minting task went away without an outcome: try ourselves.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    async fn mint_now(
+        &self,
+        key: &Key,
+        params: &MintParams,
+        parent: Secret,
+        tx: watch::Sender<Outcome>,
+    ) -> Result<Issued, ApiError> {
+        // Remove the in-flight marker even if this future is dropped midway.
+        struct Inflight<'a>(&'a Mutex<State>, &'a Key);
+        impl Drop for Inflight<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                state.inflight.remove(self.1);
+            }
+        }
+        let _marker = Inflight(&self.state, key);
+
+        let minted_at = self.clock.now();
+        let result = self.minter.mint(key, params, &parent).await;
+        drop(parent);
+        let outcome = match result {
+            Ok(minted) => {
+                let issued = Issued {
+                    token: minted.token.clone(),
+                    expires_at: minted.expires_at,
+                };
+                let mut state = self.state();
+                state.exchanges += 1;
+                state.cache.insert(
+                    key.clone(),
+                    Cached {
+                        token: minted.token,
+                        id: minted.record.id,
+                        expires_at: minted.expires_at,
+                        lifetime: (minted.expires_at - minted_at).max(0),
+                    },
+                );
+                Ok(issued)
+            }
+            Err(e) => Err(e),
+        };
+        tx.send_replace(Some(outcome.clone()));
+        outcome
+    }
+
+    /// Forgets tokens: the one equal to `password` (within `api`), or, without
+    /// a password, all for `api` and the optional workspace and repo.
+    pub fn erase(
+        &self,
+        api: &str,
+        workspace: Option<&str>,
+        repo: Option<&str>,
+        password: Option<&Secret>,
+    ) -> Vec<Dropped> {
+        self.remove_where(|key, cached| {
+            key.api == api
+                && match password {
+                    Some(password) => cached.token.ct_eq(password.expose()),
+                    None => {
+                        workspace.is_none_or(|ws| ws == key.workspace)
+                            && repo.is_none_or(|r| r == key.repo)
+                    }
+                }
+        })
+    }
+
+    /// Drops entries whose token has expired; returns how many.
+    pub fn purge_expired(&self) -> usize {
+        let now = self.clock.now();
+        self.remove_where(|_, cached| cached.expires_at <= now)
+            .len()
+    }
+
+    fn remove_where(&self, mut doomed: impl FnMut(&Key, &Cached) -> bool) -> Vec<Dropped> {
+        let mut state = self.state();
+        let keys: Vec<Key> = state
+            .cache
+            .iter()
+            .filter(|(k, c)| doomed(k, c))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                let cached = state.cache.remove(&key)?;
+                Some(Dropped {
+                    id: cached.id,
+                    fingerprint: cached.token.fingerprint(),
+                    workspace: key.workspace,
+                    repo: key.repo,
+                    expires_at: cached.expires_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether nothing is cached and nothing is being minted.
+    pub fn is_idle(&self) -> bool {
+        let state = self.state();
+        state.cache.is_empty() && state.inflight.is_empty()
+    }
+
+    /// Successful exchanges so far.
+    pub fn exchanges(&self) -> u64 {
+        self.state().exchanges
+    }
+
+    /// The cached entries, without their values.
+    pub fn entries(&self) -> Vec<EntryInfo> {
+        let state = self.state();
+        let mut entries: Vec<EntryInfo> = state
+            .cache
+            .iter()
+            .map(|(key, cached)| EntryInfo {
+                api: key.api.clone(),
+                workspace: key.workspace.clone(),
+                repo: key.repo.clone(),
+                permission: key.permission,
+                expires_at: cached.expires_at,
+                fingerprint: cached.token.fingerprint(),
+            })
+            .collect();
+        entries
+            .sort_by(|a, b| (&a.api, &a.workspace, &a.repo).cmp(&(&b.api, &b.workspace, &b.repo)));
+        entries
+    }
+
+    /// Forgets everything (zeroizing the tokens).
+    pub fn clear(&self) {
+        self.state().cache.clear();
+    }
+}
+
+fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now: i64) -> Option<Issued> {
+    let cached = state.cache.get(key)?;
+    (cached.expires_at - now >= margin(cached.lifetime, min_ttl)).then(|| Issued {
+        token: cached.token.clone(),
+        expires_at: cached.expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::{Code, Permission, TokenRecord};
+
+    #[derive(Clone, Default)]
+    struct FakeClock(Arc<AtomicI64>);
+    impl Clock for FakeClock {
+        fn now(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+    impl FakeClock {
+        fn advance(&self, secs: i64) {
+            self.0.fetch_add(secs, Ordering::SeqCst);
+        }
+    }
+
+    /// Mints `gr_<n>` tokens living `ttl` seconds from the fake clock's now;
+    /// fails while `fail` is set; takes `delay` to answer.
+    #[derive(Clone, Default)]
+    struct FakeMinter {
+        clock: FakeClock,
+        calls: Arc<AtomicUsize>,
+        fail: Arc<std::sync::atomic::AtomicBool>,
+        delay_ms: u64,
+    }
+    impl Minter for FakeMinter {
+        async fn mint(
+            &self,
+            _key: &Key,
+            params: &MintParams,
+            parent: &Secret,
+        ) -> Result<Minted, ApiError> {
+            assert!(parent.expose().starts_with("gw_"));
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(ApiError::Status {
+                    host: "h".into(),
+                    status: 503,
+                    code: Code::Unavailable,
+                    message: "down".into(),
+                    retry_after: None,
+                });
+            }
+            let expires_at = self.clock.now() + params.ttl as i64;
+            Ok(Minted {
+                token: Secret::new(format!("gr_{n}")),
+                record: TokenRecord {
+                    id: format!("tk_{n}"),
+                    ..TokenRecord::default()
+                },
+                expires_at,
+            })
+        }
+    }
+
+    fn key(repo: &str, permission: Permission) -> Key {
+        Key {
+            api: "http://127.0.0.1:1/".into(),
+            workspace: "acme".into(),
+            repo: repo.into(),
+            permission,
+            parent: "keychain".into(),
+        }
+    }
+
+    fn params(ttl: u64) -> MintParams {
+        MintParams {
+            ttl,
+            subject: "test".into(),
+        }
+    }
+
+    fn parent() -> Secret {
+        Secret::new("gw_parent".into())
+    }
+
+    fn broker(delay_ms: u64) -> (Arc<Broker<FakeClock, FakeMinter>>, FakeClock, FakeMinter) {
+        let clock = FakeClock::default();
+        clock.advance(1_000_000);
+        let minter = FakeMinter {
+            clock: clock.clone(),
+            delay_ms,
+            ..FakeMinter::default()
+        };
+        (
+            Arc::new(Broker::new(clock.clone(), minter.clone())),
+            clock,
+            minter,
+        )
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn margin_is_the_smaller_of_five_minutes_and_a_quarter() {
+        assert_eq!(margin(3600, None), 300);
+        assert_eq!(margin(600, None), 150);
+        assert_eq!(margin(600, Some(30)), 30);
+    }
+
+    #[test]
+    fn a_token_is_served_until_the_margin_then_reminted() {
+        let (broker, clock, minter) = broker(0);
+        let k = key("app", Permission::Write);
+        rt().block_on(async {
+            let first = broker
+                .get_or_mint(&k, None, &params(3600), parent())
+                .await
+                .unwrap();
+            assert_eq!(broker.lookup(&k, None).unwrap().token, first.token);
+            clock.advance(3600 - 300);
+            assert_eq!(
+                broker.lookup(&k, None).unwrap().token,
+                first.token,
+                "exactly at the margin"
+            );
+            clock.advance(1);
+            assert!(broker.lookup(&k, None).is_none(), "inside the margin");
+            let second = broker
+                .get_or_mint(&k, None, &params(3600), parent())
+                .await
+                .unwrap();
+            assert_ne!(second.token, first.token);
+            assert_eq!(minter.calls.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    #[test]
+    fn min_ttl_overrides_the_margin() {
+        let (broker, clock, _) = broker(0);
+        let k = key("app", Permission::Write);
+        rt().block_on(broker.get_or_mint(&k, None, &params(3600), parent()))
+            .unwrap();
+        clock.advance(3000);
+        assert!(broker.lookup(&k, Some(600)).is_some());
+        assert!(broker.lookup(&k, Some(601)).is_none());
+    }
+
+    #[test]
+    fn read_tokens_never_answer_write_keys() {
+        let (broker, _, _) = broker(0);
+        rt().block_on(broker.get_or_mint(
+            &key("app", Permission::Read),
+            None,
+            &params(3600),
+            parent(),
+        ))
+        .unwrap();
+        assert!(
+            broker
+                .lookup(&key("app", Permission::Write), None)
+                .is_none()
+        );
+        assert!(
+            broker
+                .lookup(&key("other", Permission::Read), None)
+                .is_none()
+        );
+        let mut other_parent = key("app", Permission::Read);
+        other_parent.parent = "env:gw_…1234".into();
+        assert!(broker.lookup(&other_parent, None).is_none());
+    }
+
+    #[test]
+    fn concurrent_misses_share_one_exchange() {
+        let (broker, _, minter) = broker(50);
+        let k = key("app", Permission::Write);
+        let tokens = rt().block_on(async {
+            let tasks: Vec<_> = (0..64)
+                .map(|_| {
+                    let broker = broker.clone();
+                    let k = k.clone();
+                    tokio::spawn(async move {
+                        broker.get_or_mint(&k, None, &params(3600), parent()).await
+                    })
+                })
+                .collect();
+            let mut tokens = Vec::new();
+            for t in tasks {
+                tokens.push(t.await.unwrap().unwrap().token);
+            }
+            tokens
+        });
+        assert_eq!(minter.calls.load(Ordering::SeqCst), 1);
+        assert!(tokens.iter().all(|t| *t == tokens[0]));
+    }
+
+    #[test]
+    fn a_failed_exchange_is_shared_but_not_cached() {
+        let (broker, _, minter) = broker(20);
+        minter.fail.store(true, Ordering::SeqCst);
+        let k = key("app", Permission::Write);
+        rt().block_on(async {
+            let p = params(3600);
+            let a = broker.get_or_mint(&k, None, &p, parent());
+            let b = broker.get_or_mint(&k, None, &p, parent());
+            let (a, b) = tokio::join!(a, b);
+            assert!(a.is_err() && b.is_err());
+            assert_eq!(minter.calls.load(Ordering::SeqCst), 1);
+            assert!(broker.lookup(&k, None).is_none());
+            assert!(broker.is_idle());
+            minter.fail.store(false, Ordering::SeqCst);
+            assert!(
+                broker
+                    .get_or_mint(&k, None, &params(3600), parent())
+                    .await
+                    .is_ok()
+            );
+        });
+    }
+
+    #[test]
+    fn erase_by_value_drops_only_that_token() {
+        let (broker, _, _) = broker(0);
+        let (app, lib) = (key("app", Permission::Write), key("lib", Permission::Write));
+        let issued = rt().block_on(async {
+            broker
+                .get_or_mint(&lib, None, &params(3600), parent())
+                .await
+                .unwrap();
+            broker
+                .get_or_mint(&app, None, &params(3600), parent())
+                .await
+                .unwrap()
+        });
+        assert!(
+            broker
+                .erase(&app.api, None, None, Some(&Secret::new("gr_other".into())))
+                .is_empty()
+        );
+        assert!(
+            broker
+                .erase("http://elsewhere/", None, None, Some(&issued.token))
+                .is_empty()
+        );
+        let dropped = broker.erase(&app.api, None, None, Some(&issued.token));
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].repo, "app");
+        assert!(broker.lookup(&app, None).is_none());
+        assert!(broker.lookup(&lib, None).is_some());
+    }
+
+    #[test]
+    fn erase_without_value_drops_by_host_and_path() {
+        let (broker, _, _) = broker(0);
+        rt().block_on(async {
+            for repo in ["app", "lib"] {
+                for p in [Permission::Read, Permission::Write] {
+                    broker
+                        .get_or_mint(&key(repo, p), None, &params(3600), parent())
+                        .await
+                        .unwrap();
+                }
+            }
+        });
+        let api = key("app", Permission::Read).api;
+        assert_eq!(broker.erase(&api, Some("acme"), Some("lib"), None).len(), 2);
+        assert_eq!(broker.entries().len(), 2);
+        assert_eq!(broker.erase(&api, None, None, None).len(), 2);
+        assert!(broker.is_idle());
+    }
+
+    #[test]
+    fn expired_entries_are_purged() {
+        let (broker, clock, _) = broker(0);
+        rt().block_on(broker.get_or_mint(
+            &key("app", Permission::Write),
+            None,
+            &params(60),
+            parent(),
+        ))
+        .unwrap();
+        assert_eq!(broker.purge_expired(), 0);
+        clock.advance(60);
+        assert_eq!(broker.purge_expired(), 1);
+        assert!(broker.is_idle());
+    }
+
+    #[test]
+    fn entries_show_fingerprints_only() {
+        let (broker, _, _) = broker(0);
+        rt().block_on(broker.get_or_mint(
+            &key("app", Permission::Write),
+            None,
+            &params(60),
+            parent(),
+        ))
+        .unwrap();
+        let shown = format!("{:?}", broker.entries());
+        assert!(!shown.contains("gr_0\""), "{shown}");
+        assert!(shown.contains("gr_…"), "{shown}");
+    }
+}
