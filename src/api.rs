@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, printable};
 
 /// How long to wait for a TCP+TLS connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -231,11 +231,6 @@ impl Client {
         })
     }
 
-    /// The API host, as named in errors.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// `ExchangeToken`: a short-lived repo token from a workspace token.
     pub async fn exchange_token(
         &self,
@@ -311,7 +306,14 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
+        // The body may hold a token: keep it in memory that is wiped.
+        let bytes = zeroize::Zeroizing::new(
+            response
+                .bytes()
+                .await
+                .map_err(|e| self.transport(e))?
+                .to_vec(),
+        );
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse {
                 host: self.host.clone(),
@@ -356,14 +358,22 @@ impl Client {
     }
 
     fn transport(&self, e: reqwest::Error) -> ApiError {
-        let reason = if e.is_timeout() {
+        let e = e.without_url();
+        let mut reason = if e.is_timeout() {
             "timed out".to_owned()
         } else if e.is_connect() {
             "connection failed".to_owned()
         } else {
             // reqwest's own message, without the URL (which holds nothing secret, but is noise).
-            e.without_url().to_string()
+            e.to_string()
         };
+        // The causes say what to fix: refused, DNS, certificate.
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&printable(&cause.to_string(), 200));
+            source = cause.source();
+        }
         ApiError::Transport {
             host: self.host.clone(),
             reason,
@@ -371,9 +381,11 @@ impl Client {
     }
 }
 
-/// A server-supplied string made safe for one terminal line.
-fn printable(s: &str, max: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max).collect()
+/// A runtime for one blocking call into this (async) client.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 #[cfg(test)]
@@ -418,11 +430,5 @@ mod tests {
             c.method_url("ExchangeToken").as_str(),
             "https://api.githosted.dev/githosted.v1.ApiService/ExchangeToken"
         );
-    }
-
-    #[test]
-    fn server_text_is_one_printable_line() {
-        assert_eq!(printable("a\nb\x1b[31mc", 100), "ab[31mc");
-        assert_eq!(printable("abcdef", 3), "abc");
     }
 }

@@ -425,11 +425,14 @@ mod tests {
                 .get_or_mint(&k, None, &params(3600), parent())
                 .await
                 .unwrap();
-            assert_eq!(broker.lookup(&k, None).unwrap().token, first.token);
+            assert_eq!(
+                broker.lookup(&k, None).unwrap().token.expose(),
+                first.token.expose()
+            );
             clock.advance(3600 - 300);
             assert_eq!(
-                broker.lookup(&k, None).unwrap().token,
-                first.token,
+                broker.lookup(&k, None).unwrap().token.expose(),
+                first.token.expose(),
                 "exactly at the margin"
             );
             clock.advance(1);
@@ -438,7 +441,7 @@ mod tests {
                 .get_or_mint(&k, None, &params(3600), parent())
                 .await
                 .unwrap();
-            assert_ne!(second.token, first.token);
+            assert_ne!(second.token.expose(), first.token.expose());
             assert_eq!(minter.calls.load(Ordering::SeqCst), 2);
         });
     }
@@ -500,7 +503,7 @@ mod tests {
             tokens
         });
         assert_eq!(minter.calls.load(Ordering::SeqCst), 1);
-        assert!(tokens.iter().all(|t| *t == tokens[0]));
+        assert!(tokens.iter().all(|t| t.ct_eq(tokens[0].expose())));
     }
 
     #[test]

@@ -34,9 +34,16 @@ impl Scope {
 }
 
 /// The `helper = …` value: the helper's name and the options worth repeating.
-pub fn helper_line(settings: &Settings) -> String {
+/// Git runs it through the shell, so the URL may hold no shell syntax.
+pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
     let mut line = String::from("githosted");
     if let Some(url) = &settings.api_url_arg {
+        let safe = |c: char| c.is_ascii_alphanumeric() || ":/._~%-[]".contains(c);
+        if !url.chars().all(safe) {
+            bail!(
+                "refusing to write --api-url `{url}` into git config: git runs the helper line through the shell, and it holds characters other than letters, digits and :/._~%-[]"
+            );
+        }
         line.push_str(&format!(" --api-url {url}"));
     }
     if settings.permission == crate::api::Permission::Read {
@@ -51,7 +58,7 @@ pub fn helper_line(settings: &Settings) -> String {
     if settings.no_agent {
         line.push_str(" --no-agent");
     }
-    line
+    Ok(line)
 }
 
 /// Writes (or with `remove`, removes) the helper config for each host.
@@ -66,7 +73,7 @@ pub fn run(
     } else {
         hosts.to_vec()
     };
-    let line = helper_line(settings);
+    let line = helper_line(settings)?;
     for host in &hosts {
         let section = format!("credential.{}://{host}", settings.service.scheme());
         if remove {
@@ -88,22 +95,37 @@ pub fn run(
 
 fn configure_host(scope: Scope, section: &str, line: &str) -> anyhow::Result<()> {
     let key = format!("{section}.helper");
-    let wanted = ["", line];
     let current = git_config(scope, &["--get-all", &key])?;
     let current: Vec<&str> = if current.status.success() {
         std::str::from_utf8(&current.stdout)?.lines().collect()
     } else {
         Vec::new()
     };
-    if current != wanted {
-        // Replace only what is ours (the reset and githosted lines): keep anything else.
+    // Settled: our reset and our helper are the last two values and the only ones of
+    // ours. (The reset also silences any helper listed before it for this host: that
+    // is its purpose.)
+    let settled =
+        current.ends_with(&["", line]) && current.iter().filter(|v| is_ours(v)).count() == 2;
+    let path_key = format!("{section}.useHttpPath");
+    let path_set =
+        String::from_utf8_lossy(&git_config(scope, &["--get", &path_key])?.stdout).trim() == "true";
+    if settled && path_set {
+        return Ok(());
+    }
+    if !settled {
         unset_ours(scope, &key)?;
-        for value in wanted {
+        for value in ["", line] {
             check(git_config(scope, &["--add", &key, value])?, &key)?;
         }
     }
-    let key = format!("{section}.useHttpPath");
-    check(git_config(scope, &["--replace-all", &key, "true"])?, &key)
+    // Always after the helper lines, so every configure writes the same file.
+    allow_absent(git_config(scope, &["--unset-all", &path_key])?, &path_key)?;
+    check(git_config(scope, &["--add", &path_key, "true"])?, &path_key)
+}
+
+/// The empty reset and `githosted…` lines are ours.
+fn is_ours(value: &str) -> bool {
+    value.is_empty() || value == "githosted" || value.starts_with("githosted ")
 }
 
 fn remove_host(scope: Scope, section: &str) -> anyhow::Result<()> {
@@ -130,6 +152,7 @@ fn unset_ours(scope: Scope, key: &str) -> anyhow::Result<()> {
 
 fn git_config(scope: Scope, args: &[&str]) -> anyhow::Result<Output> {
     Command::new("git")
+        .env_remove(crate::keychain::ENV_TOKEN)
         .arg("config")
         .arg(scope.flag())
         .args(args)
@@ -174,7 +197,7 @@ mod tests {
     #[test]
     fn helper_line_repeats_only_non_defaults() {
         let s = Settings::new(None, Permission::Write, DEFAULT_TTL_SECS, None, false).unwrap();
-        assert_eq!(helper_line(&s), "githosted");
+        assert_eq!(helper_line(&s).unwrap(), "githosted");
         let s = Settings::new(
             Some("http://127.0.0.1:9"),
             Permission::Read,
@@ -184,8 +207,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            helper_line(&s),
+            helper_line(&s).unwrap(),
             "githosted --api-url http://127.0.0.1:9 --permission read --ttl 600 --min-ttl 60 --no-agent"
+        );
+    }
+
+    #[test]
+    fn shell_syntax_never_reaches_the_helper_line() {
+        for url in [
+            "http://127.0.0.1:8080/x;touch${IFS}/tmp/pwned",
+            "http://127.0.0.1:1/$(id)",
+            "http://127.0.0.1:1/a b",
+        ] {
+            if let Ok(s) =
+                Settings::new(Some(url), Permission::Write, DEFAULT_TTL_SECS, None, false)
+            {
+                assert!(helper_line(&s).is_err(), "{url}");
+            }
+        }
+        let s = Settings::new(
+            Some("http://[::1]:8080/base"),
+            Permission::Write,
+            DEFAULT_TTL_SECS,
+            None,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            helper_line(&s).unwrap(),
+            "githosted --api-url http://[::1]:8080/base"
         );
     }
 

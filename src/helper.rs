@@ -80,8 +80,17 @@ pub enum GetError {
         workspace: String,
         source: KeychainError,
     },
-    #[error("{0} does not hold a githosted token (gw_… or gr_…); set it to a workspace token")]
+    #[error("{0} does not hold a githosted token (gw_… or gr_…); {remedy}", remedy = not_a_token_remedy(.0))]
     NotAToken(Source),
+}
+
+fn not_a_token_remedy(source: &Source) -> String {
+    match source {
+        Source::Env => format!("set {} to a workspace token", keychain::ENV_TOKEN),
+        Source::Keychain { .. } => {
+            "store a workspace token with `git-credential-githosted login`".to_owned()
+        }
+    }
 }
 
 /// `get`: answer git's request on stdout. Returns whether it succeeded.
@@ -91,6 +100,10 @@ pub fn get(
     output: &mut impl Write,
 ) -> anyhow::Result<bool> {
     let request = Request::read_from(input)?;
+    if request.username.as_deref().is_some_and(|u| u != USERNAME) {
+        tracing::debug!(username = ?request.username, "another username is asked for: no answer");
+        return Ok(true);
+    }
     let target = match settings.service.resolve(
         request.protocol.as_deref(),
         request.host.as_deref(),
@@ -117,10 +130,6 @@ pub fn get(
         }
         Resolution::Repo(target) => target,
     };
-    if request.username.as_deref().is_some_and(|u| u != USERNAME) {
-        tracing::debug!(username = ?request.username, "another username is asked for: no answer");
-        return Ok(true);
-    }
     match token_for(settings, &target) {
         Ok(response) => {
             response.write_to(output)?;
@@ -362,16 +371,13 @@ fn mint_directly(
     params: &MintParams,
     parent: &Parent,
 ) -> Result<Response, GetError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            let error = ApiError::Transport {
-                host: settings.service.api_host().to_owned(),
-                reason: format!("cannot start the I/O runtime: {e}"),
-            };
-            classify(settings, target, parent, error)
-        })?;
+    let runtime = api::runtime().map_err(|e| {
+        let error = ApiError::Transport {
+            host: settings.service.api_host().to_owned(),
+            reason: format!("cannot start the I/O runtime: {e}"),
+        };
+        classify(settings, target, parent, error)
+    })?;
     let minted = runtime
         .block_on(ApiMinter::default().mint(key, params, &parent.token))
         .map_err(|e| classify(settings, target, parent, e))?;
@@ -422,15 +428,128 @@ fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiErr
     }
 }
 
-/// Reads a token typed or piped by the user (no echo on a terminal).
-pub fn read_token_from_stdin(prompt: &str) -> io::Result<Secret> {
-    let value = if settings::stdin_is_terminal() {
-        rpassword::prompt_password(prompt)?
-    } else {
-        let mut value = String::new();
-        io::Read::read_to_string(&mut io::stdin().lock(), &mut value)?;
-        value
-    };
-    let value = zeroize::Zeroizing::new(value);
-    Ok(Secret::new(value.trim().to_owned()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Permission;
+
+    fn settings() -> Settings {
+        Settings::new(
+            Some("http://127.0.0.1:8080"),
+            Permission::Write,
+            3600,
+            None,
+            false,
+        )
+        .unwrap()
+    }
+
+    fn target() -> Target {
+        Target {
+            workspace: "acme".into(),
+            repo: "app".into(),
+        }
+    }
+
+    fn parent(source: Source) -> Parent {
+        Parent {
+            token: Secret::new("gw_secretparent".into()),
+            source,
+        }
+    }
+
+    fn status(code: Code, message: &str) -> ApiError {
+        ApiError::Status {
+            host: "127.0.0.1:8080".into(),
+            status: 400,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn shown(source: Source, error: ApiError) -> String {
+        classify(&settings(), &target(), &parent(source), error).to_string()
+    }
+
+    fn keychain_source() -> Source {
+        Source::Keychain {
+            account: "127.0.0.1:8080/acme".into(),
+        }
+    }
+
+    #[test]
+    fn rejected_stored_parent_says_to_log_in_again() {
+        let line = shown(
+            keychain_source(),
+            status(Code::Unauthenticated, "bad token"),
+        );
+        assert!(line.starts_with("127.0.0.1:8080 rejected the"), "{line}");
+        assert!(
+            line.contains("run `git-credential-githosted login --api-url http://127.0.0.1:8080 --workspace acme`"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn rejected_env_parent_says_to_replace_it() {
+        let line = shown(Source::Env, status(Code::Unauthenticated, ""));
+        assert_eq!(
+            line,
+            "127.0.0.1:8080 rejected GITHOSTED_TOKEN (expired or revoked): set GITHOSTED_TOKEN to a live workspace token"
+        );
+    }
+
+    #[test]
+    fn permission_and_not_found_name_repo_and_workspace() {
+        let line = shown(Source::Env, status(Code::PermissionDenied, "too wide"));
+        assert!(
+            line.contains("refused a write token for acme/app") && line.contains("too wide"),
+            "{line}"
+        );
+        let line = shown(Source::Env, status(Code::NotFound, "no such repo"));
+        assert!(line.contains("no repo `app` in workspace `acme`"), "{line}");
+    }
+
+    #[test]
+    fn transient_errors_say_try_again() {
+        let line = shown(Source::Env, status(Code::Unavailable, "down"));
+        assert!(
+            line.contains("acme/app") && line.contains("try again"),
+            "{line}"
+        );
+        let line = shown(
+            Source::Env,
+            ApiError::Transport {
+                host: "127.0.0.1:8080".into(),
+                reason: "connection failed: Connection refused".into(),
+            },
+        );
+        assert!(
+            line.contains("could not reach 127.0.0.1:8080: connection failed"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn no_message_holds_the_parent() {
+        for code in [
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::Internal,
+        ] {
+            for source in [Source::Env, keychain_source()] {
+                assert!(!shown(source, status(code.clone(), "x")).contains("secretparent"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stored_non_token_says_to_log_in() {
+        let line = GetError::NotAToken(keychain_source()).to_string();
+        assert!(line.contains("git-credential-githosted login"), "{line}");
+        let line = GetError::NotAToken(Source::Env).to_string();
+        assert!(line.contains("set GITHOSTED_TOKEN"), "{line}");
+    }
 }

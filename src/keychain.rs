@@ -228,7 +228,7 @@ fn classify(e: KrError, account: &str) -> KeychainError {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().filter(|c| !c.is_control()).take(200).collect()
+    crate::secret::printable(s, 200)
 }
 
 /// Runs a keychain call on its own thread and gives up after [`TIMEOUT`].

@@ -1,15 +1,17 @@
 //! `login` and `logout`: putting the workspace token into the keychain and
 //! taking it out again.
 
+use std::io::{self, Read};
+
 use anyhow::{Context, bail};
 
 use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
 use crate::agent::wire::{Dropped, Request, Response};
 use crate::api::{self, Code};
-use crate::helper::{self, read_token_from_stdin};
+use crate::helper;
 use crate::keychain::{self, BACKEND};
-use crate::secret::TokenKind;
-use crate::settings::Settings;
+use crate::secret::{Secret, TokenKind};
+use crate::settings::{self, Settings};
 
 /// `login`: read a workspace token from stdin, check it, store it.
 pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyhow::Result<()> {
@@ -111,4 +113,17 @@ fn drain_agent(settings: &Settings, workspace: Option<&str>) -> Vec<Dropped> {
         Ok(Response::Dropped(dropped)) => dropped,
         _ => Vec::new(),
     }
+}
+
+/// Reads a token typed (without echo) or piped by the user; at most 64 KiB.
+fn read_token_from_stdin(prompt: &str) -> io::Result<Secret> {
+    let value = if settings::stdin_is_terminal() {
+        rpassword::prompt_password(prompt)?
+    } else {
+        let mut value = String::new();
+        io::Read::take(io::stdin().lock(), 64 * 1024).read_to_string(&mut value)?;
+        value
+    };
+    let value = zeroize::Zeroizing::new(value);
+    Ok(Secret::new(value.trim().to_owned()))
 }

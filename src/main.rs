@@ -80,5 +80,5 @@ fn one_line(e: &anyhow::Error) -> String {
         line.push_str(": ");
         line.push_str(&cause.to_string());
     }
-    line.replace(['\n', '\r'], " ")
+    git_credential_githosted::secret::printable(&line.replace(['\n', '\r'], " "), 1000)
 }

@@ -38,8 +38,10 @@ pub enum ProtocolError {
     NotUtf8,
     #[error("refusing to write `{0}`: its value contains a newline, CR or NUL")]
     UnsafeValue(&'static str),
-    #[error("reading the request: {0}")]
-    Io(#[from] io::Error),
+    #[error("reading the request")]
+    Read(#[from] io::Error),
+    #[error("writing the answer")]
+    Write(#[source] io::Error),
 }
 
 /// What git asked about. Only the fields this helper uses are kept.
@@ -154,9 +156,9 @@ impl Response {
         if self.quit {
             field("quit", "1")?;
         }
-        out.write_all(buf.as_bytes())?;
-        out.flush()?;
-        Ok(())
+        out.write_all(buf.as_bytes())
+            .map_err(ProtocolError::Write)?;
+        out.flush().map_err(ProtocolError::Write)
     }
 }
 

@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 /// A token value, zeroized on drop, shown only as a fingerprint.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// There is deliberately no `PartialEq`: compare with [`Secret::ct_eq`].
+#[derive(Clone)]
 pub struct Secret(Zeroizing<String>);
 
 /// The kind of githosted token, read from its prefix.
@@ -51,12 +53,15 @@ impl Secret {
         }
     }
 
-    /// `gw_…1a2b3c4d`: the prefix and the first 8 hex digits of the value's SHA-256.
+    /// `gw_…1a2b3c4d`: the prefix and the first 8 hex digits of the value's
+    /// SHA-256. A value that is not a githosted token (say, another site's
+    /// password that git passed along) gets no digest at all: a short hash of a
+    /// human password could be brute-forced.
     pub fn fingerprint(&self) -> String {
         let prefix = match self.kind() {
             TokenKind::Workspace => "gw_",
             TokenKind::Repo => "gr_",
-            TokenKind::Unknown => "",
+            TokenKind::Unknown => return "(not a githosted token)".to_owned(),
         };
         let digest = Sha256::digest(self.0.as_bytes());
         let mut short = String::with_capacity(8);
@@ -102,6 +107,22 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Text from elsewhere (a server, a platform library) made fit for one
+/// terminal line: control characters dropped, anything that looks like a
+/// githosted token cut to its prefix, at most `max` characters.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut rest = text;
+    while let Some(at) = rest.find("gw_").into_iter().chain(rest.find("gr_")).min() {
+        out.push_str(&rest[..at + 3]);
+        out.push('…');
+        rest = rest[at + 3..]
+            .trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    }
+    out.push_str(rest);
+    out.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +144,24 @@ mod tests {
         let b = Secret::new("gr_two".into());
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(a.fingerprint(), Secret::new("gr_one".into()).fingerprint());
+    }
+
+    #[test]
+    fn other_values_get_no_digest() {
+        let s = Secret::new("hunter2".into());
+        assert_eq!(s.fingerprint(), "(not a githosted token)");
+        assert!(!format!("{s:?}{s}").contains("hunter2"));
+    }
+
+    #[test]
+    fn printable_drops_controls_and_tokens() {
+        assert_eq!(printable("a\nb\x1b[31mc", 100), "ab[31mc");
+        assert_eq!(printable("abcdef", 3), "abc");
+        assert_eq!(
+            printable("bad header: Bearer gw_abc-DEF_123 and gr_xyz.", 100),
+            "bad header: Bearer gw_… and gr_…."
+        );
+        assert_eq!(printable("gw_", 10), "gw_…");
     }
 
     #[test]

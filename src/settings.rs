@@ -39,7 +39,11 @@ impl Settings {
             service: Service::new(api_url)?,
             api_url_arg: api_url.map(str::to_owned),
             permission,
-            ttl_secs: ttl_secs.clamp(1, MAX_TTL_SECS),
+            // 0 means the default, as it does for the API.
+            ttl_secs: match ttl_secs {
+                0 => DEFAULT_TTL_SECS,
+                n => n.min(MAX_TTL_SECS),
+            },
             min_ttl_secs,
             no_agent: no_agent
                 || std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
@@ -132,6 +136,8 @@ mod tests {
     fn ttl_is_clamped() {
         let s = Settings::new(None, Permission::Write, 10 * MAX_TTL_SECS, None, false).unwrap();
         assert_eq!(s.ttl_secs, MAX_TTL_SECS);
+        let s = Settings::new(None, Permission::Write, 0, None, false).unwrap();
+        assert_eq!(s.ttl_secs, DEFAULT_TTL_SECS);
         assert_eq!(s.api_url_flag(), "");
         let s = Settings::new(
             Some("http://127.0.0.1:1"),

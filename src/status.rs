@@ -70,7 +70,12 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
 }
 
 fn git_config(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").arg("config").args(args).output().ok()?;
+    let out = Command::new("git")
+        .env_remove(crate::keychain::ENV_TOKEN)
+        .arg("config")
+        .args(args)
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -172,8 +172,6 @@ fn revoked_parent_fails_fast_with_a_clear_line() {
             "{git}: {}",
             run.stderr
         );
-        // git stopped at the helper's quit: it did not prompt or retry.
-        assert!(run.elapsed.as_secs() < 20, "took {:?}", run.elapsed);
 
         let url = world.server.base_url();
         let get = world.helper(
@@ -196,11 +194,19 @@ fn no_parent_token_says_how_to_log_in() {
         Some(&request("http", &host, Some("acme/app.git"))),
     );
     assert_eq!(field(&run.stdout, "password"), None);
-    assert!(
-        run.stderr.contains("login") && run.stderr.contains(&host) && run.stderr.contains("acme"),
-        "{}",
-        run.stderr
-    );
+    let expected = if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
+        // A keychain is there (CI's keyring session) and holds nothing for this host.
+        format!(
+            "no githosted workspace token for acme on {host}: run `git-credential-githosted login --api-url {url} --workspace acme` (token on stdin), or set GITHOSTED_TOKEN"
+        )
+    } else {
+        format!(
+            "could not read the workspace token for acme on {host}: the Secret Service keyring (D-Bus) is not reachable"
+        )
+    };
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(run.stderr.contains("GITHOSTED_TOKEN"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
 }
 
 #[test]
@@ -326,22 +332,46 @@ fn unknown_operations_and_store_and_erase_print_nothing() {
     let mut world = World::new();
     world.with_env_parent();
     let url = world.server.base_url();
-    let input = format!(
-        "{}username=githosted\npassword=gr_whatever\n",
-        request("http", &world.server.host(), Some("acme/app.git"))
-    );
-    for op in ["store", "erase", "frobnicate"] {
-        let run = world.helper(&["--api-url", &url, op], Some(&input));
-        run.assert_ok();
-        assert_eq!(run.stdout, "", "{op}");
+    let before = snapshot(&world.home);
+    let host = world.server.host();
+    let inputs = [
+        format!(
+            "{}username=githosted\npassword=gr_whatever\n",
+            request("http", &host, Some("acme/app.git"))
+        ),
+        format!(
+            "{}username=githosted\npassword=gr_whatever\nephemeral=1\n",
+            request("http", &host, Some("acme/app.git"))
+        ),
+        format!(
+            "{}username=alice\npassword=hunter2\n",
+            request("https", "example.com", None)
+        ),
+    ];
+    for input in &inputs {
+        for op in ["store", "erase", "frobnicate"] {
+            let run = world.helper(&["--api-url", &url, "-vv", op], Some(input));
+            run.assert_ok();
+            assert_eq!(run.stdout, "", "{op}");
+            assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+        }
     }
     assert_eq!(world.server.calls("ExchangeToken"), 0);
     // Nothing was written under HOME.
-    let written: Vec<_> = walk(&world.home);
-    assert!(
-        written.iter().all(|p| !p.ends_with(".git-credentials")),
-        "{written:?}"
-    );
+    assert_eq!(snapshot(&world.home), before);
+}
+
+/// Every file under `dir` with its contents.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]

@@ -163,8 +163,42 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
     );
     assert_eq!(helpers.stdout.trim(), "githosted", "{}", helpers.stdout);
 
+    // Other options: the helper line is replaced, not added to.
+    world
+        .helper(&["configure", "--permission", "read"], None)
+        .assert_ok();
+    let helpers = world.git(
+        GIT_NEW,
+        None,
+        &[
+            "config",
+            "--global",
+            "--get-all",
+            "credential.https://githosted.dev.helper",
+        ],
+    );
+    assert_eq!(helpers.stdout, "\ngithosted --permission read\n");
+    world.helper(&["configure"], None).assert_ok();
+    assert_eq!(global_config(&world), configured);
+
     world.helper(&["configure", "--remove"], None).assert_ok();
     assert_eq!(global_config(&world), before);
+
+    // A helper of the user's own for the same host stays (silenced by the reset,
+    // which is the point), and configure is still idempotent around it.
+    let key = "credential.https://githosted.dev.helper";
+    world
+        .git(GIT_NEW, None, &["config", "--global", key, "mine"])
+        .assert_ok();
+    let with_own = global_config(&world);
+    world.helper(&["configure"], None).assert_ok();
+    let once = global_config(&world);
+    world.helper(&["configure"], None).assert_ok();
+    assert_eq!(global_config(&world), once);
+    let helpers = world.git(GIT_NEW, None, &["config", "--global", "--get-all", key]);
+    assert_eq!(helpers.stdout, "mine\n\ngithosted\n");
+    world.helper(&["configure", "--remove"], None).assert_ok();
+    assert_eq!(global_config(&world), with_own);
 
     // --local writes the repository's config, with the API's options.
     let repo = world.path("r");
@@ -191,5 +225,9 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
         local.stdout,
         format!("\ngithosted --api-url {url} --permission read\n")
     );
-    assert_eq!(global_config(&world), before);
+    assert_eq!(
+        global_config(&world),
+        with_own,
+        "--local touched the global config"
+    );
 }

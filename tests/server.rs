@@ -943,12 +943,13 @@ fn git_expired_and_revoked_tokens_get_401() {
 // ----- the official Python SDK ------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs the official SDK: pip install githosted==0.1.1"]
+#[ignore = "needs the official SDK: pip install githosted==0.1.1 (GITHOSTED_SDK_PYTHON names the interpreter)"]
 fn python_sdk_speaks_the_same_wire_format() {
     let s = fixture();
     let gw = s.seed_token("acme", TokenSpec::workspace_write());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk_check.py");
-    let mut child = Command::new("python3")
+    let python = std::env::var("GITHOSTED_SDK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = Command::new(python)
         .arg(&script)
         .arg(s.base_url())
         .arg(s.workspace_id("acme"))

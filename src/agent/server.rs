@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::wire::{self, AgentStatus, Key, Request, Response};
 use super::{LOCK_NAME, SOCKET_NAME};
 use crate::api::{self, ApiError, ExchangeRequest, Minted};
-use crate::broker::{Broker, MintParams, Minter, SystemClock};
+use crate::broker::{Broker, Clock, MintParams, Minter, SystemClock};
 use crate::secret::Secret;
 
 /// How long the agent stays up with nothing cached, by default.
@@ -66,6 +66,12 @@ impl Minter for ApiMinter {
             subject: &params.subject,
         };
         let minted = client.exchange_token(parent, &request).await?;
+        if minted.expires_at <= SystemClock.now() {
+            return Err(ApiError::BadResponse {
+                host: key.api.clone(),
+                reason: "the new token has already expired (is this machine's clock right?)".into(),
+            });
+        }
         tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
         Ok(minted)
     }

@@ -210,6 +210,15 @@ impl World {
         };
         let _ = std::fs::remove_file(&out_path);
         let _ = std::fs::remove_file(&err_path);
+        // Nothing but an answer that is a token by design (the helper's `get`,
+        // `git credential fill`, `secret-tool lookup`) may hold one.
+        let answers_git = cmd
+            .get_args()
+            .any(|a| a == "get" || a == "fill" || a == "lookup");
+        self.assert_no_tokens_in(&format!("stderr of {cmd:?}"), &run.stderr);
+        if !answers_git {
+            self.assert_no_tokens_in(&format!("stdout of {cmd:?}"), &run.stdout);
+        }
         run
     }
 
@@ -242,12 +251,33 @@ impl World {
             ),
         ];
         // GITHOSTED_NO_AGENT: CI runs the end-to-end suite once more without the agent.
-        for key in ["DBUS_SESSION_BUS_ADDRESS", "GITHOSTED_LOG", "GITHOSTED_NO_AGENT"] {
+        for key in [
+            "DBUS_SESSION_BUS_ADDRESS",
+            "GITHOSTED_LOG",
+            "GITHOSTED_NO_AGENT",
+        ] {
             if let Some(value) = std::env::var_os(key) {
                 env.push((key.to_owned(), value));
             }
         }
         env
+    }
+
+    /// Every file under this world's directory (HOME, runtime dir, clones).
+    pub fn files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => walk(&path, out),
+                    Ok(t) if t.is_file() => out.push(path),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
     }
 
     /// Asserts that no token the server ever issued appears in `text`.
@@ -281,6 +311,23 @@ impl World {
             .stdout
             .trim()
             .to_owned()
+    }
+}
+
+impl Drop for World {
+    /// No token ever touches the disk: scan every file the test left behind.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let tokens = self.server.issued_tokens();
+        for file in self.files() {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            for token in &tokens {
+                let found = bytes.windows(token.len()).any(|w| w == token.as_bytes());
+                assert!(!found, "{} holds a token the server issued", file.display());
+            }
+        }
     }
 }
 

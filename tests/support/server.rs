@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -271,6 +271,8 @@ pub struct ApiCallSeen {
     pub request_id: Option<String>,
     pub client: Option<String>,
     pub content_type: Option<String>,
+    /// Time spent in the API handler (after the body was read, until the answer was built).
+    pub elapsed: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -459,6 +461,26 @@ impl Server {
             None,
         );
         self.lock().repos.push(Repo {
+            id: new_id("rp_"),
+            slug: repo.to_string(),
+            workspace_id: ws_id,
+        });
+    }
+
+    /// Registers repo `<ws>/<repo>` without creating it on disk: enough for ExchangeToken,
+    /// which only checks the record, but not for git traffic. For benchmarks that need many
+    /// repos ([`Server::add_repo`] runs several `git` commands per repo).
+    pub fn add_repo_record_only(&self, ws: &str, repo: &str) {
+        assert!(valid_slug(repo), "invalid repo slug {repo:?}");
+        let ws_id = self.workspace_id(ws);
+        let mut st = self.lock();
+        assert!(
+            !st.repos
+                .iter()
+                .any(|r| r.workspace_id == ws_id && r.slug == repo),
+            "repo {ws}/{repo} exists already"
+        );
+        st.repos.push(Repo {
             id: new_id("rp_"),
             slug: repo.to_string(),
             workspace_id: ws_id,
@@ -1161,6 +1183,7 @@ async fn api_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let started = Instant::now();
     let header_str = |name: &str| {
         headers
             .get(name)
@@ -1177,6 +1200,7 @@ async fn api_handler(
         request_id: header_str("x-request-id"),
         client: header_str("x-githosted-client"),
         content_type: header_str("content-type"),
+        elapsed: Duration::ZERO,
     };
     let (scheme, raw) = credentials(&headers);
     seen.auth_scheme = scheme;
@@ -1198,6 +1222,7 @@ async fn api_handler(
             seen.status = status.as_u16();
             seen.code = Some(code);
             seen.faulted = true;
+            seen.elapsed = started.elapsed();
             shared.lock().api_calls.push(seen);
             return resp;
         }
@@ -1205,6 +1230,7 @@ async fn api_handler(
             let status = StatusCode::from_u16(http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             seen.status = status.as_u16();
             seen.faulted = true;
+            seen.elapsed = started.elapsed();
             shared.lock().api_calls.push(seen);
             return (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         }
@@ -1267,6 +1293,7 @@ async fn api_handler(
             connect_error(e.http, e.code, &e.message)
         }
     };
+    seen.elapsed = started.elapsed();
     st.api_calls.push(seen);
     resp
 }
