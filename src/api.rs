@@ -6,6 +6,8 @@
 //! Only the three methods the helper needs are here: [`Client::exchange_token`],
 //! [`Client::revoke_token`] and [`Client::list_tokens`].
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 
+use crate::agent::wire::Key;
+use crate::broker::{Clock, MintParams, Minter, SystemClock};
 use crate::secret::{Secret, printable};
 
 /// How long to wait for a TCP+TLS connection.
@@ -378,6 +382,54 @@ impl Client {
             host: self.host.clone(),
             reason,
         }
+    }
+}
+
+/// Mints through the githosted API, one HTTP client per API base.
+#[derive(Default)]
+pub struct ApiMinter {
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+impl ApiMinter {
+    fn client(&self, base: &str) -> Result<Client, ApiError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(base) {
+            return Ok(client.clone());
+        }
+        let service = crate::target::Service::new(Some(base)).map_err(|e| ApiError::Transport {
+            host: base.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let client = Client::new(service.api_url(), service.api_host())?;
+        clients.insert(base.to_owned(), client.clone());
+        Ok(client)
+    }
+}
+
+impl Minter for ApiMinter {
+    async fn mint(
+        &self,
+        key: &Key,
+        params: &MintParams,
+        parent: &Secret,
+    ) -> Result<Minted, ApiError> {
+        let client = self.client(&key.api)?;
+        let request = ExchangeRequest {
+            repo_allowlist: vec![key.repo.as_str()],
+            permission: key.permission,
+            ttl_seconds: params.ttl,
+            subject: &params.subject,
+        };
+        let minted = client.exchange_token(parent, &request).await?;
+        if minted.expires_at <= SystemClock.now() {
+            return Err(ApiError::BadResponse {
+                host: key.api.clone(),
+                reason: "the new token has already expired (is this machine's clock right?)".into(),
+            });
+        }
+        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
+        Ok(minted)
     }
 }
 

@@ -11,9 +11,8 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use crate::agent::client::{Agent, AgentError, LOOKUP_TIMEOUT};
-use crate::agent::server::ApiMinter;
 use crate::agent::wire;
-use crate::api::{self, ApiError, Code};
+use crate::api::{self, ApiError, ApiMinter, Code};
 use crate::broker::{MintParams, Minter};
 use crate::keychain::{self, KeychainError, Parent, Source};
 use crate::protocol::{Request, Response};

@@ -12,9 +12,58 @@
 //! created 0700 and refused if it is looser or owned by someone else; the agent
 //! also checks the uid of every connecting peer.
 
+#[cfg(unix)]
 pub mod client;
+#[cfg(unix)]
 pub mod server;
 pub mod wire;
+
+/// No agent off Unix: every `get` mints directly.
+#[cfg(not(unix))]
+pub mod client {
+    use std::time::Duration;
+
+    use super::wire::{Request, Response};
+
+    pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum AgentError {
+        #[error(transparent)]
+        Dir(#[from] super::DirError),
+        #[error("the agent runs only on Unix")]
+        NotRunning,
+    }
+
+    pub struct Agent;
+
+    impl Agent {
+        pub fn connect() -> Result<Agent, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+        pub fn connect_or_spawn() -> Result<Agent, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+        pub fn request(&mut self, _: &Request, _: Duration) -> Result<Response, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+    }
+}
+
+/// No agent off Unix.
+#[cfg(not(unix))]
+pub mod server {
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub fn run(_dir: &Path, _idle: Duration) -> anyhow::Result<()> {
+        anyhow::bail!("the agent runs only on Unix")
+    }
+
+    pub fn idle_from_env() -> Duration {
+        Duration::ZERO
+    }
+}
 
 use std::path::{Path, PathBuf};
 

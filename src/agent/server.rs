@@ -1,7 +1,6 @@
 //! The agent process: binds the socket, checks every peer, serves the broker,
 //! and exits when it has been idle and empty for a while.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,11 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::wire::{self, AgentStatus, Key, Request, Response};
+use super::wire::{self, AgentStatus, Request, Response};
 use super::{LOCK_NAME, SOCKET_NAME};
-use crate::api::{self, ApiError, ExchangeRequest, Minted};
-use crate::broker::{Broker, Clock, MintParams, Minter, SystemClock};
-use crate::secret::Secret;
+use crate::api::ApiMinter;
+use crate::broker::{Broker, MintParams, SystemClock};
 
 /// How long the agent stays up with nothing cached, by default.
 pub const DEFAULT_IDLE_SECS: u64 = 300;
@@ -28,54 +26,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const READY: &str = "ready";
 /// The line it prints when another agent already holds the lock.
 pub const BUSY: &str = "busy";
-
-/// Mints through the githosted API, one HTTP client per API base.
-#[derive(Default)]
-pub struct ApiMinter {
-    clients: Mutex<HashMap<String, api::Client>>,
-}
-
-impl ApiMinter {
-    fn client(&self, base: &str) -> Result<api::Client, ApiError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(base) {
-            return Ok(client.clone());
-        }
-        let service = crate::target::Service::new(Some(base)).map_err(|e| ApiError::Transport {
-            host: base.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let client = api::Client::new(service.api_url(), service.api_host())?;
-        clients.insert(base.to_owned(), client.clone());
-        Ok(client)
-    }
-}
-
-impl Minter for ApiMinter {
-    async fn mint(
-        &self,
-        key: &Key,
-        params: &MintParams,
-        parent: &Secret,
-    ) -> Result<Minted, ApiError> {
-        let client = self.client(&key.api)?;
-        let request = ExchangeRequest {
-            repo_allowlist: vec![key.repo.as_str()],
-            permission: key.permission,
-            ttl_seconds: params.ttl,
-            subject: &params.subject,
-        };
-        let minted = client.exchange_token(parent, &request).await?;
-        if minted.expires_at <= SystemClock.now() {
-            return Err(ApiError::BadResponse {
-                host: key.api.clone(),
-                reason: "the new token has already expired (is this machine's clock right?)".into(),
-            });
-        }
-        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
-        Ok(minted)
-    }
-}
 
 type AgentBroker = Broker<SystemClock, ApiMinter>;
 
