@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -94,6 +94,19 @@ impl Code {
             Code::Unavailable | Code::Internal | Code::Unknown | Code::ResourceExhausted
         )
     }
+
+    /// The code for an error answer that carries no Connect JSON.
+    fn from_http(status: u16) -> Code {
+        match status {
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::NotFound,
+            429 => Code::ResourceExhausted,
+            503 => Code::Unavailable,
+            500..=599 => Code::Internal,
+            _ => Code::Unknown,
+        }
+    }
 }
 
 /// What went wrong with a call. Messages name the API host; they never hold a token.
@@ -118,6 +131,17 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// Worth trying again (within the deadline): a transient code, or no answer at all.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Status { code, status, .. } => {
+                code.is_transient() || (500..600).contains(status)
+            }
+            ApiError::Transport { .. } => true,
+            ApiError::BadResponse { .. } => false,
+        }
+    }
+
     /// The Connect code, when the server sent one.
     pub fn code(&self) -> Option<&Code> {
         match self {
@@ -240,8 +264,11 @@ impl Client {
         &self,
         parent: &Secret,
         request: &ExchangeRequest<'_>,
+        deadline: Instant,
     ) -> Result<Minted, ApiError> {
-        let body: ExchangeResponse = self.call("ExchangeToken", parent, request).await?;
+        let body: ExchangeResponse = self
+            .call("ExchangeToken", parent, request, deadline)
+            .await?;
         let bad = |reason: &str| ApiError::BadResponse {
             host: self.host.clone(),
             reason: reason.to_owned(),
@@ -264,39 +291,96 @@ impl Client {
     }
 
     /// `RevokeToken`: revoke the token with this record id.
-    pub async fn revoke_token(&self, parent: &Secret, token_id: &str) -> Result<(), ApiError> {
+    pub async fn revoke_token(
+        &self,
+        parent: &Secret,
+        token_id: &str,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
         let _: serde_json::Value = self
-            .call("RevokeToken", parent, &RevokeRequest { token_id })
+            .call("RevokeToken", parent, &RevokeRequest { token_id }, deadline)
             .await?;
         Ok(())
     }
 
     /// `ListTokens` with one page of `page_size`: proves a token is a live workspace token.
-    pub async fn list_tokens(&self, token: &Secret, page_size: u32) -> Result<TokenList, ApiError> {
-        self.call("ListTokens", token, &ListRequest { page_size })
+    pub async fn list_tokens(
+        &self,
+        token: &Secret,
+        page_size: u32,
+        deadline: Instant,
+    ) -> Result<TokenList, ApiError> {
+        self.call("ListTokens", token, &ListRequest { page_size }, deadline)
             .await
     }
 
+    /// One method call, retried while that can help and `deadline` allows:
+    /// transient errors (`unavailable`, `internal`, `unknown`, other 5xx, no
+    /// connection, timeouts) with jittered exponential backoff; a 429 after its
+    /// `Retry-After` when that fits. Other errors are final at once.
     async fn call<Req: Serialize + ?Sized, Resp: for<'de> Deserialize<'de>>(
         &self,
         method: &str,
         token: &Secret,
         request: &Req,
+        deadline: Instant,
+    ) -> Result<Resp, ApiError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let error = match self
+                .call_once(method, token, request, left.min(CALL_TIMEOUT))
+                .await
+            {
+                Ok(response) => return Ok(response),
+                Err(e) => e,
+            };
+            let wait = match &error {
+                ApiError::Status {
+                    code: Code::ResourceExhausted,
+                    retry_after: Some(secs),
+                    ..
+                } => Duration::from_secs(*secs),
+                e if e.is_transient() => backoff(attempt),
+                _ => return Err(error),
+            };
+            if Instant::now() + wait >= deadline {
+                tracing::debug!(method, attempt, "no time left to retry");
+                return Err(error);
+            }
+            tracing::debug!(
+                method,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "retrying: {error}"
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn call_once<Req: Serialize + ?Sized, Resp: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        token: &Secret,
+        request: &Req,
+        timeout: Duration,
     ) -> Result<Resp, ApiError> {
         let url = self.method_url(method);
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!(
-            "Bearer {}",
-            token.expose()
-        ))
-        .map_err(|_| ApiError::Transport {
-            host: self.host.clone(),
-            reason: format!("the token {token} holds characters that cannot go in an HTTP header"),
-        })?;
+        let bearer = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
+        let mut auth =
+            reqwest::header::HeaderValue::from_str(&bearer).map_err(|_| ApiError::Transport {
+                host: self.host.clone(),
+                reason: format!(
+                    "the token {token} holds characters that cannot go in an HTTP header"
+                ),
+            })?;
         auth.set_sensitive(true);
         tracing::debug!(method, token = %token, host = %self.host, "calling the API");
         let response = self
             .http
             .post(url)
+            .timeout(timeout)
             .header(reqwest::header::AUTHORIZATION, auth)
             .header("x-request-id", format!("req_{}", uuid::Uuid::new_v4()))
             .header("x-githosted-client", "git-credential-githosted")
@@ -329,7 +413,8 @@ impl Client {
                 code.map_or(Code::Unknown, |c| Code::parse(&c)),
                 message.map(|m| printable(&m, 200)).unwrap_or_default(),
             ),
-            Err(_) => (Code::Unknown, String::new()),
+            // Not Connect JSON (a proxy's page?): classify by the HTTP status.
+            Err(_) => (Code::from_http(status.as_u16()), String::new()),
         };
         let message = if message.is_empty() {
             status.canonical_reason().unwrap_or("no message").to_owned()
@@ -421,7 +506,8 @@ impl Minter for ApiMinter {
             ttl_seconds: params.ttl,
             subject: &params.subject,
         };
-        let minted = client.exchange_token(parent, &request).await?;
+        let deadline = Instant::now() + params.timeout;
+        let minted = client.exchange_token(parent, &request, deadline).await?;
         if minted.expires_at <= SystemClock.now() {
             return Err(ApiError::BadResponse {
                 host: key.api.clone(),
@@ -431,6 +517,13 @@ impl Minter for ApiMinter {
         tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
         Ok(minted)
     }
+}
+
+/// Jittered exponential backoff: about 250 ms, 500 ms, 1 s, … capped at 4 s,
+/// each between half and the whole of that.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(250).saturating_mul(1 << attempt.min(4));
+    ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
 /// A runtime for one blocking call into this (async) client.

@@ -46,7 +46,13 @@ impl Clock for SystemClock {
 pub struct MintParams {
     pub ttl: u64,
     pub subject: String,
+    /// How long the mint may take, retries included.
+    pub timeout: std::time::Duration,
 }
+
+/// While the API fails, a cached token inside the margin is still served if it
+/// has at least this many seconds left.
+pub const STALE_MIN_SECS: i64 = 10;
 
 /// Something that exchanges a parent token for a repo token (the API, or a fake).
 pub trait Minter: Send + Sync + 'static {
@@ -202,6 +208,20 @@ impl<C: Clock, M: Minter> Broker<C, M> {
                     },
                 );
                 Ok(issued)
+            }
+            Err(e) if e.is_transient() => {
+                // The API is down: a cached token that still lives beats none.
+                let state = self.state();
+                match state.cache.get(key) {
+                    Some(cached) if cached.expires_at - self.clock.now() >= STALE_MIN_SECS => {
+                        tracing::warn!(token = %cached.token, "the API failed ({e}); serving a cached token close to expiry");
+                        Ok(Issued {
+                            token: cached.token.clone(),
+                            expires_at: cached.expires_at,
+                        })
+                    }
+                    _ => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
@@ -380,6 +400,7 @@ mod tests {
         MintParams {
             ttl,
             subject: "test".into(),
+            timeout: Duration::from_secs(20),
         }
     }
 
@@ -528,6 +549,26 @@ mod tests {
                     .is_ok()
             );
         });
+    }
+
+    #[test]
+    fn while_the_api_is_down_a_cached_token_with_life_left_is_served() {
+        let (broker, clock, minter) = broker(0);
+        let k = key("app", Permission::Write);
+        let first = rt()
+            .block_on(broker.get_or_mint(&k, None, &params(3600), parent()))
+            .unwrap();
+        clock.advance(3600 - 60);
+        minter.fail.store(true, Ordering::SeqCst);
+        let served = rt()
+            .block_on(broker.get_or_mint(&k, None, &params(3600), parent()))
+            .unwrap();
+        assert_eq!(served.token.expose(), first.token.expose());
+        clock.advance(60 - STALE_MIN_SECS + 1);
+        assert!(
+            rt().block_on(broker.get_or_mint(&k, None, &params(3600), parent()))
+                .is_err()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::Permission;
-use crate::settings::DEFAULT_TTL_SECS;
+use crate::settings::{DEFAULT_TIMEOUT_SECS, DEFAULT_TTL_SECS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +45,9 @@ pub struct Options {
     /// Minimum remaining lifetime of a token handed to git [default: min(300, ttl/4)]
     #[arg(long, global = true, value_name = "SECS")]
     pub min_ttl: Option<u64>,
+    /// The longest a `get` may take, retries included; then it fails with one clear line
+    #[arg(long, global = true, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
     #[arg(long, global = true)]
     pub no_agent: bool,

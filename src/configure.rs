@@ -15,6 +15,8 @@ use std::process::{Command, Output};
 
 use anyhow::{Context, bail};
 
+#[cfg(test)]
+use crate::settings::DEFAULT_TIMEOUT_SECS;
 use crate::settings::{DEFAULT_TTL_SECS, Settings};
 
 /// Which git config file to write.
@@ -196,7 +198,15 @@ mod tests {
 
     #[test]
     fn helper_line_repeats_only_non_defaults() {
-        let s = Settings::new(None, Permission::Write, DEFAULT_TTL_SECS, None, false).unwrap();
+        let s = Settings::new(
+            None,
+            Permission::Write,
+            DEFAULT_TTL_SECS,
+            None,
+            false,
+            DEFAULT_TIMEOUT_SECS,
+        )
+        .unwrap();
         assert_eq!(helper_line(&s).unwrap(), "githosted");
         let s = Settings::new(
             Some("http://127.0.0.1:9"),
@@ -204,6 +214,7 @@ mod tests {
             600,
             Some(60),
             true,
+            DEFAULT_TIMEOUT_SECS,
         )
         .unwrap();
         assert_eq!(
@@ -219,9 +230,14 @@ mod tests {
             "http://127.0.0.1:1/$(id)",
             "http://127.0.0.1:1/a b",
         ] {
-            if let Ok(s) =
-                Settings::new(Some(url), Permission::Write, DEFAULT_TTL_SECS, None, false)
-            {
+            if let Ok(s) = Settings::new(
+                Some(url),
+                Permission::Write,
+                DEFAULT_TTL_SECS,
+                None,
+                false,
+                DEFAULT_TIMEOUT_SECS,
+            ) {
                 assert!(helper_line(&s).is_err(), "{url}");
             }
         }
@@ -231,6 +247,7 @@ mod tests {
             DEFAULT_TTL_SECS,
             None,
             false,
+            DEFAULT_TIMEOUT_SECS,
         )
         .unwrap();
         assert_eq!(

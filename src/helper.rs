@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::agent::client::{Agent, AgentError, LOOKUP_TIMEOUT};
 use crate::agent::wire;
@@ -23,8 +23,6 @@ use crate::target::{Resolution, Target};
 /// The username given to git with every token; githosted ignores it.
 pub const USERNAME: &str = "githosted";
 
-/// How long the agent may take to mint (it has its own API timeouts).
-const MINT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long revoking forgotten tokens may hold up `erase` or `logout`.
 pub const REVOKE_BUDGET: Duration = Duration::from_secs(3);
 
@@ -214,6 +212,7 @@ pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
     else {
         return 0;
     };
+    let deadline = Instant::now() + REVOKE_BUDGET;
     let mut parents: HashMap<String, Option<Secret>> = HashMap::new();
     let mut jobs = tokio::task::JoinSet::new();
     for d in dropped {
@@ -231,7 +230,7 @@ pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
         let (client, d) = (client.clone(), d.clone());
         jobs.spawn_on(
             async move {
-                let result = client.revoke_token(&parent, &d.id).await;
+                let result = client.revoke_token(&parent, &d.id, deadline).await;
                 match &result {
                     Ok(()) => tracing::info!(token = %d.fingerprint, "revoked"),
                     Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
@@ -256,6 +255,7 @@ pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
 /// A token for the target, as git's answer: from the agent's cache when it
 /// has a fit one, else minted (through the agent, or directly without one).
 fn token_for(settings: &Settings, target: &Target) -> Result<Response, GetError> {
+    let deadline = Instant::now() + settings.timeout;
     let env = keychain::env_token();
     if let Some(token) = env.as_ref().filter(|t| t.kind() == TokenKind::Repo) {
         tracing::debug!(token = %token, "GITHOSTED_TOKEN holds a repo token: passed through as it is");
@@ -317,6 +317,7 @@ fn token_for(settings: &Settings, target: &Target) -> Result<Response, GetError>
     let params = MintParams {
         ttl: settings.ttl_secs,
         subject: settings::subject(),
+        timeout: deadline.saturating_duration_since(Instant::now()),
     };
     if let Some(mut a) = agent {
         let mint = wire::Request::Mint {
@@ -324,9 +325,11 @@ fn token_for(settings: &Settings, target: &Target) -> Result<Response, GetError>
             ttl: params.ttl,
             min_ttl: settings.min_ttl_secs,
             subject: params.subject.clone(),
+            timeout_ms: params.timeout.as_millis() as u64,
             parent: parent.token.clone(),
         };
-        match a.request(&mint, MINT_TIMEOUT) {
+        // The agent answers within the time it was given; allow it a moment more.
+        match a.request(&mint, params.timeout + Duration::from_secs(1)) {
             Ok(wire::Response::Token { token, expires_at }) => {
                 return Ok(answer(token, Some(expires_at)));
             }
@@ -431,6 +434,7 @@ fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiErr
 mod tests {
     use super::*;
     use crate::api::Permission;
+    use crate::settings::DEFAULT_TIMEOUT_SECS;
 
     fn settings() -> Settings {
         Settings::new(
@@ -439,6 +443,7 @@ mod tests {
             3600,
             None,
             false,
+            DEFAULT_TIMEOUT_SECS,
         )
         .unwrap()
     }

@@ -46,6 +46,10 @@ pub enum KeychainError {
         "the {BACKEND} is not reachable ({0}); store the token with `login` in a desktop session, or set {ENV_TOKEN}"
     )]
     Unavailable(String),
+    #[error(
+        "no Secret Service is running on the D-Bus session (start gnome-keyring or KeePassXC), or set {ENV_TOKEN}"
+    )]
+    NoService,
     #[error("the {BACKEND} is locked ({0}); unlock it, or set {ENV_TOKEN}")]
     Locked(String),
     #[error("the {BACKEND} did not answer within {}s; check it, or set {ENV_TOKEN}", TIMEOUT.as_secs())]
@@ -213,7 +217,14 @@ fn platform_store() -> keyring_core::Result<std::sync::Arc<keyring_core::Credent
 fn classify(e: KrError, account: &str) -> KeychainError {
     match e {
         KrError::NoStorageAccess(err) => KeychainError::Locked(one_line(&err.to_string())),
-        KrError::PlatformFailure(err) => KeychainError::Unavailable(one_line(&err.to_string())),
+        KrError::PlatformFailure(err) => {
+            let detail = one_line(&err.to_string());
+            if detail.contains("ServiceUnknown") || detail.contains("was not provided by any") {
+                KeychainError::NoService
+            } else {
+                KeychainError::Unavailable(detail)
+            }
+        }
         KrError::NoDefaultStore => KeychainError::Unavailable("no store".into()),
         // These carry the stored bytes: never print them.
         KrError::BadEncoding(_) | KrError::BadDataFormat(..) => {

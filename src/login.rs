@@ -39,7 +39,8 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        match runtime.block_on(client.list_tokens(&token, 1)) {
+        let deadline = std::time::Instant::now() + settings.timeout;
+        match runtime.block_on(client.list_tokens(&token, 1, deadline)) {
             Ok(_) => {}
             Err(e) => match e.code() {
                 Some(Code::Unauthenticated) => {

@@ -32,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         o.ttl,
         o.min_ttl,
         o.no_agent,
+        o.timeout,
     )?;
     match cli.command {
         Command::Get => helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock()),

@@ -6,6 +6,9 @@ use std::io::IsTerminal;
 use crate::api::Permission;
 use crate::target::{ApiUrlError, Service};
 
+/// How long a whole `get` may take by default, whatever the server or keychain does.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 20;
+
 /// Requested lifetime of a minted token when `--ttl` is not given.
 pub const DEFAULT_TTL_SECS: u64 = 3600;
 /// The server clamps longer requests to this.
@@ -25,6 +28,8 @@ pub struct Settings {
     /// Minimum remaining lifetime of a token handed to git.
     pub min_ttl_secs: Option<u64>,
     pub no_agent: bool,
+    /// The longest a `get` may take, retries included.
+    pub timeout: std::time::Duration,
 }
 
 impl Settings {
@@ -34,6 +39,7 @@ impl Settings {
         ttl_secs: u64,
         min_ttl_secs: Option<u64>,
         no_agent: bool,
+        timeout_secs: u64,
     ) -> Result<Settings, ApiUrlError> {
         Ok(Settings {
             service: Service::new(api_url)?,
@@ -47,6 +53,7 @@ impl Settings {
             min_ttl_secs,
             no_agent: no_agent
                 || std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
+            timeout: std::time::Duration::from_secs(timeout_secs.max(1)),
         })
     }
 
@@ -134,9 +141,25 @@ mod tests {
 
     #[test]
     fn ttl_is_clamped() {
-        let s = Settings::new(None, Permission::Write, 10 * MAX_TTL_SECS, None, false).unwrap();
+        let s = Settings::new(
+            None,
+            Permission::Write,
+            10 * MAX_TTL_SECS,
+            None,
+            false,
+            DEFAULT_TIMEOUT_SECS,
+        )
+        .unwrap();
         assert_eq!(s.ttl_secs, MAX_TTL_SECS);
-        let s = Settings::new(None, Permission::Write, 0, None, false).unwrap();
+        let s = Settings::new(
+            None,
+            Permission::Write,
+            0,
+            None,
+            false,
+            DEFAULT_TIMEOUT_SECS,
+        )
+        .unwrap();
         assert_eq!(s.ttl_secs, DEFAULT_TTL_SECS);
         assert_eq!(s.api_url_flag(), "");
         let s = Settings::new(
@@ -145,6 +168,7 @@ mod tests {
             60,
             None,
             false,
+            DEFAULT_TIMEOUT_SECS,
         )
         .unwrap();
         assert_eq!(s.api_url_flag(), " --api-url http://127.0.0.1:1");

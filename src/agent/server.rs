@@ -163,9 +163,19 @@ async fn respond(request: Request, broker: &AgentBroker, started: Instant) -> Re
             ttl,
             min_ttl,
             subject,
+            timeout_ms,
             parent,
         } => match broker
-            .get_or_mint(&key, min_ttl, &MintParams { ttl, subject }, parent)
+            .get_or_mint(
+                &key,
+                min_ttl,
+                &MintParams {
+                    ttl,
+                    subject,
+                    timeout: Duration::from_millis(timeout_ms),
+                },
+                parent,
+            )
             .await
         {
             Ok(issued) => Response::Token {

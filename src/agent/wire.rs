@@ -41,6 +41,8 @@ pub enum Request {
         ttl: u64,
         min_ttl: Option<u64>,
         subject: String,
+        /// The requester's remaining time, in milliseconds.
+        timeout_ms: u64,
         parent: Secret,
     },
     /// Forget tokens: those equal to `password`, else all for the API (and workspace/repo).
@@ -186,6 +188,7 @@ mod tests {
             ttl: 3600,
             min_ttl: None,
             subject: "s".into(),
+            timeout_ms: 20_000,
             parent: Secret::new("gw_parent".into()),
         };
         let mut buf = Vec::new();
