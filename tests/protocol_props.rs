@@ -82,7 +82,7 @@ proptest! {
         line_no in 0usize..4,
         with_nul in any::<bool>(),
     ) {
-        let mut lines = vec![
+        let mut lines = [
             "protocol=https".to_owned(),
             "host=githosted.dev".to_owned(),
             "path=acme/app.git".to_owned(),
