@@ -210,3 +210,34 @@ fn a_bus_without_a_secret_service_is_a_clear_line() {
     );
     assert!(run.stderr.contains("GITHOSTED_TOKEN"), "{}", run.stderr);
 }
+
+#[test]
+#[ignore = "needs gnome-keyring, secret-tool and dbus-run-session; CI installs them"]
+fn a_locked_keyring_is_a_clear_line() {
+    let world = World::new();
+    let url = world.server.base_url();
+    let host = world.server.host();
+    // A keyring of its own (the shared one must stay unlocked for the other
+    // tests): store an entry, lock the collection, then ask. With no display to
+    // prompt on, the keyring cannot be unlocked.
+    let script = format!(
+        "printf %s gw_locked | secret-tool store --label=t service git-credential-githosted username {host}/acme
+dbus-send --session --print-reply --dest=org.freedesktop.secrets /org/freedesktop/secrets \
+  org.freedesktop.Secret.Service.Lock array:objpath:/org/freedesktop/secrets/collection/login >/dev/null
+exec {HELPER} --api-url {url} get"
+    );
+    let session = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/keyring-session");
+    let mut cmd = std::process::Command::new(session);
+    cmd.args(["sh", "-c", &script]);
+    let run = world.run(cmd, Some(&request("http", &host, Some("acme/app.git"))));
+    assert_eq!(field(&run.stdout, "password"), None, "{run:#?}");
+    assert_eq!(field(&run.stdout, "quit"), Some("1"), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("the Secret Service keyring (D-Bus) is locked")
+            && run.stderr.contains("set GITHOSTED_TOKEN"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("gw_locked") && !run.stderr.contains("gw_locked"));
+}
