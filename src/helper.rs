@@ -128,7 +128,21 @@ pub fn get(
         Resolution::Repo(target) => target,
     };
     match token_for(settings, &target) {
-        Ok(response) => {
+        Ok(issued) => {
+            let response = if request.has_capability("authtype") {
+                Response {
+                    bearer: Some(issued.token),
+                    password_expiry_utc: issued.expires_at,
+                    ..Response::default()
+                }
+            } else {
+                Response {
+                    username: Some(USERNAME.into()),
+                    password: Some(issued.token),
+                    password_expiry_utc: issued.expires_at,
+                    ..Response::default()
+                }
+            };
             response.write_to(output)?;
             Ok(true)
         }
@@ -177,7 +191,8 @@ pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Resul
         api: settings.service.api_url().to_string(),
         workspace,
         repo,
-        password: request.password,
+        // With Bearer (git 2.46+) the rejected token comes as `credential`.
+        password: request.password.or(request.credential),
     };
     // No agent running means nothing is cached: do not start one to find out.
     let dropped = match Agent::connect().and_then(|mut agent| agent.request(&erase, LOOKUP_TIMEOUT))
@@ -254,7 +269,7 @@ pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
 
 /// A token for the target, as git's answer: from the agent's cache when it
 /// has a fit one, else minted (through the agent, or directly without one).
-fn token_for(settings: &Settings, target: &Target) -> Result<Response, GetError> {
+pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
     let deadline = Instant::now() + settings.timeout;
     let env = keychain::env_token();
     if let Some(token) = env.as_ref().filter(|t| t.kind() == TokenKind::Repo) {
@@ -356,13 +371,14 @@ fn find_parent(settings: &Settings, target: &Target) -> Result<Parent, GetError>
         })
 }
 
-fn answer(token: Secret, expires_at: Option<i64>) -> Response {
-    Response {
-        username: Some(USERNAME.into()),
-        password: Some(token),
-        password_expiry_utc: expires_at,
-        quit: false,
-    }
+/// A token for git, and its expiry (Unix seconds) when known.
+pub struct Issued {
+    pub token: Secret,
+    pub expires_at: Option<i64>,
+}
+
+fn answer(token: Secret, expires_at: Option<i64>) -> Issued {
+    Issued { token, expires_at }
 }
 
 /// One exchange in this process, without the agent.
@@ -372,7 +388,7 @@ fn mint_directly(
     key: &wire::Key,
     params: &MintParams,
     parent: &Parent,
-) -> Result<Response, GetError> {
+) -> Result<Issued, GetError> {
     let runtime = api::runtime().map_err(|e| {
         let error = ApiError::Transport {
             host: settings.service.api_host().to_owned(),

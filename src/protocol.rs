@@ -53,6 +53,8 @@ pub struct Request {
     pub username: Option<String>,
     /// Sent by git on `store` and `erase` only.
     pub password: Option<Secret>,
+    /// `credential` (with `authtype`, git 2.46+): sent on `store`/`erase` in place of a password.
+    pub credential: Option<Secret>,
     /// `capability[]`: what the caller understands (git 2.46+).
     pub capabilities: Vec<String>,
     /// `wwwauth[]`: the WWW-Authenticate headers of the 401 (git 2.41+).
@@ -106,6 +108,7 @@ impl Request {
             "path" => self.path = Some(value.to_owned()),
             "username" => self.username = Some(value.to_owned()),
             "password" => self.password = Some(Secret::new(value.to_owned())),
+            "credential" => self.credential = Some(Secret::new(value.to_owned())),
             "capability[]" => self.capabilities.push(value.to_owned()),
             "wwwauth[]" => self.wwwauth.push(value.to_owned()),
             "ephemeral" => self.ephemeral = value == "1" || value == "true",
@@ -124,7 +127,10 @@ impl Request {
 pub struct Response {
     pub username: Option<String>,
     pub password: Option<Secret>,
-    /// Unix seconds after which git must not use the password.
+    /// `authtype=Bearer` + `credential=…` (git 2.46+): only when the request
+    /// carried `capability[]=authtype`. Written with `ephemeral=1`.
+    pub bearer: Option<Secret>,
+    /// Unix seconds after which git must not use the password or credential.
     pub password_expiry_utc: Option<i64>,
     /// Tell git to stop asking helpers and fail now, without prompting.
     pub quit: bool,
@@ -144,6 +150,13 @@ impl Response {
             buf.push('\n');
             Ok(())
         };
+        if let Some(credential) = &self.bearer {
+            // git requires the capability first, before the fields that need it.
+            field("capability[]", "authtype")?;
+            field("authtype", "Bearer")?;
+            field("credential", credential.expose())?;
+            field("ephemeral", "1")?;
+        }
         if let Some(username) = &self.username {
             field("username", username)?;
         }
@@ -258,12 +271,26 @@ mod tests {
             username: Some("githosted".into()),
             password: Some(Secret::new("gr_abc".into())),
             password_expiry_utc: Some(1_800_000_000),
-            quit: false,
+            ..Response::default()
         })
         .unwrap();
         assert_eq!(
             out,
             "username=githosted\npassword=gr_abc\npassword_expiry_utc=1800000000\n"
+        );
+    }
+
+    #[test]
+    fn bearer_answer_starts_with_the_capability() {
+        let out = written(&Response {
+            bearer: Some(Secret::new("gr_abc".into())),
+            password_expiry_utc: Some(1_800_000_000),
+            ..Response::default()
+        })
+        .unwrap();
+        assert_eq!(
+            out,
+            "capability[]=authtype\nauthtype=Bearer\ncredential=gr_abc\nephemeral=1\npassword_expiry_utc=1800000000\n"
         );
     }
 

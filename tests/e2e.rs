@@ -409,3 +409,93 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The authentication scheme of every authenticated git request.
+fn schemes(world: &World) -> Vec<support::server::AuthScheme> {
+    world
+        .server
+        .git_requests()
+        .iter()
+        .filter(|r| r.token.is_some())
+        .map(|r| r.auth_scheme)
+        .collect()
+}
+
+#[test]
+fn new_git_puts_bearer_on_the_wire_old_git_basic() {
+    use support::server::AuthScheme;
+    for (git, scheme) in [(GIT_NEW, AuthScheme::Bearer), (GIT_OLD, AuthScheme::Basic)] {
+        let mut world = World::configured(&[]);
+        world.with_env_parent();
+        let work = world.clone(git, &world.url("app"), "work");
+        world.commit(git, &work, "b.txt");
+        world
+            .git(git, Some(&work), &["push", "-q", "origin", "HEAD:main"])
+            .assert_ok();
+        let seen = schemes(&world);
+        assert!(!seen.is_empty());
+        assert!(seen.iter().all(|s| *s == scheme), "{git}: {seen:?}");
+        assert_only_repo_tokens(&world, "app", Permission::Write);
+    }
+}
+
+#[test]
+fn bearer_answer_only_with_the_capability() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let host = world.server.host();
+    let plain = request("http", &host, Some("acme/app.git"));
+    let run = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&format!("capability[]=authtype\n{plain}")),
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[..2],
+        ["capability[]=authtype", "authtype=Bearer"],
+        "{}",
+        run.stdout
+    );
+    assert!(field(&run.stdout, "credential").is_some_and(|t| t.starts_with("gr_")));
+    assert_eq!(field(&run.stdout, "ephemeral"), Some("1"));
+    assert!(field(&run.stdout, "password_expiry_utc").is_some());
+    assert_eq!(field(&run.stdout, "password"), None);
+
+    let run = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&format!("capability[]=state\n{plain}")),
+    );
+    assert_eq!(field(&run.stdout, "authtype"), None);
+    assert!(field(&run.stdout, "password").is_some());
+}
+
+#[test]
+fn a_push_whose_first_401_comes_on_a_post_still_works() {
+    for git in GITS {
+        let mut world = World::configured(&[]);
+        world.with_env_parent();
+        let work = world.clone(git, &world.url("app"), "work");
+        world.commit(git, &work, "post.txt");
+        world.server.set_anonymous_info_refs(true);
+        let before = world.server.git_requests().len();
+        world
+            .git(git, Some(&work), &["push", "-q", "origin", "HEAD:main"])
+            .assert_ok();
+        let push: Vec<_> = world
+            .server
+            .git_requests()
+            .into_iter()
+            .skip(before)
+            .collect();
+        let first_401 = push
+            .iter()
+            .find(|r| r.status == 401)
+            .expect("a 401 during the push");
+        assert_eq!(first_401.method, "POST", "{git}: {push:#?}");
+        assert!(
+            push.iter()
+                .any(|r| r.method == "POST" && r.status == 200 && r.token.is_some())
+        );
+    }
+}

@@ -48,10 +48,12 @@ proptest! {
         password in ".{0,50}",
         expiry in any::<Option<i64>>(),
         quit in any::<bool>(),
+        bearer in any::<bool>(),
     ) {
         let response = Response {
             username: Some(username.clone()),
             password: Some(Secret::new(password.clone())),
+            bearer: bearer.then(|| Secret::new(password.clone())),
             password_expiry_utc: expiry,
             quit,
         };
@@ -63,10 +65,19 @@ proptest! {
                 let text = String::from_utf8(out).unwrap();
                 prop_assert!(!text.contains(['\r', '\0']));
                 let lines: Vec<&str> = text.lines().collect();
-                prop_assert_eq!(lines.len(), 2 + usize::from(expiry.is_some()) + usize::from(quit));
+                prop_assert_eq!(
+                    lines.len(),
+                    2 + 4 * usize::from(bearer) + usize::from(expiry.is_some()) + usize::from(quit)
+                );
+                if bearer {
+                    prop_assert_eq!(lines[0], "capability[]=authtype");
+                }
                 for line in lines {
                     let (key, _) = line.split_once('=').unwrap();
-                    prop_assert!(["username", "password", "password_expiry_utc", "quit"].contains(&key));
+                    prop_assert!([
+                        "capability[]", "authtype", "credential", "ephemeral",
+                        "username", "password", "password_expiry_utc", "quit",
+                    ].contains(&key));
                 }
             }
             Err(_) => {

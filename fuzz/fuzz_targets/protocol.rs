@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let response = Response {
         username: request.host.clone(),
         password: request.path.clone().map(Secret::new),
+        bearer: request.username.clone().map(Secret::new),
         password_expiry_utc: None,
         quit: request.ephemeral,
     };
@@ -38,10 +39,14 @@ fuzz_target!(|data: &[u8]| {
             let mut lines = 0;
             for line in text.lines() {
                 let (key, _) = line.split_once('=').expect("every line is key=value");
-                assert!(matches!(key, "username" | "password" | "quit"), "injected key {key:?}");
+                assert!(
+                    matches!(key, "capability[]" | "authtype" | "credential" | "ephemeral" | "username" | "password" | "quit"),
+                    "injected key {key:?}"
+                );
                 lines += 1;
             }
-            let expected = usize::from(response.username.is_some())
+            let expected = 4 * usize::from(response.bearer.is_some())
+                + usize::from(response.username.is_some())
                 + usize::from(response.password.is_some())
                 + usize::from(response.quit);
             assert_eq!(lines, expected, "an answer grew extra lines");

@@ -599,6 +599,12 @@ impl Server {
         self.lock().exchanges.clone()
     }
 
+    /// Serve `GET …/info/refs` without credentials (the first 401 of a push then
+    /// comes on its POST, where git asks helpers without any capability).
+    pub fn set_anonymous_info_refs(&self, on: bool) {
+        self.lock().anonymous_info_refs = on;
+    }
+
     /// Record ids revoked through the `RevokeToken` API (not through [`Server::revoke`]).
     pub fn revoked_via_api(&self) -> Vec<String> {
         self.lock().revoked_via_api.clone()
@@ -738,6 +744,9 @@ struct Store {
     git_requests: Vec<GitRequestSeen>,
     /// Record ids revoked through `RevokeToken`, in order.
     revoked_via_api: Vec<String>,
+    /// Test knob: answer `GET …/info/refs` without credentials, so a push's
+    /// first 401 comes on its POST.
+    anonymous_info_refs: bool,
     /// TEST-ONLY, see [`Server::issued_tokens`]. Never read by the server.
     issued_for_leak_checks: Vec<String>,
 }
@@ -755,6 +764,7 @@ impl Store {
             exchanges: Vec::new(),
             git_requests: Vec::new(),
             revoked_via_api: Vec::new(),
+            anonymous_info_refs: false,
             issued_for_leak_checks: Vec::new(),
         }
     }
@@ -1499,7 +1509,12 @@ async fn git_handler(State(shared): State<Arc<Shared>>, req: Request) -> Respons
     // Decide under the lock; run the backend without it.
     let decision: Result<String, Response> = {
         let mut st = shared.lock();
+        let anonymous_refs = st.anonymous_info_refs
+            && raw.is_none()
+            && parts.method == axum::http::Method::GET
+            && gp.rest == "info/refs";
         match raw.as_deref().and_then(|raw| st.authenticate(raw)) {
+            None if anonymous_refs => Ok("anonymous".to_owned()),
             None => Err(unauthorized_git()),
             Some(i) => {
                 seen.token = Some(st.view(i));
