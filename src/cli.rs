@@ -36,7 +36,7 @@ pub struct Options {
     /// githosted API base URL (self-hosted or local servers) [default: https://api.githosted.dev]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
-    /// Permission of the tokens given to git
+    /// Permission of the tokens given to git (auto: read for fetch/clone/pull/ls-remote, write for push)
     #[arg(long, global = true, value_enum, default_value_t = PermissionArg::Write)]
     pub permission: PermissionArg,
     /// Requested token lifetime in seconds (the server clamps to 24 h)
@@ -69,6 +69,9 @@ pub struct Options {
     /// `configure`: remove what `configure` wrote
     #[arg(long, global = true)]
     pub remove: bool,
+    /// `token`, `exec`: the repository, as WORKSPACE/REPO (repeatable for `exec`)
+    #[arg(long = "repo", global = true, value_name = "WS/REPO")]
+    pub repos: Vec<String>,
     /// Log what happens to stderr (tokens appear only as fingerprints); or set GITHOSTED_LOG=debug
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -78,13 +81,17 @@ pub struct Options {
 pub enum PermissionArg {
     Read,
     Write,
+    /// read for fetch, clone, pull and ls-remote; write for push (and when unsure)
+    Auto,
 }
 
-impl From<PermissionArg> for Permission {
-    fn from(p: PermissionArg) -> Permission {
-        match p {
+impl PermissionArg {
+    /// The permission to ask for; `auto` looks at the git command that started us.
+    pub fn resolve(self) -> Permission {
+        match self {
             PermissionArg::Read => Permission::Read,
             PermissionArg::Write => Permission::Write,
+            PermissionArg::Auto => crate::permission::from_git_command(),
         }
     }
 }
@@ -92,10 +99,17 @@ impl From<PermissionArg> for Permission {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// (git) Answer a credential request on stdin with a short-lived repo token
+    #[command(
+        after_help = "Example:\n  printf 'protocol=https\\nhost=githosted.dev\\npath=acme/app.git\\n' | git-credential-githosted get"
+    )]
     Get,
     /// (git) A credential worked: nothing is ever written
+    #[command(after_help = "git runs this; it writes nothing, ever.")]
     Store,
-    /// (git) A credential was rejected: forget it
+    /// (git) A credential was rejected: forget it and revoke it
+    #[command(
+        after_help = "Example (what git does after a 401):\n  printf 'protocol=https\\nhost=githosted.dev\\npath=acme/app.git\\npassword=gr_…\\n' | git-credential-githosted erase"
+    )]
     Erase,
     /// Store a workspace token (read from stdin, never from argv) in the OS keychain
     #[command(
@@ -111,7 +125,22 @@ pub enum Command {
     )]
     Configure,
     /// Show what is stored, cached and configured (fingerprints only)
+    #[command(after_help = "Example:\n  git-credential-githosted status")]
     Status,
+    /// Print one short-lived repo token (for scripts, http.extraHeader, SDK clients)
+    #[command(
+        after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n  git -c http.extraHeader=\"Authorization: Bearer $(git-credential-githosted token --repo acme/app)\" clone https://githosted.dev/acme/app.git"
+    )]
+    Token,
+    /// Run a command with a fresh token for the repos in GITHOSTED_TOKEN, revoked when it exits
+    #[command(
+        after_help = "Examples:\n  git-credential-githosted exec --repo acme/app -- git clone https://githosted.dev/acme/app.git\n  git-credential-githosted exec --repo acme/app --repo acme/lib --permission read --ttl 900 -- ./agent-sandbox.sh"
+    )]
+    Exec {
+        /// The command and its arguments (after `--`)
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// (internal) Run the background agent; the helper starts it on demand
     #[command(hide = true)]
     Agent,

@@ -48,7 +48,9 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
         }
         line.push_str(&format!(" --api-url {url}"));
     }
-    if settings.permission == crate::api::Permission::Read {
+    if settings.auto_permission {
+        line.push_str(" --permission auto");
+    } else if settings.permission == crate::api::Permission::Read {
         line.push_str(" --permission read");
     }
     if settings.ttl_secs != DEFAULT_TTL_SECS {

@@ -22,6 +22,8 @@
 //! | [`broker`] | the cache policy: lifetime margin, one mint per key, erase |
 //! | [`agent`] | the background process that holds the cache, its socket and wire format |
 //! | [`status`] | `status`: what is stored, cached, configured |
+//! | [`scoped`] | `token` and `exec`: tokens for scripts, CI and sandboxes |
+//! | [`permission`] | `--permission auto`: read or write from the git command |
 //! | [`login`] | `login`/`logout` |
 //! | [`configure`] | git config for the helper |
 //! | [`secret`] | the token type |
@@ -35,7 +37,9 @@ pub mod configure;
 pub mod helper;
 pub mod keychain;
 pub mod login;
+pub mod permission;
 pub mod protocol;
+pub mod scoped;
 pub mod secret;
 pub mod settings;
 pub mod status;

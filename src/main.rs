@@ -5,18 +5,17 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
-use git_credential_githosted::cli::{Cli, Command};
+use git_credential_githosted::cli::{Cli, Command, PermissionArg};
 use git_credential_githosted::configure::{self, Scope};
 use git_credential_githosted::settings::Settings;
-use git_credential_githosted::{agent, helper, login, status};
+use git_credential_githosted::{agent, helper, login, scoped, status};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.options.verbose);
     match run(cli) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("git-credential-githosted: {}", one_line(&e));
             ExitCode::FAILURE
@@ -24,21 +23,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<bool> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let o = &cli.options;
-    let settings = Settings::new(
+    let mut settings = Settings::new(
         o.api_url.as_deref(),
-        o.permission.into(),
+        o.permission.resolve(),
         o.ttl,
         o.min_ttl,
         o.no_agent,
         o.timeout,
     )?;
-    match cli.command {
+    settings.auto_permission = o.permission == PermissionArg::Auto;
+    let ok = match cli.command {
         Command::Get => helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock()),
         Command::Store => helper::store(&mut io::stdin().lock()).map(|()| true),
         Command::Erase => helper::erase(&settings, &mut io::stdin().lock()).map(|()| true),
         Command::Status => status::run(&settings).map(|()| true),
+        Command::Token => scoped::token(&settings, &o.repos).map(|()| true),
+        Command::Exec { command } => return scoped::exec(&settings, &o.repos, &command),
         Command::Agent => {
             let dir = agent::dir()?;
             agent::server::run(&dir, agent::server::idle_from_env()).map(|()| true)
@@ -55,7 +57,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             tracing::debug!(operation = ?words.first(), "unknown operation: ignored");
             Ok(true)
         }
-    }
+    }?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `-v` shows info, `-vv` debug; `GITHOSTED_LOG` takes a tracing filter. Tokens

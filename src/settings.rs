@@ -24,6 +24,8 @@ pub struct Settings {
     /// The API URL as the user gave it, to repeat in hints and config.
     pub api_url_arg: Option<String>,
     pub permission: Permission,
+    /// `--permission auto` was asked for (`permission` holds what it decided).
+    pub auto_permission: bool,
     pub ttl_secs: u64,
     /// Minimum remaining lifetime of a token handed to git.
     pub min_ttl_secs: Option<u64>,
@@ -45,6 +47,7 @@ impl Settings {
             service: Service::new(api_url)?,
             api_url_arg: api_url.map(str::to_owned),
             permission,
+            auto_permission: false,
             // 0 means the default, as it does for the API.
             ttl_secs: match ttl_secs {
                 0 => DEFAULT_TTL_SECS,

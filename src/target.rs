@@ -145,6 +145,13 @@ impl Service {
     }
 }
 
+impl Target {
+    /// `WS/REPO` as typed on the command line (`acme/app`), or a URL path.
+    pub fn parse(text: &str) -> Option<Target> {
+        parse_repo_path(text)
+    }
+}
+
 /// `acme/app.git`, `acme/app`, `git/acme/app.git` → workspace `acme`, repo `app`.
 fn parse_repo_path(path: &str) -> Option<Target> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

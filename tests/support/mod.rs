@@ -210,11 +210,11 @@ impl World {
         };
         let _ = std::fs::remove_file(&out_path);
         let _ = std::fs::remove_file(&err_path);
-        // Nothing but an answer that is a token by design (the helper's `get`,
-        // `git credential fill`, `secret-tool lookup`) may hold one.
+        // Nothing but an answer that is a token by design (the helper's `get` and
+        // `token`, `git credential fill`, `secret-tool lookup`) may hold one.
         let answers_git = cmd
             .get_args()
-            .any(|a| a == "get" || a == "fill" || a == "lookup");
+            .any(|a| a == "get" || a == "fill" || a == "lookup" || a == "token");
         self.assert_no_tokens_in(&format!("stderr of {cmd:?}"), &run.stderr);
         if !answers_git {
             self.assert_no_tokens_in(&format!("stdout of {cmd:?}"), &run.stdout);

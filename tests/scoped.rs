@@ -1,0 +1,275 @@
+//! `token`, `exec` and `--permission auto`, with real git.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn token_prints_one_repo_token_from_the_cache() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "token",
+            "--repo",
+            "acme/app",
+            "--permission",
+            "read",
+        ],
+        None,
+    );
+    run.assert_ok();
+    let token = run.stdout.trim();
+    let record = world.server.record_for(token).expect("a minted token");
+    assert_eq!(record.repo_allowlist, vec!["app".to_string()]);
+    assert_eq!(record.permission, Permission::Read);
+    // The cache answers the same for `token` and for git's `get`.
+    assert_eq!(world.token("app", &["--permission", "read"]), token);
+    assert_eq!(world.server.exchange_count(), 1);
+
+    let bad = world.helper(&["--api-url", &url, "token", "--repo", "nonsense"], None);
+    bad.assert_failed();
+    assert!(
+        bad.stderr.contains("`nonsense` is not WORKSPACE/REPO"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn exec_gives_the_command_a_scoped_token_and_revokes_it() {
+    let mut world = World::new();
+    let parent = world.with_env_parent();
+    world.server.add_repo("acme", "lib");
+    let url = world.server.base_url();
+    let clone_url = world.url("app");
+    // No `configure`: exec points git inside the command at the helper itself.
+    let script = format!(
+        r#"case "$GITHOSTED_TOKEN" in gr_*) echo scoped;; *) echo "not scoped";; esac
+env | grep -c gw_ || true
+git ls-remote {clone_url} >/dev/null && echo git-ok
+exit 7"#
+    );
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--repo",
+            "acme/lib",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(7), "{run:#?}");
+    assert_eq!(run.stdout, "scoped\n0\ngit-ok\n", "{}", run.stderr);
+
+    // One exchange for both repos; git used exactly that token; it is revoked now.
+    let exchanges = world.server.exchanges();
+    assert_eq!(exchanges.len(), 1);
+    assert_eq!(
+        exchanges[0].allowlist,
+        vec!["app".to_string(), "lib".to_string()]
+    );
+    let id = exchanges[0].minted.id.clone();
+    assert!(
+        world
+            .server
+            .git_requests()
+            .iter()
+            .filter_map(|r| r.token_id())
+            .all(|t| t == id)
+    );
+    assert_eq!(world.server.revoked_via_api(), vec![id]);
+    assert!(
+        world
+            .server
+            .record_for(&parent)
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+}
+
+#[test]
+fn exec_revokes_when_the_command_dies_of_a_signal() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(128 + 15), "{run:#?}");
+    assert_eq!(world.server.revoked_via_api().len(), 1);
+}
+
+#[test]
+fn exec_revokes_when_it_is_terminated_itself() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let marker = world.path("started");
+    let script = format!("touch {}; sleep 30", marker.display());
+    let script_marker = marker.display().to_string();
+    let mut cmd = std::process::Command::new(HELPER);
+    cmd.args([
+        "--api-url",
+        &url,
+        "exec",
+        "--repo",
+        "acme/app",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    // Run it in the background, then SIGTERM the helper (as a CI timeout would).
+    let world = &world;
+    let run = std::thread::scope(|s| {
+        let handle = s.spawn(move || world.run(cmd, None));
+        while !marker.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let helper_pid = helper_pid_of_exec(&script_marker);
+        std::process::Command::new("kill")
+            .args(["-TERM", &helper_pid.to_string()])
+            .status()
+            .unwrap();
+        handle.join().unwrap()
+    });
+    assert_eq!(run.status.code(), Some(128 + 15), "{run:#?}");
+    assert_eq!(world.server.revoked_via_api().len(), 1);
+}
+
+/// The pid of the running `git-credential-githosted … exec` whose command line
+/// holds `marker` (tests run in parallel in one process).
+fn helper_pid_of_exec(marker: &str) -> u32 {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .unwrap_or("");
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let has_marker = cmdline.windows(marker.len()).any(|w| w == marker.as_bytes());
+        if ppid == me
+            && has_marker
+            && args.iter().any(|a| *a == b"exec")
+            && args[0].ends_with(b"git-credential-githosted")
+        {
+            return pid;
+        }
+    }
+    panic!("no exec helper found");
+}
+
+#[test]
+fn exec_never_hands_over_a_repo_parent() {
+    let mut world = World::new();
+    let token = world
+        .server
+        .seed_token("acme", TokenSpec::repo(Permission::Write, &["app"], None));
+    world.set_env("GITHOSTED_TOKEN", &token);
+    let url = world.server.base_url();
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--",
+            "true",
+        ],
+        None,
+    );
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("needs one to mint a narrower token"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn permission_auto_reads_for_fetching_and_writes_for_pushing() {
+    for git in GITS {
+        let mut world = World::configured(&["--permission", "auto"]);
+        world.with_env_parent();
+        let url = world.url("app");
+        let requested = |world: &World| {
+            world
+                .server
+                .exchanges()
+                .last()
+                .and_then(|e| e.requested_permission)
+        };
+
+        world.git(git, None, &["ls-remote", &url]).assert_ok();
+        assert_eq!(requested(&world), Some(Permission::Read), "{git} ls-remote");
+        let work = world.clone(git, &url, "work");
+        world.git(git, Some(&work), &["fetch", "-q"]).assert_ok();
+        world.git(git, Some(&work), &["pull", "-q"]).assert_ok();
+        // All of those: one read token, from the cache after the first.
+        assert_eq!(world.server.exchange_count(), 1, "{git}");
+
+        world.commit(git, &work, "auto.txt");
+        world
+            .git(git, Some(&work), &["push", "-q", "origin", "HEAD:main"])
+            .assert_ok();
+        assert_eq!(requested(&world), Some(Permission::Write), "{git} push");
+        assert_eq!(world.server.exchange_count(), 2, "{git}");
+        // The read token could not have pushed: the server saw the write one on the push.
+        let pushes: Vec<_> = world
+            .server
+            .git_requests()
+            .into_iter()
+            .filter(|r| r.push && r.token.is_some())
+            .collect();
+        assert!(
+            pushes
+                .iter()
+                .all(|r| r.token.as_ref().unwrap().permission == Permission::Write)
+        );
+        let helpers = world.git(
+            git,
+            None,
+            &[
+                "config",
+                "--global",
+                "--get-all",
+                &format!("credential.{}.helper", world.server.base_url()),
+            ],
+        );
+        assert!(
+            helpers.stdout.contains("--permission auto"),
+            "{}",
+            helpers.stdout
+        );
+    }
+}
