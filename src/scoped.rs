@@ -110,7 +110,7 @@ pub fn exec(settings: &Settings, repos: &[String], command: &[String]) -> anyhow
             )
         ),
     }
-    Ok(status?)
+    status
 }
 
 /// Runs the command; SIGTERM and SIGHUP sent to us are passed on (SIGINT from a
