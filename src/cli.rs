@@ -127,6 +127,11 @@ pub enum Command {
     /// Show what is stored, cached and configured (fingerprints only)
     #[command(after_help = "Example:\n  git-credential-githosted status")]
     Status,
+    /// Check git, the helper chain, the keychain, the agent, the API and the token; say the fix
+    #[command(
+        after_help = "Example:\n  git-credential-githosted doctor\n  git-credential-githosted doctor --api-url http://127.0.0.1:8080"
+    )]
+    Doctor,
     /// Print one short-lived repo token (for scripts, http.extraHeader, SDK clients)
     #[command(
         after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n  git -c http.extraHeader=\"Authorization: Bearer $(git-credential-githosted token --repo acme/app)\" clone https://githosted.dev/acme/app.git"

@@ -22,6 +22,7 @@
 //! | [`broker`] | the cache policy: lifetime margin, one mint per key, erase |
 //! | [`agent`] | the background process that holds the cache, its socket and wire format |
 //! | [`status`] | `status`: what is stored, cached, configured |
+//! | [`doctor`] | `doctor`: checks git, helper chain, keychain, agent, API, token |
 //! | [`scoped`] | `token` and `exec`: tokens for scripts, CI and sandboxes |
 //! | [`permission`] | `--permission auto`: read or write from the git command |
 //! | [`login`] | `login`/`logout` |
@@ -34,6 +35,7 @@ pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod configure;
+pub mod doctor;
 pub mod helper;
 pub mod keychain;
 pub mod login;

@@ -8,7 +8,7 @@ use clap::Parser;
 use git_credential_githosted::cli::{Cli, Command, PermissionArg};
 use git_credential_githosted::configure::{self, Scope};
 use git_credential_githosted::settings::Settings;
-use git_credential_githosted::{agent, helper, login, scoped, status};
+use git_credential_githosted::{agent, doctor, helper, login, scoped, status};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -39,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store => helper::store(&mut io::stdin().lock()).map(|()| true),
         Command::Erase => helper::erase(&settings, &mut io::stdin().lock()).map(|()| true),
         Command::Status => status::run(&settings).map(|()| true),
+        Command::Doctor => return doctor::run(&settings),
         Command::Token => scoped::token(&settings, &o.repos).map(|()| true),
         Command::Exec { command } => return scoped::exec(&settings, &o.repos, &command),
         Command::Agent => {

@@ -176,7 +176,9 @@ fn helper_pid_of_exec(marker: &str) -> u32 {
             .and_then(|r| r.split_whitespace().nth(1))
             .unwrap_or("");
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let has_marker = cmdline.windows(marker.len()).any(|w| w == marker.as_bytes());
+        let has_marker = cmdline
+            .windows(marker.len())
+            .any(|w| w == marker.as_bytes());
         if ppid == me
             && has_marker
             && args.iter().any(|a| *a == b"exec")
