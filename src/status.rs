@@ -38,7 +38,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             }
         }
         Ok(_) => println!("agent: answered something unexpected"),
-        Err(e) => println!("agent: not running ({e})"),
+        Err(crate::agent::client::AgentError::NotRunning) => {
+            println!("agent: not running (the next get starts it)")
+        }
+        Err(e) => println!("agent: {e}"),
     }
     if let Some(token) = keychain::env_token() {
         println!(
