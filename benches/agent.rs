@@ -10,6 +10,12 @@
 //!
 //! Every process runs with a cleared environment, a private HOME and XDG_RUNTIME_DIR in a
 //! temp dir; removing those at the end makes the agents exit. No token is ever printed.
+//!
+//! The helper measured is the one cargo builds for the bench, which has the dev-dependencies'
+//! features unified in (tokio `full`, hyper's server side for axum): a bigger binary than a
+//! plain `cargo build --release`, and a little slower to start. To measure what ships, copy a
+//! release build elsewhere (`cargo bench` rebuilds `target/release`) and name it:
+//! `GITHOSTED_BENCH_HELPER=/tmp/git-credential-githosted cargo bench --locked --bench agent`.
 
 #[path = "../tests/support/server.rs"]
 mod server;
@@ -18,16 +24,28 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::Barrier;
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use server::{Server, TokenSpec};
 
-const HELPER: &str = env!("CARGO_BIN_EXE_git-credential-githosted");
 const GIT: &str = "/usr/local/bin/git";
 const OLD_GIT: &str = "/usr/bin/git";
+const BENCH_HELPER: &str = env!("CARGO_BIN_EXE_git-credential-githosted");
+const HELPER_ENV: &str = "GITHOSTED_BENCH_HELPER";
+
+/// The helper under test: `$GITHOSTED_BENCH_HELPER`, else the binary cargo built for the bench.
+fn helper_exe() -> &'static str {
+    static EXE: OnceLock<String> = OnceLock::new();
+    EXE.get_or_init(|| {
+        std::env::var(HELPER_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| BENCH_HELPER.to_owned())
+    })
+}
 
 /// (a): measured rounds and warm-up rounds.
 const WARM_ROUNDS: usize = 300;
@@ -77,9 +95,12 @@ impl Sandbox {
         std::fs::create_dir_all(&home).expect("create HOME");
         std::fs::create_dir_all(&run).expect("create XDG_RUNTIME_DIR");
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
-        // The helper's directory first, so `git credential-githosted` finds it.
-        let helper_dir = Path::new(HELPER).parent().expect("helper dir");
-        let mut path = OsString::from(helper_dir);
+        // `bin/git-credential-githosted` first on PATH, so `git credential-githosted` finds it.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).expect("create bin");
+        std::os::unix::fs::symlink(helper_exe(), bin.join("git-credential-githosted"))
+            .expect("link the helper");
+        let mut path = OsString::from(bin);
         path.push(":/usr/local/bin:/usr/bin:/bin");
         let env = vec![
             ("PATH".to_owned(), path),
@@ -122,7 +143,7 @@ impl Sandbox {
         let url = server.base_url();
         let mut all = vec!["--api-url", url.as_str()];
         all.extend_from_slice(args);
-        self.command(HELPER, &all)
+        self.command(helper_exe(), &all)
     }
 
     /// Removes the agent's socket: the agent exits at its next tick (1 s).
@@ -140,9 +161,7 @@ impl Sandbox {
             };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args.get(1) != Some(&&b"agent"[..])
-                || !args[0].ends_with(b"git-credential-githosted")
-            {
+            if args.get(1) != Some(&&b"agent"[..]) {
                 continue;
             }
             let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
@@ -288,7 +307,14 @@ fn machine_info() {
         first_line(GIT, &["--version"]),
         first_line(OLD_GIT, &["--version"])
     );
-    println!("helper: {HELPER}");
+    let exe = helper_exe();
+    let size = std::fs::metadata(exe).map_or(0, |m| m.len());
+    println!("helper: {exe} ({:.1} MB)", size as f64 / 1e6);
+    if exe == BENCH_HELPER {
+        println!(
+            "  built by cargo bench, with dev-dependency features; {HELPER_ENV}=<copy of a release build> measures what ships"
+        );
+    }
     println!("load average at start: {}", loadavg());
 }
 
