@@ -9,7 +9,9 @@ use git_credential_githosted::cli::{Cli, Command, PermissionArg};
 use git_credential_githosted::configure::{self, Scope};
 use git_credential_githosted::settings::Settings;
 use git_credential_githosted::{agent, doctor, helper, login, scoped, status};
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,19 +68,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `-v` shows info, `-vv` debug; `GITHOSTED_LOG` takes a tracing filter. Tokens
-/// appear in logs only as fingerprints.
+/// `-v` shows info, `-vv` debug; `GITHOSTED_LOG` takes `LEVEL` or
+/// `target=LEVEL,…`. Without either, no subscriber is installed at all (a warm
+/// `get` should not pay for one). Tokens appear in logs only as fingerprints.
 fn init_tracing(verbose: u8) {
-    let filter = match verbose {
-        0 => EnvFilter::try_from_env("GITHOSTED_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
-        1 => EnvFilter::new("git_credential_githosted=info"),
-        _ => EnvFilter::new("git_credential_githosted=debug"),
+    const CRATE: &str = "git_credential_githosted";
+    let filter: Option<Targets> = match verbose {
+        0 => std::env::var("GITHOSTED_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .and_then(|v| match v.trim().parse::<Level>() {
+                // A bare level means this crate's events at that level.
+                Ok(level) => Some(Targets::new().with_target(CRATE, level)),
+                Err(_) => v.parse().ok(),
+            }),
+        1 => Some(Targets::new().with_target(CRATE, Level::INFO)),
+        _ => Some(Targets::new().with_target(CRATE, Level::DEBUG)),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_target(false)
-        .without_time()
+    let Some(filter) = filter else { return };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
         .init();
 }
 
