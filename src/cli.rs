@@ -148,7 +148,12 @@ pub enum Command {
     },
     /// (internal) Run the background agent; the helper starts it on demand
     #[command(hide = true)]
-    Agent,
+    Agent {
+        /// The agent's directory (the helper passes the one it checked; it is
+        /// also on the command line so `ps` shows which agent serves where)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Any other operation git may invent: ignored
     #[command(external_subcommand)]
     Other(Vec<String>),

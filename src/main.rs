@@ -44,8 +44,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor => return doctor::run(&settings),
         Command::Token => scoped::token(&settings, &o.repos).map(|()| true),
         Command::Exec { command } => return scoped::exec(&settings, &o.repos, &command),
-        Command::Agent => {
-            let dir = agent::dir()?;
+        Command::Agent { dir } => {
+            let dir = match dir {
+                Some(dir) => dir,
+                None => agent::dir()?,
+            };
             agent::server::run(&dir, agent::server::idle_from_env()).map(|()| true)
         }
         Command::Login => {

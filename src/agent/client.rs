@@ -75,7 +75,7 @@ impl Agent {
         if let Some(agent) = connect_at(&socket) {
             return Ok(agent);
         }
-        spawn()?;
+        spawn(&dir)?;
         // Ready (ours) or busy (another one is starting): either way, connect.
         let deadline = Instant::now() + SPAWN_TIMEOUT;
         while Instant::now() < deadline {
@@ -110,11 +110,13 @@ fn connect_at(socket: &Path) -> Option<Agent> {
 }
 
 /// Starts `<this binary> agent` detached, and waits for its first line.
-fn spawn() -> Result<(), AgentError> {
+fn spawn(dir: &Path) -> Result<(), AgentError> {
     let exe = std::env::current_exe().map_err(|e| AgentError::Spawn(e.to_string()))?;
     let mut command = Command::new(exe);
     command
         .arg("agent")
+        .arg("--dir")
+        .arg(dir)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

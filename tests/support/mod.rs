@@ -354,9 +354,11 @@ impl World {
             .to_owned()
     }
 
-    /// Pids of agent processes serving this world (found by their environment).
+    /// Pids of agent processes serving this world (found by the `--dir` on
+    /// their command line, which anyone may read).
     pub fn agent_pids(&self) -> Vec<u32> {
-        let marker = format!("XDG_RUNTIME_DIR={}", self.runtime_dir().display());
+        let dir = self.agent_dir();
+        let dir = dir.as_os_str().as_encoded_bytes();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -364,13 +366,12 @@ impl World {
             };
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            if args.get(1) != Some(&&b"agent"[..])
-                || !args[0].ends_with(b"git-credential-githosted")
+            if args.len() >= 4
+                && args[0].ends_with(b"git-credential-githosted")
+                && args[1] == b"agent"
+                && args[2] == b"--dir"
+                && args[3] == dir
             {
-                continue;
-            }
-            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if environ.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
                 pids.push(pid);
             }
         }
