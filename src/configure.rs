@@ -35,13 +35,18 @@ impl Scope {
     }
 }
 
+/// Whether a URL can go into a helper line, which git runs through the shell.
+pub fn shell_safe_url(url: &str) -> bool {
+    url.chars()
+        .all(|c| c.is_ascii_alphanumeric() || ":/._~%-[]".contains(c))
+}
+
 /// The `helper = …` value: the helper's name and the options worth repeating.
 /// Git runs it through the shell, so the URL may hold no shell syntax.
 pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
     let mut line = String::from("githosted");
     if let Some(url) = &settings.api_url_arg {
-        let safe = |c: char| c.is_ascii_alphanumeric() || ":/._~%-[]".contains(c);
-        if !url.chars().all(safe) {
+        if !shell_safe_url(url) {
             bail!(
                 "refusing to write --api-url `{url}` into git config: git runs the helper line through the shell, and it holds characters other than letters, digits and :/._~%-[]"
             );

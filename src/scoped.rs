@@ -173,13 +173,7 @@ fn git_config_env(settings: &Settings) -> Vec<(String, String)> {
         return Vec::new();
     }
     let helper = match &settings.api_url_arg {
-        Some(url)
-            if url
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ":/._~%-[]".contains(c)) =>
-        {
-            format!("{exe} --api-url {url}")
-        }
+        Some(url) if crate::configure::shell_safe_url(url) => format!("{exe} --api-url {url}"),
         Some(_) => return Vec::new(),
         None => exe,
     };
