@@ -622,16 +622,21 @@ mod tests {
         assert!(broker.is_idle());
     }
 
-    #[test]
-    fn expired_entries_are_purged() {
-        let (broker, clock, _) = broker(0);
+    /// A write token for `app`, living `ttl` seconds.
+    fn mint_app(broker: &Broker<FakeClock, FakeMinter>, ttl: u64) -> Issued {
         rt().block_on(broker.get_or_mint(
             &key("app", Permission::Write),
             None,
-            &params(60),
+            &params(ttl),
             parent(),
         ))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn expired_entries_are_purged() {
+        let (broker, clock, _) = broker(0);
+        mint_app(&broker, 60);
         assert_eq!(broker.purge_expired(), 0);
         clock.advance(60);
         assert_eq!(broker.purge_expired(), 1);
@@ -641,13 +646,7 @@ mod tests {
     #[test]
     fn entries_show_fingerprints_only() {
         let (broker, _, _) = broker(0);
-        rt().block_on(broker.get_or_mint(
-            &key("app", Permission::Write),
-            None,
-            &params(60),
-            parent(),
-        ))
-        .unwrap();
+        mint_app(&broker, 60);
         let shown = format!("{:?}", broker.entries());
         assert!(!shown.contains("gr_0\""), "{shown}");
         assert!(shown.contains("gr_…"), "{shown}");

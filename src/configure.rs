@@ -203,17 +203,21 @@ mod tests {
     use super::*;
     use crate::api::Permission;
 
-    #[test]
-    fn helper_line_repeats_only_non_defaults() {
-        let s = Settings::new(
-            None,
+    /// Default settings for an API URL.
+    fn settings_for(url: Option<&str>) -> Result<Settings, crate::target::ApiUrlError> {
+        Settings::new(
+            url,
             Permission::Write,
             DEFAULT_TTL_SECS,
             None,
             false,
             DEFAULT_TIMEOUT_SECS,
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn helper_line_repeats_only_non_defaults() {
+        let s = settings_for(None).unwrap();
         assert_eq!(helper_line(&s).unwrap(), "githosted");
         let s = Settings::new(
             Some("http://127.0.0.1:9"),
@@ -237,26 +241,11 @@ mod tests {
             "http://127.0.0.1:1/$(id)",
             "http://127.0.0.1:1/a b",
         ] {
-            if let Ok(s) = Settings::new(
-                Some(url),
-                Permission::Write,
-                DEFAULT_TTL_SECS,
-                None,
-                false,
-                DEFAULT_TIMEOUT_SECS,
-            ) {
+            if let Ok(s) = settings_for(Some(url)) {
                 assert!(helper_line(&s).is_err(), "{url}");
             }
         }
-        let s = Settings::new(
-            Some("http://[::1]:8080/base"),
-            Permission::Write,
-            DEFAULT_TTL_SECS,
-            None,
-            false,
-            DEFAULT_TIMEOUT_SECS,
-        )
-        .unwrap();
+        let s = settings_for(Some("http://[::1]:8080/base")).unwrap();
         assert_eq!(
             helper_line(&s).unwrap(),
             "githosted --api-url http://[::1]:8080/base"
