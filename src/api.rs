@@ -247,6 +247,9 @@ impl Client {
             .timeout(CALL_TIMEOUT)
             .user_agent(CLIENT_NAME)
             .redirect(reqwest::redirect::Policy::none())
+            // No idle connections: their buffers would keep the last request's
+            // `Authorization` (a workspace token) in memory; closed, they are wiped.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| ApiError::Transport {
                 host: host.to_owned(),

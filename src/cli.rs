@@ -7,7 +7,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::Permission;
-use crate::settings::{DEFAULT_TIMEOUT_SECS, DEFAULT_TTL_SECS};
+use crate::settings::DEFAULT_TIMEOUT_SECS;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,9 +39,9 @@ pub struct Options {
     /// Permission of the tokens given to git (auto: read for fetch/clone/pull/ls-remote, write for push)
     #[arg(long, global = true, value_enum, default_value_t = PermissionArg::Write)]
     pub permission: PermissionArg,
-    /// Requested token lifetime in seconds (the server clamps to 24 h)
-    #[arg(long, global = true, value_name = "SECS", default_value_t = DEFAULT_TTL_SECS)]
-    pub ttl: u64,
+    /// Requested token lifetime in seconds (the server clamps to 24 h) [default: 3600; `exec`: 900]
+    #[arg(long, global = true, value_name = "SECS")]
+    pub ttl: Option<u64>,
     /// Minimum remaining lifetime of a token handed to git [default: min(300, ttl/4)]
     #[arg(long, global = true, value_name = "SECS")]
     pub min_ttl: Option<u64>,
@@ -137,13 +137,25 @@ pub enum Command {
         after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n  git -c http.extraHeader=\"Authorization: Bearer $(git-credential-githosted token --repo acme/app)\" clone https://githosted.dev/acme/app.git"
     )]
     Token,
-    /// Run a command with a fresh token for the repos in GITHOSTED_TOKEN, revoked when it exits
+    /// Run a command, confined, with a fresh token for the --repo repos only, revoked when it exits
     #[command(
-        after_help = "Examples:\n  git-credential-githosted exec --repo acme/app -- git clone https://githosted.dev/acme/app.git\n  git-credential-githosted exec --repo acme/app --repo acme/lib --permission read --ttl 900 -- ./agent-sandbox.sh"
+        after_help = "The command gets GITHOSTED_TOKEN (a gr_ token for the named repos) and git configured to use it. \
+            On Linux it runs in its own namespaces (bubblewrap): it cannot see this user's keychain, D-Bus session, \
+            agent or other processes, and dies with `exec`.\n\n\
+            Examples:\n  git-credential-githosted exec --repo acme/app -- git clone https://githosted.dev/acme/app.git\n  git-credential-githosted exec --repo acme/app --repo acme/lib --permission read --ttl 600 -- ./agent-sandbox.sh"
     )]
     Exec {
+        /// Run the command unconfined: it can then reach everything this user can (keychain, agent, processes)
+        #[arg(long)]
+        no_isolate: bool,
         /// The command and its arguments (after `--`)
         #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// (internal) Process 1 inside `exec`'s sandbox
+    #[command(name = "sandbox-init", hide = true)]
+    SandboxInit {
+        #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// (internal) Run the background agent; the helper starts it on demand

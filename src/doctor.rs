@@ -269,9 +269,7 @@ fn check_agent(report: &mut Report) {
             Level::Warn,
             "agent: answered something unexpected; kill it, the next get starts a new one",
         ),
-        Err(crate::agent::client::AgentError::Dir(e)) => {
-            report.line(Level::Fail, format!("agent: {e}"))
-        }
+        Err(e) if e.is_alarming() => report.line(Level::Fail, format!("agent: {e}")),
         Err(_) => report.line(Level::Ok, "agent: not running (the next get starts it)"),
     }
 }

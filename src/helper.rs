@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::agent::client::{Agent, AgentError, LOOKUP_TIMEOUT};
+use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
 use crate::agent::wire;
 use crate::api::{self, ApiError, ApiMinter, Code};
 use crate::broker::{MintParams, Minter};
@@ -281,9 +281,10 @@ pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetErro
         workspace: target.workspace.clone(),
         repo: target.repo.clone(),
         permission: settings.permission,
+        // Nothing printed (fingerprints, status) lets another process name this key.
         parent: env.map_or_else(
             || "keychain".to_owned(),
-            |t| format!("env:{}", t.fingerprint()),
+            |t| format!("env:{}", t.holder_id()),
         ),
     };
 
@@ -292,7 +293,7 @@ pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetErro
     } else {
         match Agent::connect_or_spawn() {
             Ok(agent) => Some(agent),
-            Err(AgentError::Dir(e)) => {
+            Err(e) if e.is_alarming() => {
                 eprintln!("git-credential-githosted: {e}; minting without the agent");
                 None
             }

@@ -24,10 +24,14 @@
 //! | [`status`] | `status`: what is stored, cached, configured |
 //! | [`doctor`] | `doctor`: checks git, helper chain, keychain, agent, API, token |
 //! | [`scoped`] | `token` and `exec`: tokens for scripts, CI and sandboxes |
+//! | [`sandbox`] | `exec`'s confinement of the command (bubblewrap) |
+//! | [`supervise`] | running a command: signals passed on, exit status, reaping |
 //! | [`permission`] | `--permission auto`: read or write from the git command |
 //! | [`login`] | `login`/`logout` |
 //! | [`configure`] | git config for the helper |
 //! | [`secret`] | the token type |
+//! | [`harden`] | no core dumps, not dumpable, the token out of the environment |
+//! | [`wipe`] | the allocator that zeroes freed memory |
 //! | [`cli`] | the command line |
 
 pub mod agent;
@@ -36,13 +40,18 @@ pub mod broker;
 pub mod cli;
 pub mod configure;
 pub mod doctor;
+pub mod harden;
 pub mod helper;
 pub mod keychain;
 pub mod login;
 pub mod permission;
 pub mod protocol;
+pub mod sandbox;
 pub mod scoped;
 pub mod secret;
 pub mod settings;
 pub mod status;
+#[cfg(unix)]
+pub mod supervise;
 pub mod target;
+pub mod wipe;

@@ -7,13 +7,24 @@ use std::process::ExitCode;
 use clap::Parser;
 use git_credential_githosted::cli::{Cli, Command, PermissionArg};
 use git_credential_githosted::configure::{self, Scope};
-use git_credential_githosted::settings::Settings;
-use git_credential_githosted::{agent, doctor, helper, login, scoped, status};
+use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Settings};
+use git_credential_githosted::{
+    agent, doctor, harden, helper, keychain, login, sandbox, scoped, status,
+};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
+/// Freed memory holds no token (see `wipe`).
+#[global_allocator]
+static ALLOC: git_credential_githosted::wipe::ZeroingAlloc =
+    git_credential_githosted::wipe::ZeroingAlloc;
+
 fn main() -> ExitCode {
+    // Before anything reads a token or starts a thread.
+    harden::process();
+    // SAFETY: no other thread exists yet.
+    unsafe { keychain::take_env_token() };
     let cli = Cli::parse();
     init_tracing(cli.options.verbose);
     match run(cli) {
@@ -27,10 +38,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let o = &cli.options;
+    let default_ttl = match cli.command {
+        Command::Exec { .. } => scoped::EXEC_TTL_SECS,
+        _ => DEFAULT_TTL_SECS,
+    };
     let mut settings = Settings::new(
         o.api_url.as_deref(),
         o.permission.resolve(),
-        o.ttl,
+        o.ttl.unwrap_or(default_ttl),
         o.min_ttl,
         o.no_agent,
         o.timeout,
@@ -43,7 +58,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => status::run(&settings).map(|()| true),
         Command::Doctor => return doctor::run(&settings),
         Command::Token => scoped::token(&settings, &o.repos).map(|()| true),
-        Command::Exec { command } => return scoped::exec(&settings, &o.repos, &command),
+        Command::Exec {
+            no_isolate,
+            command,
+        } => return scoped::exec(&settings, &o.repos, &command, !no_isolate),
+        #[cfg(unix)]
+        Command::SandboxInit { command } => return sandbox::init(&command),
+        #[cfg(not(unix))]
+        Command::SandboxInit { .. } => anyhow::bail!("no sandbox on this platform"),
         Command::Agent { dir } => {
             let dir = match dir {
                 Some(dir) => dir,

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use crate::api::{self, ExchangeRequest};
 use crate::helper::{self, REVOKE_BUDGET};
 use crate::keychain;
+use crate::sandbox::Sandbox;
 use crate::secret::TokenKind;
 use crate::settings::{self, Settings};
 use crate::target::Target;
@@ -45,19 +46,35 @@ pub fn token(settings: &Settings, repos: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lifetime of an `exec` token unless `--ttl` says otherwise.
+pub const EXEC_TTL_SECS: u64 = 900;
+
 /// `exec` needs Unix signals to outlive the command.
 #[cfg(not(unix))]
-pub fn exec(_: &Settings, _: &[String], _: &[String]) -> anyhow::Result<ExitCode> {
+pub fn exec(_: &Settings, _: &[String], _: &[String], _: bool) -> anyhow::Result<ExitCode> {
     bail!("`exec` is supported on Unix only")
 }
 
 /// `exec`: run `command` with a fresh token for `repos`, revoked when it ends.
-/// Returns the command's exit status (128 + signal if a signal ended it).
+/// With `isolate` (the default) the command runs confined ([`crate::sandbox`]);
+/// the confinement is checked before anything is minted. Returns the command's
+/// exit status (128 + signal if a signal ended it).
 #[cfg(unix)]
-pub fn exec(settings: &Settings, repos: &[String], command: &[String]) -> anyhow::Result<ExitCode> {
+pub fn exec(
+    settings: &Settings,
+    repos: &[String],
+    command: &[String],
+    isolate: bool,
+) -> anyhow::Result<ExitCode> {
     let targets = targets(repos)?;
-    let Some((program, args)) = command.split_first() else {
+    if command.is_empty() {
         bail!("name the command to run after `--`: exec --repo WS/REPO -- CMD…");
+    }
+    let sandbox = if isolate {
+        Some(Sandbox::prepare()?)
+    } else {
+        tracing::info!("exec --no-isolate: the command can reach everything this user can");
+        None
     };
     let api_host = settings.service.api_host();
     let workspace = &targets[0].workspace;
@@ -89,14 +106,13 @@ pub fn exec(settings: &Settings, repos: &[String], command: &[String]) -> anyhow
         .with_context(|| format!("minting a token for {}", repos.join(", ")))?;
     tracing::info!(token = %minted.token, "exec: minted");
 
-    let mut child = tokio::process::Command::new(program);
-    child
-        .args(args)
-        .env(keychain::ENV_TOKEN, minted.token.expose());
-    for (key, value) in git_config_env(settings) {
-        child.env(key, value);
-    }
-    let status = runtime.block_on(run_forwarding_signals(child, program));
+    let mut env = git_config_env(settings);
+    env.push((
+        keychain::ENV_TOKEN.to_owned(),
+        minted.token.expose().to_owned(),
+    ));
+    let env = zeroize::Zeroizing::new(env);
+    let status = runtime.block_on(run(sandbox.as_ref(), command, &env));
 
     // Whatever happened to the command, the token dies with it.
     let deadline = Instant::now() + REVOKE_BUDGET;
@@ -106,52 +122,103 @@ pub fn exec(settings: &Settings, repos: &[String], command: &[String]) -> anyhow
             "git-credential-githosted: could not revoke the exec token {} ({e}); it expires on its own in {}",
             minted.token,
             crate::status::duration(
-                minted.expires_at - crate::broker::Clock::now(&crate::broker::SystemClock)
+                minted
+                    .expires_at
+                    .saturating_sub(crate::broker::Clock::now(&crate::broker::SystemClock))
             )
         ),
     }
-    status
+    Ok(crate::supervise::as_exit_code(status?))
 }
 
-/// Runs the command; SIGTERM and SIGHUP sent to us are passed on (SIGINT from a
-/// terminal reaches the command by itself), and we outlive it to revoke.
+/// Starts the command (in the sandbox, or directly in a session of its own),
+/// passes signals on until it ends, and returns its exit code. It dies with us:
+/// bubblewrap's `--die-with-parent`, or `PR_SET_PDEATHSIG` without it.
 #[cfg(unix)]
-async fn run_forwarding_signals(
-    mut command: tokio::process::Command,
-    program: &str,
-) -> anyhow::Result<ExitCode> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot run `{program}`"))?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status?,
-            _ = term.recv() => forward(&child, rustix::process::Signal::TERM),
-            _ = hangup.recv() => forward(&child, rustix::process::Signal::HUP),
-            _ = interrupt.recv() => {}
+async fn run(
+    sandbox: Option<&Sandbox>,
+    command: &[String],
+    env: &[(String, String)],
+) -> anyhow::Result<i32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut forwarding = crate::supervise::Forwarding::install()?;
+    let (mut cmd, info) = match sandbox {
+        Some(sandbox) => {
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+            let fd = write.as_raw_fd();
+            let exe = std::env::current_exe().context("finding this program")?;
+            let mut cmd = sandbox.command(&exe, fd, command);
+            // SAFETY: only an fcntl between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                    Ok(())
+                });
+            }
+            // The D-Bus session is out of sight inside; do not point at it.
+            cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
+            (cmd, Some((read, write)))
+        }
+        None => {
+            let mut cmd = std::process::Command::new(&command[0]);
+            cmd.args(&command[1..]);
+            let parent = rustix::process::getpid();
+            // SAFETY: only async-signal-safe system calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    // Its own session: no keystrokes pushed into our terminal, and
+                    // signals reach it once, through us.
+                    rustix::process::setsid()?;
+                    rustix::process::set_parent_process_death_signal(Some(
+                        rustix::process::Signal::KILL,
+                    ))?;
+                    if rustix::process::getppid() != Some(parent) {
+                        return Err(std::io::Error::other("exec went away"));
+                    }
+                    Ok(())
+                });
+            }
+            (cmd, None)
         }
     };
-    use std::os::unix::process::ExitStatusExt;
-    let code = match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(signal)) => 128 + signal,
-        (None, None) => 1,
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", command[0]))?;
+    let child_pid = rustix::process::Pid::from_child(&child);
+    // Signals go to process 1 inside the sandbox, whose pid bubblewrap tells us.
+    let target = match info {
+        Some((read, write)) => {
+            drop(write);
+            let read = std::fs::File::from(read);
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                tokio::task::spawn_blocking(move || sandbox_pid(read)),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+        }
+        None => None,
     };
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    Ok(forwarding.wait(child_pid, || target, false).await?)
 }
 
+/// `child-pid` from bubblewrap's `--info-fd` JSON.
 #[cfg(unix)]
-fn forward(child: &tokio::process::Child, signal: rustix::process::Signal) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-    {
-        let _ = rustix::process::kill_process(pid, signal);
+fn sandbox_pid(info: std::fs::File) -> Option<rustix::process::Pid> {
+    #[derive(serde::Deserialize)]
+    struct Info {
+        #[serde(rename = "child-pid")]
+        child_pid: i32,
     }
+    let info: Info = serde_json::from_reader(std::io::Read::take(info, 64 * 1024)).ok()?;
+    rustix::process::Pid::from_raw(info.child_pid)
 }
 
 /// `GIT_CONFIG_*` variables that point git inside the command at this helper

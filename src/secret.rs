@@ -71,6 +71,25 @@ impl Secret {
         format!("{prefix}…{short}")
     }
 
+    /// An identifier only the token's holder can compute: HMAC-SHA-256 keyed
+    /// with the token over a fixed label, in hex. The agent files tokens minted
+    /// from `GITHOSTED_TOKEN` under it; unlike the [fingerprint](Secret::fingerprint),
+    /// nothing ever printed lets anyone derive it.
+    pub fn holder_id(&self) -> String {
+        use hmac::Mac;
+        let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(self.0.as_bytes()) else {
+            // HMAC takes keys of any length; this cannot happen.
+            return String::new();
+        };
+        mac.update(b"git-credential-githosted agent cache key v1");
+        let digest = mac.finalize().into_bytes();
+        let mut hex = String::with_capacity(64);
+        for byte in digest {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        hex
+    }
+
     /// Compares with another value in time independent of where they differ.
     pub fn ct_eq(&self, other: &str) -> bool {
         let (a, b) = (self.0.as_bytes(), other.as_bytes());
@@ -169,6 +188,19 @@ mod tests {
         assert_eq!(Secret::new("gw_x".into()).kind(), TokenKind::Workspace);
         assert_eq!(Secret::new("gr_x".into()).kind(), TokenKind::Repo);
         assert_eq!(Secret::new("ghp_x".into()).kind(), TokenKind::Unknown);
+    }
+
+    #[test]
+    fn holder_id_is_not_derivable_from_the_fingerprint() {
+        let s = Secret::new(RAW.to_string());
+        let id = s.holder_id();
+        assert_eq!(id.len(), 64);
+        assert_eq!(id, Secret::new(RAW.to_string()).holder_id());
+        assert_ne!(id, Secret::new("gw_other".into()).holder_id());
+        // Not the plain digest the fingerprint is cut from.
+        let fp = &s.fingerprint()["gw_…".len()..];
+        assert!(!id.starts_with(fp), "{id} {fp}");
+        assert!(!id.contains("abcdefgh"));
     }
 
     #[test]

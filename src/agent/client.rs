@@ -3,19 +3,21 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::server::{BUSY, IDLE_ENV, READY};
 use super::wire::{self, Request, Response};
-use super::{DirError, SOCKET_NAME};
+use super::{AgentDir, DirError, SOCKET_NAME};
 
 /// How long starting an agent may take before the helper mints directly.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a cache lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may block (a listener whose backlog is full).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The environment an agent is started with: nothing else (no tokens).
 const PASS_ENV: &[&str] = &[
@@ -48,10 +50,25 @@ pub enum AgentError {
     Dir(#[from] DirError),
     #[error("the agent is not running")]
     NotRunning,
+    #[error(
+        "the agent socket {path} is served by uid {uid}, not by you: nothing was sent to it; remove {dir} (someone else may control it)"
+    )]
+    Impostor {
+        path: PathBuf,
+        dir: PathBuf,
+        uid: u32,
+    },
     #[error("cannot start the agent: {0}")]
     Spawn(String),
     #[error("talking to the agent: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl AgentError {
+    /// Worth telling the user about (not just "no agent yet").
+    pub fn is_alarming(&self) -> bool {
+        matches!(self, AgentError::Dir(_) | AgentError::Impostor { .. })
+    }
 }
 
 /// A connection to the agent.
@@ -62,31 +79,28 @@ pub struct Agent {
 impl Agent {
     /// Connects to a running agent, without starting one.
     pub fn connect() -> Result<Agent, AgentError> {
-        let dir = super::dir()?;
-        super::ensure_private_dir(&dir)?;
-        connect_at(&dir.join(SOCKET_NAME)).ok_or(AgentError::NotRunning)
+        let dir = AgentDir::open()?;
+        connect_at(&dir)?.ok_or(AgentError::NotRunning)
     }
 
     /// Connects to the agent, starting it first if none is running.
     pub fn connect_or_spawn() -> Result<Agent, AgentError> {
-        let dir = super::dir()?;
-        super::ensure_private_dir(&dir)?;
-        let socket = dir.join(SOCKET_NAME);
-        if let Some(agent) = connect_at(&socket) {
+        let dir = AgentDir::open()?;
+        if let Some(agent) = connect_at(&dir)? {
             return Ok(agent);
         }
-        spawn(&dir)?;
+        spawn(dir.path())?;
         // Ready (ours) or busy (another one is starting): either way, connect.
         let deadline = Instant::now() + SPAWN_TIMEOUT;
         while Instant::now() < deadline {
-            if let Some(agent) = connect_at(&socket) {
+            if let Some(agent) = connect_at(&dir)? {
                 return Ok(agent);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Err(AgentError::Spawn(format!(
-            "no agent answered on {} in time",
-            socket.display()
+            "no agent answered in {} in time",
+            dir.path().display()
         )))
     }
 
@@ -103,10 +117,61 @@ impl Agent {
     }
 }
 
-fn connect_at(socket: &Path) -> Option<Agent> {
-    UnixStream::connect(socket)
-        .ok()
-        .map(|stream| Agent { stream })
+/// Connects to the socket in `dir`; `None` when nothing listens there. Before
+/// anything is sent, the listening peer must be this user: a socket served by
+/// anyone else (a swapped directory, a stale path) is an impostor.
+fn connect_at(dir: &AgentDir) -> Result<Option<Agent>, AgentError> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    use rustix::net::{connect, socket_with, sockopt};
+    let path = dir.entry(SOCKET_NAME);
+    let socket = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    // A connect to a listener whose backlog is full blocks for this long at most.
+    sockopt::set_socket_timeout(&socket, sockopt::Timeout::Send, Some(CONNECT_TIMEOUT))
+        .map_err(std::io::Error::from)?;
+    let Ok(address) = SocketAddrUnix::new(&path) else {
+        return Ok(None);
+    };
+    if connect(&socket, &address).is_err() {
+        return Ok(None);
+    }
+    let me = rustix::process::getuid().as_raw();
+    let uid = peer_uid(&socket)?;
+    if uid != me {
+        return Err(AgentError::Impostor {
+            path: dir.path().join(SOCKET_NAME),
+            dir: dir.path().to_owned(),
+            uid,
+        });
+    }
+    Ok(Some(Agent {
+        stream: UnixStream::from(socket),
+    }))
+}
+
+/// The uid of the process at the other end of a Unix socket.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
+    Ok(rustix::net::sockopt::socket_peercred(socket)?.uid.as_raw())
+}
+
+/// The uid of the process at the other end of a Unix socket.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let (mut uid, mut gid) = (0, 0);
+    // SAFETY: getpeereid writes two integers through valid pointers.
+    let rc = unsafe { libc::getpeereid(socket.as_fd().as_raw_fd(), &mut uid, &mut gid) };
+    if rc == 0 {
+        Ok(uid)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Starts `<this binary> agent` detached, and waits for its first line.

@@ -79,6 +79,18 @@ pub const LOCK_NAME: &str = "agent.lock";
 pub enum DirError {
     #[error("no place for the agent's socket: neither XDG_RUNTIME_DIR nor HOME is set")]
     NoBase,
+    #[error(
+        "{0} is a symlink: the agent's socket is never put behind one; set XDG_RUNTIME_DIR to a directory only you can write"
+    )]
+    BaseSymlink(PathBuf),
+    #[error(
+        "{path} is writable by other users and has no sticky bit, so they could swap the agent's directory; set XDG_RUNTIME_DIR to a directory only you can write, or run `chmod o-w,g-w {path}`"
+    )]
+    BaseWritable { path: PathBuf },
+    #[error(
+        "{path} belongs to uid {owner}, who could swap the agent's directory; set XDG_RUNTIME_DIR to a directory of your own"
+    )]
+    BaseNotOwned { path: PathBuf, owner: u32 },
     #[error("the agent directory {0} is not a directory (a symlink?); remove it")]
     NotADir(PathBuf),
     #[error(
@@ -87,7 +99,7 @@ pub enum DirError {
     TooOpen { path: PathBuf, mode: u32 },
     #[error("the agent directory {path} belongs to uid {owner}, not to you (uid {me}); remove it")]
     NotOwned { path: PathBuf, owner: u32, me: u32 },
-    #[error("cannot create the agent directory {path}: {source}")]
+    #[error("cannot use the agent directory {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -108,43 +120,119 @@ pub fn dir() -> Result<PathBuf, DirError> {
     Ok(PathBuf::from(home).join(".cache").join(DIR_NAME))
 }
 
-/// Creates the directory 0700 if missing; refuses one that is looser, not a
-/// directory, or owned by another user.
+/// The agent's directory, opened and checked through its file descriptor, so
+/// a directory swapped after the check (a rename by someone who can write the
+/// parent) is never the one used.
 #[cfg(unix)]
-pub fn ensure_private_dir(path: &Path) -> Result<(), DirError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let io = |source| DirError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
+#[derive(Debug)]
+pub struct AgentDir {
+    fd: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+#[cfg(unix)]
+impl AgentDir {
+    /// The directory named by the environment ([`dir`]).
+    pub fn open() -> Result<AgentDir, DirError> {
+        AgentDir::open_at(&dir()?)
     }
-    match std::fs::DirBuilder::new().mode(0o700).create(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(e)),
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(io)?;
-    if !meta.is_dir() {
-        return Err(DirError::NotADir(path.to_owned()));
-    }
-    let me = rustix::process::getuid().as_raw();
-    if meta.uid() != me {
-        return Err(DirError::NotOwned {
+
+    /// Opens `path`, creating it 0700 if missing. Refused: a parent that is a
+    /// symlink, that others can write without the sticky bit, or that belongs
+    /// to another user (but root); a directory that is a symlink, looser than
+    /// 0700, or not ours. Every check is made on the opened descriptor.
+    pub fn open_at(path: &Path) -> Result<AgentDir, DirError> {
+        use rustix::fs::{Mode, OFlags, fstat, mkdirat, open, openat};
+        use rustix::io::Errno;
+        let io = |p: &Path, e: Errno| DirError::Io {
+            path: p.to_owned(),
+            source: e.into(),
+        };
+        let (Some(base), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(DirError::NotADir(path.to_owned()));
+        };
+        let me = rustix::process::getuid().as_raw();
+        // ~/.cache may not exist yet; intermediate symlinks are the user's own business.
+        if !base.exists() {
+            std::fs::create_dir_all(base).map_err(|source| DirError::Io {
+                path: base.to_owned(),
+                source,
+            })?;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let base_fd = match open(base, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) => return Err(DirError::BaseSymlink(base.to_owned())),
+            Err(e) => return Err(io(base, e)),
+        };
+        let st = fstat(&base_fd).map_err(|e| io(base, e))?;
+        let mode = st.st_mode as u32;
+        if st.st_uid != me && st.st_uid != 0 {
+            return Err(DirError::BaseNotOwned {
+                path: base.to_owned(),
+                owner: st.st_uid,
+            });
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(DirError::BaseWritable {
+                path: base.to_owned(),
+            });
+        }
+        match mkdirat(&base_fd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io(path, e)),
+        }
+        let fd = match openat(&base_fd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) => return Err(DirError::NotADir(path.to_owned())),
+            Err(e) => return Err(io(path, e)),
+        };
+        let st = fstat(&fd).map_err(|e| io(path, e))?;
+        if st.st_uid != me {
+            return Err(DirError::NotOwned {
+                path: path.to_owned(),
+                owner: st.st_uid,
+                me,
+            });
+        }
+        let mode = st.st_mode as u32 & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(DirError::TooOpen {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        Ok(AgentDir {
+            fd,
             path: path.to_owned(),
-            owner: meta.uid(),
-            me,
-        });
+        })
     }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(DirError::TooOpen {
-            path: path.to_owned(),
-            mode,
-        });
+
+    /// The directory's path, for messages and for `ps`.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
-    Ok(())
+
+    /// The opened directory.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// A path to `name` inside the checked directory that a rename cannot
+    /// redirect: `/proc/self/fd/N/name` on Linux (short, too, whatever the
+    /// directory's length), the plain path elsewhere.
+    pub fn entry(&self, name: &str) -> PathBuf {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let via_fd = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+            if via_fd.is_dir() {
+                return via_fd.join(name);
+            }
+        }
+        self.path.join(name)
+    }
 }
 
 #[cfg(test)]
@@ -153,16 +241,23 @@ mod tests {
 
     use super::*;
 
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     #[test]
     fn creates_0700_and_refuses_looser() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b").join(DIR_NAME);
-        ensure_private_dir(&dir).unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        ensure_private_dir(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = ensure_private_dir(&dir).unwrap_err();
+        AgentDir::open_at(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        AgentDir::open_at(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let err = AgentDir::open_at(&dir).unwrap_err();
         assert!(
             matches!(err, DirError::TooOpen { mode: 0o755, .. }),
             "{err}"
@@ -175,12 +270,48 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let real = tmp.path().join("real");
         std::fs::create_dir(&real).unwrap();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        chmod(&real, 0o700);
         let link = tmp.path().join(DIR_NAME);
         std::os::unix::fs::symlink(&real, &link).unwrap();
         assert!(matches!(
-            ensure_private_dir(&link),
+            AgentDir::open_at(&link),
             Err(DirError::NotADir(_))
         ));
+    }
+
+    #[test]
+    fn refuses_a_symlinked_or_world_writable_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("run");
+        std::fs::create_dir(&real).unwrap();
+        chmod(&real, 0o700);
+        let link = tmp.path().join("run-link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = AgentDir::open_at(&link.join(DIR_NAME)).unwrap_err();
+        assert!(matches!(err, DirError::BaseSymlink(_)), "{err}");
+        assert!(err.to_string().contains("XDG_RUNTIME_DIR"), "{err}");
+
+        chmod(&real, 0o777);
+        let err = AgentDir::open_at(&real.join(DIR_NAME)).unwrap_err();
+        assert!(matches!(err, DirError::BaseWritable { .. }), "{err}");
+        assert!(!real.join(DIR_NAME).exists(), "nothing created there");
+        // With the sticky bit (like /tmp) others cannot rename our entries.
+        chmod(&real, 0o1777);
+        AgentDir::open_at(&real.join(DIR_NAME)).unwrap();
+    }
+
+    #[test]
+    fn entries_go_through_the_checked_descriptor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(DIR_NAME);
+        let opened = AgentDir::open_at(&dir).unwrap();
+        std::fs::write(opened.entry("probe"), b"x").unwrap();
+        // Swap the directory away: the descriptor still names the checked one.
+        std::fs::rename(&dir, tmp.path().join("moved")).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        let read = std::fs::read(opened.entry("probe"));
+        if cfg!(target_os = "linux") {
+            assert_eq!(read.unwrap(), b"x");
+        }
     }
 }

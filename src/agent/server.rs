@@ -2,16 +2,17 @@
 //! and exits when it has been idle and empty for a while.
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 
 use super::wire::{self, AgentStatus, Request, Response};
-use super::{LOCK_NAME, SOCKET_NAME};
+use super::{AgentDir, LOCK_NAME, SOCKET_NAME};
 use crate::api::ApiMinter;
 use crate::broker::{Broker, MintParams, SystemClock};
 
@@ -19,8 +20,13 @@ use crate::broker::{Broker, MintParams, SystemClock};
 pub const DEFAULT_IDLE_SECS: u64 = 300;
 /// The environment variable that sets it (seconds).
 pub const IDLE_ENV: &str = "GITHOSTED_AGENT_IDLE_SECS";
-/// How long one connection may sit between frames.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may sit before its first frame.
+const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long it may sit between frames (a helper reads the keychain, which may
+/// take up to its own 5 s deadline, between its lookup and its mint).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 64;
 
 /// The line the agent prints on stdout once it serves.
 pub const READY: &str = "ready";
@@ -32,57 +38,87 @@ type AgentBroker = Broker<SystemClock, ApiMinter>;
 /// Runs the agent in `dir` until it is idle and empty for `idle`.
 pub fn run(dir: &Path, idle: Duration) -> anyhow::Result<()> {
     harden();
-    super::ensure_private_dir(dir)?;
+    let dir = AgentDir::open_at(dir)?;
 
     // One agent serves: the one holding the lock. Others say so and leave.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_NAME))
-        .with_context(|| format!("opening the agent lock in {}", dir.display()))?;
+    let lock = std::fs::File::from(
+        rustix::fs::openat(
+            dir.fd(),
+            LOCK_NAME,
+            OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("opening the agent lock in {}", dir.path().display()))?,
+    );
     if lock.try_lock().is_err() {
         announce(BUSY);
         return Ok(());
     }
-    let socket = dir.join(SOCKET_NAME);
     // We hold the lock: any socket file left here belongs to a dead agent.
-    let _ = std::fs::remove_file(&socket);
-    let listener = std::os::unix::net::UnixListener::bind(&socket)
-        .with_context(|| format!("binding the agent socket {}", socket.display()))?;
+    let _ = rustix::fs::unlinkat(dir.fd(), SOCKET_NAME, AtFlags::empty());
+    let listener = std::os::unix::net::UnixListener::bind(dir.entry(SOCKET_NAME))
+        .with_context(|| format!("binding the agent socket in {}", dir.path().display()))?;
     listener.set_nonblocking(true)?;
-    let inode = std::fs::metadata(&socket)?.ino();
+    let inode = socket_inode(&dir);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let broker = Arc::new(Broker::new(SystemClock, ApiMinter::default()));
-    let result = runtime.block_on(serve(listener, broker.clone(), &socket, inode, idle));
+    let result = runtime.block_on(serve(listener, broker.clone(), &dir, inode, idle));
     // Zeroize every token before leaving, and leave no socket behind.
     broker.clear();
-    if std::fs::metadata(&socket).is_ok_and(|m| m.ino() == inode) {
-        let _ = std::fs::remove_file(&socket);
+    if inode.is_some() && socket_inode(&dir) == inode {
+        let _ = rustix::fs::unlinkat(dir.fd(), SOCKET_NAME, AtFlags::empty());
     }
     drop(lock);
     result
 }
 
+/// The inode of the socket file in the agent's directory, if there is one.
+fn socket_inode(dir: &AgentDir) -> Option<u64> {
+    rustix::fs::statat(dir.fd(), SOCKET_NAME, AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .map(|st| st.st_ino)
+}
+
 async fn serve(
     listener: std::os::unix::net::UnixListener,
     broker: Arc<AgentBroker>,
-    socket: &Path,
-    inode: u64,
+    dir: &AgentDir,
+    inode: Option<u64>,
     idle: Duration,
 ) -> anyhow::Result<()> {
     let listener = UnixListener::from_std(listener)?;
     announce(READY);
     let started = Instant::now();
     let last_activity = Arc::new(Mutex::new(Instant::now()));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut accept_failures: u32 = 0;
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+            // A free slot first: past the cap, connections wait in the backlog.
+            accepted = async {
+                let slot = slots.clone().acquire_owned().await;
+                (slot, listener.accept().await)
+            } => {
+                let (Ok(slot), accepted) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => {
+                        accept_failures = 0;
+                        stream
+                    }
+                    Err(e) => {
+                        // Out of descriptors, say: wait instead of spinning on it.
+                        accept_failures = accept_failures.saturating_add(1);
+                        let pause = Duration::from_millis(10u64 << accept_failures.min(7));
+                        tracing::debug!("accept failed ({e}); pausing {pause:?}");
+                        tokio::time::sleep(pause).await;
+                        continue;
+                    }
+                };
                 touch(&last_activity);
                 let broker = broker.clone();
                 let activity = last_activity.clone();
@@ -91,11 +127,12 @@ async fn serve(
                         tracing::debug!("agent connection ended: {e}");
                     }
                     touch(&activity);
+                    drop(slot);
                 });
             }
             _ = tick.tick() => {
                 broker.purge_expired();
-                if !still_ours(socket, inode) {
+                if inode.is_none() || socket_inode(dir) != inode {
                     tracing::info!("the agent socket was removed or replaced: exiting");
                     return Ok(());
                 }
@@ -115,10 +152,6 @@ fn touch(activity: &Mutex<Instant>) {
     }
 }
 
-fn still_ours(socket: &Path, inode: u64) -> bool {
-    std::fs::metadata(socket).is_ok_and(|m| m.ino() == inode)
-}
-
 /// Serves one connection: a peer of another uid is dropped unanswered.
 async fn handle(
     mut stream: UnixStream,
@@ -136,11 +169,12 @@ async fn handle(
         );
         return Ok(());
     }
+    let mut wait = FIRST_FRAME_TIMEOUT;
     loop {
-        let request: Option<Request> =
-            tokio::time::timeout(READ_TIMEOUT, wire::receive_async(&mut stream))
-                .await
-                .context("the client went quiet")??;
+        let request: Option<Request> = tokio::time::timeout(wait, wire::receive_async(&mut stream))
+            .await
+            .context("the client went quiet")??;
+        wait = READ_TIMEOUT;
         let Some(request) = request else {
             return Ok(());
         };
@@ -220,11 +254,8 @@ fn announce(line: &str) {
 
 /// No core dumps, no ptrace by other processes of the user, own session.
 fn harden() {
-    #[cfg(target_os = "linux")]
-    {
-        let _ =
-            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
-    }
+    // Done by `main` for every command already; again here for library users.
+    crate::harden::process();
     #[cfg(target_os = "macos")]
     {
         // SAFETY: PT_DENY_ATTACH takes no pointer arguments and only affects this process.
@@ -242,9 +273,4 @@ pub fn idle_from_env() -> Duration {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(DEFAULT_IDLE_SECS);
     Duration::from_secs(secs)
-}
-
-/// The socket path inside the agent directory.
-pub fn socket_path(dir: &Path) -> PathBuf {
-    dir.join(SOCKET_NAME)
 }

@@ -26,7 +26,8 @@ pub struct Key {
     pub workspace: String,
     pub repo: String,
     pub permission: Permission,
-    /// Where the parent token comes from: `keychain`, or `env:<fingerprint>`.
+    /// Where the parent token comes from: `keychain`, or `env:<Secret::holder_id>`
+    /// (a keyed hash only the holder of the token can compute).
     pub parent: String,
 }
 

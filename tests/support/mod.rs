@@ -60,6 +60,73 @@ pub struct World {
     pub home: PathBuf,
     /// Extra environment for every command (e.g. `GITHOSTED_TOKEN`).
     pub env: Vec<(String, String)>,
+    /// The user every command runs as (`None`: the test's own user).
+    pub user: Option<User>,
+}
+
+/// A local user without privileges (uid, gid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A user without privileges, created once (`useradd`; the test must run as
+/// root, as CI does). Security tests run their victim as this user: root would
+/// hide what they test (root reads any process's memory, passes every check).
+pub fn unprivileged_user() -> User {
+    system_user("ghtest-victim")
+}
+
+/// A second such user, for attacks from another account.
+pub fn other_user() -> User {
+    system_user("ghtest-other")
+}
+
+fn system_user(name: &str) -> User {
+    use std::sync::Mutex;
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    assert!(
+        rustix::process::getuid().is_root(),
+        "this test creates a user ({name}) and must run as root (CI does); run it with sudo or skip it"
+    );
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").arg(flag).arg(name).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .output()
+            .expect("running useradd");
+        assert!(
+            out.status.success() || id("-u").is_some(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    User {
+        uid: id("-u").expect("uid"),
+        gid: id("-g").expect("gid"),
+    }
+}
+
+/// Gives `path` and everything under it to `user`.
+pub fn chown_tree(path: &Path, user: User) {
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", user.uid, user.gid))
+        .arg(path)
+        .output()
+        .expect("chown");
+    assert!(out.status.success(), "chown: {out:?}");
 }
 
 impl World {
@@ -82,7 +149,16 @@ impl World {
             dir,
             home,
             env: Vec::new(),
+            user: None,
         }
+    }
+
+    /// A world whose commands all run as `user`, who owns its directory.
+    pub fn as_user(user: User) -> World {
+        let mut world = World::new();
+        chown_tree(world.dir.path(), user);
+        world.user = Some(user);
+        world
     }
 
     /// A world whose git is configured for the local server with these helper options.
@@ -163,13 +239,7 @@ impl World {
 
     /// [`World::run`] with a deadline of its own (e.g. for a release build).
     pub fn run_within(&self, mut cmd: Command, stdin: Option<&str>, deadline: Duration) -> Run {
-        cmd.env_clear();
-        for (k, v) in self.base_env() {
-            cmd.env(k, v);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
+        self.prepare(&mut cmd);
         let out_path = self.dir.path().join(format!("out-{}", unique()));
         let err_path = self.dir.path().join(format!("err-{}", unique()));
         cmd.stdout(File::create(&out_path).expect("stdout file"));
@@ -220,6 +290,30 @@ impl World {
             self.assert_no_tokens_in(&format!("stdout of {cmd:?}"), &run.stdout);
         }
         run
+    }
+
+    /// A command with this world's environment and user, in its directory, for
+    /// tests that start it themselves (to signal it, or to look at it running).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.dir.path());
+        self.prepare(&mut cmd);
+        cmd
+    }
+
+    /// This world's user and environment, and nothing else.
+    fn prepare(&self, cmd: &mut Command) {
+        if let Some(user) = self.user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(user.uid).gid(user.gid);
+        }
+        cmd.env_clear();
+        for (k, v) in self.base_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
     }
 
     /// The environment every command gets: an isolated HOME and config, no
@@ -399,4 +493,96 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A private D-Bus session with an unlocked gnome-keyring (a headless Secret
+/// Service), run as the world's user, alive until dropped. The world's
+/// commands use it. Needs `dbus-daemon`, `gnome-keyring-daemon` and `dbus-send`
+/// (CI installs them).
+pub struct KeyringSession {
+    bus_pid: u32,
+    pub address: String,
+}
+
+impl KeyringSession {
+    pub fn start(world: &mut World) -> KeyringSession {
+        use std::os::unix::process::CommandExt;
+        let data = world.path("keyring-data");
+        std::fs::create_dir_all(&data).expect("keyring data dir");
+        if let Some(user) = world.user {
+            chown_tree(&data, user);
+        }
+        let as_user = |cmd: &mut Command| {
+            if let Some(user) = world.user {
+                cmd.uid(user.uid).gid(user.gid);
+            }
+            cmd.env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("HOME", &world.home)
+                .env("XDG_DATA_HOME", &data);
+        };
+        let mut bus = Command::new("dbus-daemon");
+        bus.args(["--session", "--fork", "--print-address=1", "--print-pid=1"]);
+        as_user(&mut bus);
+        let out = bus.output().expect("dbus-daemon (Debian: dbus-daemon)");
+        assert!(out.status.success(), "dbus-daemon: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut lines = text.lines();
+        let address = lines.next().expect("bus address").trim().to_owned();
+        let bus_pid: u32 = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("bus pid");
+        let session = KeyringSession { bus_pid, address };
+
+        let mut keyring = Command::new("gnome-keyring-daemon");
+        keyring
+            .args(["--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_user(&mut keyring);
+        keyring.env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+        let mut child = keyring.spawn().expect("gnome-keyring-daemon");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            let _ = stdin.write_all(b"test-keyring-pass");
+        }
+        let _ = child.wait();
+        // The daemon forks before it owns its name: wait for it.
+        let started = Instant::now();
+        loop {
+            let mut ask = Command::new("dbus-send");
+            ask.args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ]);
+            as_user(&mut ask);
+            ask.env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+            let reply = ask.output().expect("dbus-send");
+            if String::from_utf8_lossy(&reply.stdout).contains("boolean true") {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no Secret Service came up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        world.set_env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+        session
+    }
+}
+
+impl Drop for KeyringSession {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.bus_pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
 }

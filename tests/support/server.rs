@@ -641,6 +641,11 @@ impl Server {
         self.lock().faults.clear();
     }
 
+    /// Faults injected and not yet used (a request takes one when it arrives).
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.shared.lock()
     }
