@@ -8,7 +8,9 @@
 //! environment). [`take_env_var`] then takes the token out of the environment
 //! block itself, so children never inherit it and `/proc/PID/environ` never shows it.
 
-use zeroize::{Zeroize, Zeroizing};
+#[cfg(unix)]
+use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 use crate::secret::Secret;
 

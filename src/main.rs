@@ -8,9 +8,7 @@ use clap::Parser;
 use git_credential_githosted::cli::{Cli, Command, PermissionArg};
 use git_credential_githosted::configure::{self, Scope};
 use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Settings};
-use git_credential_githosted::{
-    agent, doctor, harden, helper, keychain, login, sandbox, scoped, status,
-};
+use git_credential_githosted::{agent, doctor, harden, helper, keychain, login, scoped, status};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -63,7 +61,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command,
         } => return scoped::exec(&settings, &o.repos, &command, !no_isolate),
         #[cfg(unix)]
-        Command::SandboxInit { command } => return sandbox::init(&command),
+        Command::SandboxInit { command } => {
+            return git_credential_githosted::sandbox::init(&command);
+        }
         #[cfg(not(unix))]
         Command::SandboxInit { .. } => anyhow::bail!("no sandbox on this platform"),
         Command::Agent { dir } => {

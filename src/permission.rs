@@ -9,6 +9,7 @@
 use crate::api::Permission;
 
 /// How many parent processes to look at.
+#[cfg(target_os = "linux")]
 const MAX_DEPTH: usize = 8;
 
 /// The permission the git command that started this process needs.

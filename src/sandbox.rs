@@ -49,6 +49,7 @@ pub enum SandboxError {
 
 /// A prepared confinement: bubblewrap and what it hides.
 #[derive(Debug)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct Sandbox {
     bwrap: PathBuf,
     /// bwrap's options before the command.

@@ -49,17 +49,10 @@ pub fn token(settings: &Settings, repos: &[String]) -> anyhow::Result<()> {
 /// The lifetime of an `exec` token unless `--ttl` says otherwise.
 pub const EXEC_TTL_SECS: u64 = 900;
 
-/// `exec` needs Unix signals to outlive the command.
-#[cfg(not(unix))]
-pub fn exec(_: &Settings, _: &[String], _: &[String], _: bool) -> anyhow::Result<ExitCode> {
-    bail!("`exec` is supported on Unix only")
-}
-
 /// `exec`: run `command` with a fresh token for `repos`, revoked when it ends.
 /// With `isolate` (the default) the command runs confined ([`crate::sandbox`]);
 /// the confinement is checked before anything is minted. Returns the command's
 /// exit status (128 + signal if a signal ended it).
-#[cfg(unix)]
 pub fn exec(
     settings: &Settings,
     repos: &[String],
@@ -69,6 +62,11 @@ pub fn exec(
     let targets = targets(repos)?;
     if command.is_empty() {
         bail!("name the command to run after `--`: exec --repo WS/REPO -- CMD…");
+    }
+    if cfg!(not(unix)) {
+        bail!(
+            "`exec` runs commands on Unix only; use `token` to hand a script a short-lived token"
+        );
     }
     let sandbox = if isolate {
         Some(Sandbox::prepare()?)
@@ -113,6 +111,8 @@ pub fn exec(
     ));
     let env = zeroize::Zeroizing::new(env);
     let status = runtime.block_on(run(sandbox.as_ref(), command, &env));
+    #[cfg(unix)]
+    let status = status.map(crate::supervise::as_exit_code);
 
     // Whatever happened to the command, the token dies with it.
     let deadline = Instant::now() + REVOKE_BUDGET;
@@ -128,7 +128,9 @@ pub fn exec(
             )
         ),
     }
-    Ok(crate::supervise::as_exit_code(status?))
+    #[cfg(not(unix))]
+    let status = status.map(|_| ExitCode::FAILURE);
+    status
 }
 
 /// Starts the command (in the sandbox, or directly in a session of its own),
@@ -145,7 +147,7 @@ async fn run(
     let mut forwarding = crate::supervise::Forwarding::install()?;
     let (mut cmd, info) = match sandbox {
         Some(sandbox) => {
-            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+            let (read, write) = cloexec_pipe()?;
             let fd = write.as_raw_fd();
             let exe = std::env::current_exe().context("finding this program")?;
             let mut cmd = sandbox.command(&exe, fd, command);
@@ -171,6 +173,7 @@ async fn run(
                     // Its own session: no keystrokes pushed into our terminal, and
                     // signals reach it once, through us.
                     rustix::process::setsid()?;
+                    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
                     rustix::process::set_parent_process_death_signal(Some(
                         rustix::process::Signal::KILL,
                     ))?;
@@ -209,6 +212,29 @@ async fn run(
     Ok(forwarding.wait(child_pid, || target, false).await?)
 }
 
+/// Off Unix there is nothing to run the command with (`exec` refuses first).
+#[cfg(not(unix))]
+async fn run(_: Option<&Sandbox>, _: &[String], _: &[(String, String)]) -> anyhow::Result<i32> {
+    bail!("`exec` runs commands on Unix only")
+}
+
+/// A pipe whose ends are closed on exec.
+#[cfg(unix)]
+fn cloexec_pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+    {
+        Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    {
+        let (read, write) = rustix::pipe::pipe()?;
+        for fd in [&read, &write] {
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+        }
+        Ok((read, write))
+    }
+}
+
 /// `child-pid` from bubblewrap's `--info-fd` JSON.
 #[cfg(unix)]
 fn sandbox_pid(info: std::fs::File) -> Option<rustix::process::Pid> {
@@ -223,7 +249,6 @@ fn sandbox_pid(info: std::fs::File) -> Option<rustix::process::Pid> {
 
 /// `GIT_CONFIG_*` variables that point git inside the command at this helper
 /// for the service's hosts, so it uses the scoped token even without `configure`.
-#[cfg_attr(not(unix), allow(dead_code))]
 fn git_config_env(settings: &Settings) -> Vec<(String, String)> {
     let Ok(exe) = std::env::current_exe() else {
         return Vec::new();

@@ -1,5 +1,9 @@
 //! The in-memory agent: one exchange per repo and permission, served until
 //! shortly before expiry, forgotten on erase, safe against other users.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

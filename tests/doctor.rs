@@ -1,5 +1,9 @@
 //! `doctor`: one line per check, the fix on every FAIL, non-zero exit on any
 //! FAIL, and never a secret.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

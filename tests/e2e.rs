@@ -1,5 +1,9 @@
 //! End to end: the real git client clones, fetches and pushes through the helper
 //! against the local githosted-compatible server.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

@@ -1,6 +1,10 @@
 //! The fault matrix: the helper against a failing githosted API and keychain.
 //! It keeps working, or fails within its deadline with one clear line and no
 //! password; git never hangs.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

@@ -1,6 +1,10 @@
 //! `./install` into a temporary HOME: the binary lands where it says, git's
 //! config holds the reset, the helper and useHttpPath for both hosts, and a
 //! second run changes nothing. Also `configure --remove` undoes exactly that.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

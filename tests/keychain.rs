@@ -1,6 +1,10 @@
 //! The real OS keychain (a Secret Service on Linux). These need a D-Bus session
 //! with an unlocked keyring: `.ci/run` starts one and runs them with
 //! `--include-ignored`; elsewhere they report themselves as ignored.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

@@ -3,6 +3,10 @@
 //! already scans every command's stderr and stdout (except answers to git) and,
 //! when each world ends, every file under its HOME, runtime dir and clones.
 //! This test adds the argv and environment of every process the helper starts.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

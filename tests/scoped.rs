@@ -1,4 +1,8 @@
 //! `token`, `exec` and `--permission auto`, with real git.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

@@ -4,6 +4,10 @@
 //! process's memory and passes every ownership check) the victim runs as a user
 //! without privileges, created by the test; those tests need root and are
 //! ignored elsewhere (CI runs them).
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 mod support;
 

@@ -1,6 +1,10 @@
 //! Tests of the githosted-compatible test server itself (tests/support/server.rs): its
 //! Connect-JSON API through reqwest, its git smart HTTP through the real git clients, and
 //! (ignored unless the SDK is installed) a cross-check against the official Python SDK.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
 
 #[path = "support/server.rs"]
 mod server;

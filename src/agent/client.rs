@@ -121,16 +121,9 @@ impl Agent {
 /// anything is sent, the listening peer must be this user: a socket served by
 /// anyone else (a swapped directory, a stale path) is an impostor.
 fn connect_at(dir: &AgentDir) -> Result<Option<Agent>, AgentError> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    use rustix::net::{connect, socket_with, sockopt};
+    use rustix::net::{SocketAddrUnix, connect, sockopt};
     let path = dir.entry(SOCKET_NAME);
-    let socket = socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .map_err(std::io::Error::from)?;
+    let socket = unix_socket().map_err(std::io::Error::from)?;
     // A connect to a listener whose backlog is full blocks for this long at most.
     sockopt::set_socket_timeout(&socket, sockopt::Timeout::Send, Some(CONNECT_TIMEOUT))
         .map_err(std::io::Error::from)?;
@@ -152,6 +145,28 @@ fn connect_at(dir: &AgentDir) -> Result<Option<Agent>, AgentError> {
     Ok(Some(Agent {
         stream: UnixStream::from(socket),
     }))
+}
+
+/// A Unix stream socket, closed on exec.
+fn unix_socket() -> rustix::io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketType};
+    #[cfg(not(any(target_os = "macos", target_os = "ios")))]
+    {
+        rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+    }
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    {
+        // No SOCK_CLOEXEC here: set it right after (the helper starts no
+        // process concurrently).
+        let socket = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+        rustix::io::fcntl_setfd(&socket, rustix::io::FdFlags::CLOEXEC)?;
+        Ok(socket)
+    }
 }
 
 /// The uid of the process at the other end of a Unix socket.

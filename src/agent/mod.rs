@@ -35,6 +35,12 @@ pub mod client {
         NotRunning,
     }
 
+    impl AgentError {
+        pub fn is_alarming(&self) -> bool {
+            matches!(self, AgentError::Dir(_))
+        }
+    }
+
     pub struct Agent;
 
     impl Agent {
@@ -65,7 +71,9 @@ pub mod server {
     }
 }
 
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::Path;
+use std::path::PathBuf;
 
 /// The directory name under the runtime or cache directory.
 pub const DIR_NAME: &str = "git-credential-githosted";
@@ -235,7 +243,7 @@ impl AgentDir {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
