@@ -29,6 +29,7 @@
 //! | [`permission`] | `--permission auto`: read or write from the git command |
 //! | [`login`] | `login`/`logout` |
 //! | [`configure`] | git config for the helper |
+//! | [`git`] | running git, its config, credential URL matching as git does it |
 //! | [`secret`] | the token type |
 //! | [`harden`] | no core dumps, not dumpable, the token out of the environment |
 //! | [`wipe`] | the allocator that zeroes freed memory |
@@ -40,6 +41,7 @@ pub mod broker;
 pub mod cli;
 pub mod configure;
 pub mod doctor;
+pub mod git;
 pub mod harden;
 pub mod helper;
 pub mod keychain;
