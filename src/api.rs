@@ -17,12 +17,24 @@ use url::Url;
 
 use crate::agent::wire::Key;
 use crate::broker::{Clock, MintParams, Minter, SystemClock};
-use crate::secret::{Secret, printable};
+use crate::secret::Secret;
+use crate::ui::printable;
 
 /// How long to wait for a TCP+TLS connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one whole call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest answer read from the API; past it the call fails.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// `after` from now, saturating: a deadline that is never in the past and
+/// never overflows, however large `after` is.
+pub fn deadline_in(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
 
 const CLIENT_NAME: &str = concat!("git-credential-githosted/", env!("CARGO_PKG_VERSION"));
 
@@ -142,6 +154,30 @@ impl ApiError {
         }
     }
 
+    /// The error to report when waiting before trying again would pass
+    /// `deadline`: a rate limit says how long the server asked for.
+    fn waited_too_long(self, deadline: Instant) -> ApiError {
+        match self {
+            ApiError::Status {
+                host,
+                status,
+                code: code @ Code::ResourceExhausted,
+                message,
+                retry_after: Some(secs),
+            } => ApiError::Status {
+                message: format!(
+                    "{message}; it asks to wait {secs} s, past this command's deadline ({} s left; see --timeout)",
+                    deadline.saturating_duration_since(Instant::now()).as_secs()
+                ),
+                host,
+                status,
+                code,
+                retry_after: Some(secs),
+            },
+            other => other,
+        }
+    }
+
     /// The Connect code, when the server sent one.
     pub fn code(&self) -> Option<&Code> {
         match self {
@@ -228,6 +264,120 @@ struct ErrorBody {
     message: Option<String>,
 }
 
+/// What changes how a request travels in this environment: proxies and CA
+/// certificates, from the usual variables. The helper sends its own with every
+/// mint, so the agent applies the asker's settings, never those of whichever
+/// process happened to start it; a loopback API is never proxied.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Network {
+    pub https_proxy: Option<String>,
+    pub http_proxy: Option<String>,
+    pub all_proxy: Option<String>,
+    pub no_proxy: Option<String>,
+    /// `SSL_CERT_FILE`: the CA certificates to trust instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `SSL_CERT_DIR`: a directory of them.
+    pub ca_dir: Option<std::path::PathBuf>,
+}
+
+impl Network {
+    /// This process's settings (lower-case names first, as curl and reqwest read them).
+    pub fn from_env() -> Network {
+        let var = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok())
+                .filter(|v| !v.trim().is_empty())
+        };
+        Network {
+            https_proxy: var(&["https_proxy", "HTTPS_PROXY"]),
+            http_proxy: var(&["http_proxy", "HTTP_PROXY"]),
+            all_proxy: var(&["all_proxy", "ALL_PROXY"]),
+            no_proxy: var(&["no_proxy", "NO_PROXY"]),
+            ca_file: var(&["SSL_CERT_FILE"]).map(Into::into),
+            ca_dir: var(&["SSL_CERT_DIR"]).map(Into::into),
+        }
+    }
+
+    /// Applies these settings to a client for `base`, whose host (with port)
+    /// is `host`: proxies unless it is loopback, CA certificates if it is https.
+    fn apply(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+        base: &Url,
+        host: &str,
+    ) -> Result<reqwest::ClientBuilder, String> {
+        // Never the process's variables: only what this value says.
+        builder = builder.no_proxy();
+        let host_name = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        if !crate::target::is_loopback(host_name) {
+            let no_proxy = self
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            let proxies = [
+                (&self.https_proxy, "https_proxy"),
+                (&self.http_proxy, "http_proxy"),
+                (&self.all_proxy, "all_proxy"),
+            ];
+            for (value, name) in proxies {
+                let Some(url) = value.as_deref() else {
+                    continue;
+                };
+                let proxy = match name {
+                    "https_proxy" => reqwest::Proxy::https(url),
+                    "http_proxy" => reqwest::Proxy::http(url),
+                    _ => reqwest::Proxy::all(url),
+                }
+                .map_err(|_| format!("{name} is not a proxy URL"))?;
+                builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+            }
+        }
+        if base.scheme() == "https" && (self.ca_file.is_some() || self.ca_dir.is_some()) {
+            let mut certs = Vec::new();
+            let mut files: Vec<std::path::PathBuf> = self.ca_file.iter().cloned().collect();
+            if let Some(dir) = &self.ca_dir {
+                let entries = std::fs::read_dir(dir)
+                    .map_err(|e| format!("SSL_CERT_DIR {}: {e}", dir.display()))?;
+                files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+            }
+            for file in files {
+                let pem = std::fs::read(&file)
+                    .map_err(|e| format!("reading CA certificates {}: {e}", file.display()))?;
+                // Certificates the file holds; anything else in it is skipped.
+                if let Ok(found) = reqwest::Certificate::from_pem_bundle(&pem) {
+                    certs.extend(found);
+                }
+            }
+            if certs.is_empty() {
+                return Err("SSL_CERT_FILE/SSL_CERT_DIR hold no CA certificate".into());
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        Ok(builder)
+    }
+}
+
+/// Proxy URLs may hold a password: only whether each is set is shown.
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("https_proxy", &self.https_proxy.is_some())
+            .field("http_proxy", &self.http_proxy.is_some())
+            .field("all_proxy", &self.all_proxy.is_some())
+            .field("no_proxy", &self.no_proxy)
+            .field("ca_file", &self.ca_file)
+            .field("ca_dir", &self.ca_dir)
+            .finish()
+    }
+}
+
 /// A githosted API client for one base URL.
 #[derive(Clone)]
 pub struct Client {
@@ -237,12 +387,19 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `base` (e.g. `https://api.githosted.dev`); `host` names it in errors.
-    pub fn new(base: &Url, host: &str) -> Result<Client, ApiError> {
+    /// A client for `base` (e.g. `https://api.githosted.dev`) with the
+    /// proxies and CA certificates of `network`; `host` names it in errors.
+    pub fn new(base: &Url, host: &str, network: &Network) -> Result<Client, ApiError> {
         // reqwest is built without a default crypto provider; ring is ours.
         // An error only means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let builder = network
+            .apply(reqwest::Client::builder(), base, host)
+            .map_err(|reason| ApiError::Transport {
+                host: host.to_owned(),
+                reason,
+            })?;
+        let http = builder
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .user_agent(CLIENT_NAME)
@@ -347,18 +504,21 @@ impl Client {
                 e if e.is_transient() => backoff(attempt),
                 _ => return Err(error),
             };
-            if Instant::now() + wait >= deadline {
+            let fits = Instant::now()
+                .checked_add(wait)
+                .is_some_and(|resume| resume < deadline);
+            if !fits {
                 tracing::debug!(method, attempt, "no time left to retry");
-                return Err(error);
+                return Err(error.waited_too_long(deadline));
             }
             tracing::debug!(
                 method,
                 attempt,
-                wait_ms = wait.as_millis() as u64,
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "retrying: {error}"
             );
             tokio::time::sleep(wait).await;
-            attempt += 1;
+            attempt = attempt.saturating_add(1);
         }
     }
 
@@ -392,19 +552,21 @@ impl Client {
             .await
             .map_err(|e| self.transport(e))?;
         let status = response.status();
+        if status.is_redirection() {
+            // Never followed (a redirect could carry the token elsewhere), never retried.
+            return Err(ApiError::BadResponse {
+                host: self.host.clone(),
+                reason: format!(
+                    "{method} answered {status} (a redirect, which is not followed); check --api-url"
+                ),
+            });
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        // The body may hold a token: keep it in memory that is wiped.
-        let bytes = zeroize::Zeroizing::new(
-            response
-                .bytes()
-                .await
-                .map_err(|e| self.transport(e))?
-                .to_vec(),
-        );
+        let bytes = self.read_body(response).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse {
                 host: self.host.clone(),
@@ -437,6 +599,32 @@ impl Client {
             message,
             retry_after,
         })
+    }
+
+    /// The answer's body, at most [`MAX_BODY`] bytes, in memory that is wiped
+    /// (it may hold a token).
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ApiError> {
+        let too_big = || ApiError::BadResponse {
+            host: self.host.clone(),
+            reason: format!("the answer is larger than {} KiB", MAX_BODY / 1024),
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(too_big());
+        }
+        let mut body = zeroize::Zeroizing::new(Vec::new());
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if body.len().saturating_add(chunk.len()) > MAX_BODY {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn method_url(&self, method: &str) -> Url {
@@ -476,21 +664,23 @@ impl Client {
 /// Mints through the githosted API, one HTTP client per API base.
 #[derive(Default)]
 pub struct ApiMinter {
-    clients: Mutex<HashMap<String, Client>>,
+    clients: Mutex<HashMap<(String, Network), Client>>,
 }
 
 impl ApiMinter {
-    fn client(&self, base: &str) -> Result<Client, ApiError> {
+    /// The client for an API base with the asker's network settings.
+    fn client(&self, base: &str, network: &Network) -> Result<Client, ApiError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = clients.get(base) {
+        let id = (base.to_owned(), network.clone());
+        if let Some(client) = clients.get(&id) {
             return Ok(client.clone());
         }
         let service = crate::target::Service::new(Some(base)).map_err(|e| ApiError::Transport {
             host: base.to_owned(),
             reason: e.to_string(),
         })?;
-        let client = Client::new(service.api_url(), service.api_host())?;
-        clients.insert(base.to_owned(), client.clone());
+        let client = Client::new(service.api_url(), service.api_host(), network)?;
+        clients.insert(id, client.clone());
         Ok(client)
     }
 }
@@ -502,14 +692,14 @@ impl Minter for ApiMinter {
         params: &MintParams,
         parent: &Secret,
     ) -> Result<Minted, ApiError> {
-        let client = self.client(&key.api)?;
+        let client = self.client(&key.api, &params.network)?;
         let request = ExchangeRequest {
             repo_allowlist: vec![key.repo.as_str()],
             permission: key.permission,
             ttl_seconds: params.ttl,
             subject: &params.subject,
         };
-        let deadline = Instant::now() + params.timeout;
+        let deadline = deadline_in(params.timeout);
         let minted = client.exchange_token(parent, &request, deadline).await?;
         if minted.expires_at <= SystemClock.now() {
             return Err(ApiError::BadResponse {
@@ -567,13 +757,68 @@ mod tests {
     }
 
     #[test]
+    fn network_debug_hides_proxy_credentials() {
+        let net = Network {
+            https_proxy: Some("http://user:hunter2@proxy:3128".into()),
+            ..Network::default()
+        };
+        let shown = format!("{net:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("https_proxy: true"), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_proxy_or_ca_setting_is_named() {
+        let base = Url::parse("https://api.githosted.dev").unwrap();
+        let net = Network {
+            https_proxy: Some("::not a url::".into()),
+            ..Network::default()
+        };
+        let err = Client::new(&base, "api.githosted.dev", &net).err().unwrap();
+        assert!(
+            err.to_string().contains("https_proxy is not a proxy URL"),
+            "{err}"
+        );
+        let net = Network {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Network::default()
+        };
+        let err = Client::new(&base, "api.githosted.dev", &net).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+        // Neither matters for a loopback http API.
+        let local = Url::parse("http://127.0.0.1:1").unwrap();
+        let net = Network {
+            https_proxy: Some("::not a url::".into()),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Network::default()
+        };
+        assert!(Client::new(&local, "127.0.0.1:1", &net).is_ok());
+    }
+
+    #[test]
+    fn deadlines_saturate() {
+        let far = deadline_in(Duration::from_secs(u64::MAX));
+        assert!(far > Instant::now());
+    }
+
+    #[test]
     fn method_url_keeps_a_base_path() {
-        let c = Client::new(&Url::parse("http://127.0.0.1:1/prefix/").unwrap(), "h").unwrap();
+        let c = Client::new(
+            &Url::parse("http://127.0.0.1:1/prefix/").unwrap(),
+            "h",
+            &Network::default(),
+        )
+        .unwrap();
         assert_eq!(
             c.method_url("ListTokens").as_str(),
             "http://127.0.0.1:1/prefix/githosted.v1.ApiService/ListTokens"
         );
-        let c = Client::new(&Url::parse("https://api.githosted.dev").unwrap(), "h").unwrap();
+        let c = Client::new(
+            &Url::parse("https://api.githosted.dev").unwrap(),
+            "h",
+            &Network::default(),
+        )
+        .unwrap();
         assert_eq!(
             c.method_url("ExchangeToken").as_str(),
             "https://api.githosted.dev/githosted.v1.ApiService/ExchangeToken"

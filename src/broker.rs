@@ -48,6 +48,8 @@ pub struct MintParams {
     pub subject: String,
     /// How long the mint may take, retries included.
     pub timeout: std::time::Duration,
+    /// The asker's proxies and CA certificates.
+    pub network: crate::api::Network,
 }
 
 /// While the API fails, a cached token inside the margin is still served if it
@@ -204,7 +206,7 @@ impl<C: Clock, M: Minter> Broker<C, M> {
                         token: minted.token,
                         id: minted.record.id,
                         expires_at: minted.expires_at,
-                        lifetime: (minted.expires_at - minted_at).max(0),
+                        lifetime: minted.expires_at.saturating_sub(minted_at).max(0),
                     },
                 );
                 Ok(issued)
@@ -213,7 +215,9 @@ impl<C: Clock, M: Minter> Broker<C, M> {
                 // The API is down: a cached token that still lives beats none.
                 let state = self.state();
                 match state.cache.get(key) {
-                    Some(cached) if cached.expires_at - self.clock.now() >= STALE_MIN_SECS => {
+                    Some(cached)
+                        if cached.expires_at.saturating_sub(self.clock.now()) >= STALE_MIN_SECS =>
+                    {
                         tracing::warn!(token = %cached.token, "the API failed ({e}); serving a cached token close to expiry");
                         Ok(Issued {
                             token: cached.token.clone(),
@@ -318,7 +322,7 @@ impl<C: Clock, M: Minter> Broker<C, M> {
 
 fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now: i64) -> Option<Issued> {
     let cached = state.cache.get(key)?;
-    (cached.expires_at - now >= margin(cached.lifetime, min_ttl)).then(|| Issued {
+    (cached.expires_at.saturating_sub(now) >= margin(cached.lifetime, min_ttl)).then(|| Issued {
         token: cached.token.clone(),
         expires_at: cached.expires_at,
     })
@@ -401,6 +405,7 @@ mod tests {
             ttl,
             subject: "test".into(),
             timeout: Duration::from_secs(20),
+            network: crate::api::Network::default(),
         }
     }
 

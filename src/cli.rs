@@ -45,7 +45,7 @@ pub struct Options {
     /// Minimum remaining lifetime of a token handed to git [default: min(300, ttl/4)]
     #[arg(long, global = true, value_name = "SECS")]
     pub min_ttl: Option<u64>,
-    /// The longest a `get` may take, retries included; then it fails with one clear line
+    /// The longest a `get` may take, retries included; then it fails with one clear line (at most 600)
     #[arg(long, global = true, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
@@ -134,7 +134,10 @@ pub enum Command {
     Doctor,
     /// Print one short-lived repo token (for scripts, http.extraHeader, SDK clients)
     #[command(
-        after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n  git -c http.extraHeader=\"Authorization: Bearer $(git-credential-githosted token --repo acme/app)\" clone https://githosted.dev/acme/app.git"
+        after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n\n  \
+            # A header for git, through the environment (git 2.31+): never in argv, where `ps` shows it to every user\n  \
+            GITHOSTED_AUTH=\"Authorization: Bearer $(git-credential-githosted token --repo acme/app)\" \\\n    \
+            git --config-env=http.extraHeader=GITHOSTED_AUTH clone https://githosted.dev/acme/app.git"
     )]
     Token,
     /// Run a command, confined, with a fresh token for the --repo repos only, revoked when it exits

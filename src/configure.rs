@@ -11,29 +11,14 @@
 //!
 //! Running it again changes nothing; `--remove` takes out exactly these lines.
 
-use std::process::{Command, Output};
+use anyhow::bail;
 
-use anyhow::{Context, bail};
+use crate::git::Config;
+pub use crate::git::Scope;
 
 #[cfg(test)]
 use crate::settings::DEFAULT_TIMEOUT_SECS;
 use crate::settings::{DEFAULT_TTL_SECS, Settings};
-
-/// Which git config file to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Global,
-    Local,
-}
-
-impl Scope {
-    fn flag(self) -> &'static str {
-        match self {
-            Scope::Global => "--global",
-            Scope::Local => "--local",
-        }
-    }
-}
 
 /// Whether a URL can go into a helper line, which git runs through the shell.
 pub fn shell_safe_url(url: &str) -> bool {
@@ -83,119 +68,61 @@ pub fn run(
         hosts.to_vec()
     };
     let line = helper_line(settings)?;
+    let config = Config::new(scope);
     for host in &hosts {
         let section = format!("credential.{}://{host}", settings.service.scheme());
         if remove {
-            remove_host(scope, &section)?;
-            eprintln!(
-                "git-credential-githosted: removed the helper for {host} ({} config)",
-                &scope.flag()[2..]
-            );
+            remove_host(&config, &section)?;
+            crate::say!("removed the helper for {host} ({} config)", scope.name());
         } else {
-            configure_host(scope, &section, &line)?;
-            eprintln!(
-                "git-credential-githosted: {host} uses `{line}` ({} config)",
-                &scope.flag()[2..]
-            );
+            configure_host(&config, &section, &line)?;
+            crate::say!("{host} uses `{line}` ({} config)", scope.name());
         }
     }
     Ok(())
 }
 
-fn configure_host(scope: Scope, section: &str, line: &str) -> anyhow::Result<()> {
+fn configure_host(config: &Config, section: &str, line: &str) -> anyhow::Result<()> {
     let key = format!("{section}.helper");
-    let current = git_config(scope, &["--get-all", &key])?;
-    let current: Vec<&str> = if current.status.success() {
-        std::str::from_utf8(&current.stdout)?.lines().collect()
-    } else {
-        Vec::new()
-    };
-    // Settled: our reset and our helper are the last two values and the only ones of
-    // ours. (The reset also silences any helper listed before it for this host: that
-    // is its purpose.)
-    let settled =
-        current.ends_with(&["", line]) && current.iter().filter(|v| is_ours(v)).count() == 2;
+    // Ours go last: the reset silences any helper listed before it for this
+    // host (that is its purpose), then ours.
+    let mut values = without_ours(&config.get_all(&key)?);
+    values.extend([String::new(), line.to_owned()]);
     let path_key = format!("{section}.useHttpPath");
-    let path_set =
-        String::from_utf8_lossy(&git_config(scope, &["--get", &path_key])?.stdout).trim() == "true";
-    if settled && path_set {
-        return Ok(());
+    if config.set_all(&key, &values)? {
+        // Rewritten after the helper lines, so every configure writes the same file.
+        config.unset_all(&path_key)?;
     }
-    if !settled {
-        unset_ours(scope, &key)?;
-        for value in ["", line] {
-            check(git_config(scope, &["--add", &key, value])?, &key)?;
-        }
-    }
-    // Always after the helper lines, so every configure writes the same file.
-    allow_absent(git_config(scope, &["--unset-all", &path_key])?, &path_key)?;
-    check(git_config(scope, &["--add", &path_key, "true"])?, &path_key)
+    config.set_all(&path_key, &["true".to_owned()])?;
+    Ok(())
 }
 
-/// The empty reset and `githosted…` lines are ours.
+/// A helper value this program wrote: `githosted…`, or this binary by path.
 fn is_ours(value: &str) -> bool {
-    value.is_empty() || value == "githosted" || value.starts_with("githosted ")
+    let first = value.split_whitespace().next().unwrap_or("");
+    first == "githosted" || first.ends_with("/git-credential-githosted")
 }
 
-fn remove_host(scope: Scope, section: &str) -> anyhow::Result<()> {
-    unset_ours(scope, &format!("{section}.helper"))?;
-    let key = format!("{section}.useHttpPath");
-    let out = git_config(scope, &["--unset-all", &key])?;
-    allow_absent(out, &key)?;
-    // Drop the section header when nothing else is left in it.
-    let rest = git_config(
-        scope,
-        &["--get-regexp", &format!("^{}\\.", regex_escape(section))],
-    )?;
-    if !rest.status.success() {
-        let _ = git_config(scope, &["--remove-section", section])?;
-    }
-    Ok(())
-}
-
-/// Removes the empty reset value and every `githosted…` helper value.
-fn unset_ours(scope: Scope, key: &str) -> anyhow::Result<()> {
-    let out = git_config(scope, &["--unset-all", key, "^(githosted( .*)?)?$"])?;
-    allow_absent(out, key)
-}
-
-fn git_config(scope: Scope, args: &[&str]) -> anyhow::Result<Output> {
-    Command::new("git")
-        .env_remove(crate::keychain::ENV_TOKEN)
-        .arg("config")
-        .arg(scope.flag())
-        .args(args)
-        .output()
-        .context("running `git config` (is git installed and on PATH?)")
-}
-
-fn check(out: Output, key: &str) -> anyhow::Result<()> {
-    if !out.status.success() {
-        bail!(
-            "`git config {key}` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// `git config --unset` exits 5 when nothing matched: that is fine.
-fn allow_absent(out: Output, key: &str) -> anyhow::Result<()> {
-    if out.status.code() == Some(5) {
-        return Ok(());
-    }
-    check(out, key)
-}
-
-fn regex_escape(s: &str) -> String {
-    let mut escaped = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            escaped.push('\\');
+/// `values` without what `configure` added: each helper line of ours and the
+/// empty reset written just before it. A reset of the user's own (one not
+/// followed by ours) stays, as does everything else.
+fn without_ours(values: &[String]) -> Vec<String> {
+    let mut kept: Vec<String> = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        let reset_of_ours = value.is_empty() && values.get(i + 1).is_some_and(|v| is_ours(v));
+        if !is_ours(value) && !reset_of_ours {
+            kept.push(value.clone());
         }
-        escaped.push(c);
     }
-    escaped
+    kept
+}
+
+fn remove_host(config: &Config, section: &str) -> anyhow::Result<()> {
+    let key = format!("{section}.helper");
+    let _ = config.set_all(&key, &without_ours(&config.get_all(&key)?))?;
+    config.unset_all(&format!("{section}.useHttpPath"))?;
+    // Drop the section header when nothing else is left in it.
+    config.remove_section_if_empty(section)
 }
 
 #[cfg(test)]
@@ -253,10 +180,23 @@ mod tests {
     }
 
     #[test]
-    fn escapes_regex_metacharacters() {
+    fn only_what_configure_added_is_removed() {
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The user's reset and cache stay; our reset+line go.
         assert_eq!(
-            regex_escape("credential.https://a.b:1"),
-            "credential\\.https://a\\.b:1"
+            without_ours(&v(&[
+                "",
+                "cache",
+                "",
+                "githosted --api-url http://127.0.0.1:1"
+            ])),
+            v(&["", "cache"])
         );
+        assert_eq!(
+            without_ours(&v(&["", "", "/home/a/.local/bin/git-credential-githosted"])),
+            v(&[""])
+        );
+        assert_eq!(without_ours(&v(&["store", ""])), v(&["store", ""]));
+        assert!(without_ours(&v(&["", "githosted"])).is_empty());
     }
 }

@@ -2,8 +2,8 @@
 //! `OK`, `WARN` or `FAIL` with the fix — and a non-zero exit on any `FAIL`.
 //! Never prints a secret.
 
+use std::io::Write;
 use std::process::{Command, ExitCode};
-use std::time::Instant;
 
 use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
 use crate::agent::wire::{Request, Response};
@@ -19,25 +19,40 @@ enum Level {
     Fail,
 }
 
-struct Report {
+struct Report<'a> {
     worst: Level,
+    out: &'a mut dyn Write,
+    /// The first failure to write (a closed pipe): reported once at the end.
+    broken: Option<std::io::Error>,
 }
 
-impl Report {
+impl Report<'_> {
     fn line(&mut self, level: Level, text: impl AsRef<str>) {
         let tag = match level {
             Level::Ok => "OK  ",
             Level::Warn => "WARN",
             Level::Fail => "FAIL",
         };
-        println!("{tag} {}", crate::secret::printable(text.as_ref(), 400));
         self.worst = self.worst.max(level);
+        if self.broken.is_none()
+            && let Err(e) = writeln!(
+                self.out,
+                "{tag} {}",
+                crate::ui::printable(text.as_ref(), 400)
+            )
+        {
+            self.broken = Some(e);
+        }
     }
 }
 
 /// Runs every check for the configured API and its git hosts.
-pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let mut report = Report { worst: Level::Ok };
+pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let mut report = Report {
+        worst: Level::Ok,
+        out,
+        broken: None,
+    };
     check_git(&mut report);
     for host in settings.service.git_hosts() {
         check_helper_chain(&mut report, settings, host);
@@ -45,6 +60,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     let parents = check_parent_sources(&mut report, settings);
     check_agent(&mut report);
     check_tokens(&mut report, settings, parents);
+    if let Some(e) = report.broken {
+        return Err(e.into());
+    }
     Ok(if report.worst == Level::Fail {
         ExitCode::FAILURE
     } else {
@@ -276,7 +294,11 @@ fn check_agent(report: &mut Report) {
 
 fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<(String, Secret)>) {
     let api_host = settings.service.api_host();
-    let client = match api::Client::new(settings.service.api_url(), api_host) {
+    let client = match api::Client::new(
+        settings.service.api_url(),
+        api_host,
+        &api::Network::from_env(),
+    ) {
         Ok(c) => c,
         Err(e) => return report.line(Level::Fail, format!("API: {e}")),
     };
@@ -284,7 +306,7 @@ fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<(String, 
         return report.line(Level::Fail, "API: cannot start the I/O runtime");
     };
     for (label, token) in parents {
-        let deadline = Instant::now() + settings.timeout;
+        let deadline = api::deadline_in(settings.timeout);
         match runtime.block_on(client.list_tokens(&token, 1, deadline)) {
             Ok(_) => report.line(Level::Ok, format!("API {api_host}: reachable; {label} ({token}) is a live workspace token")),
             Err(e) => match e.code() {

@@ -85,10 +85,10 @@ impl Config {
     }
 
     /// Replaces every value of `key` with `values`, in this order (nothing is
-    /// written when they are the same already).
-    pub fn set_all(&self, key: &str, values: &[String]) -> anyhow::Result<()> {
+    /// written when they are the same already). Returns whether it wrote.
+    pub fn set_all(&self, key: &str, values: &[String]) -> anyhow::Result<bool> {
         if self.get_all(key)? == values {
-            return Ok(());
+            return Ok(false);
         }
         self.unset_all(key)?;
         for value in values {
@@ -97,7 +97,7 @@ impl Config {
                 bail!("{}", failure(&out, key));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Removes every value of `key` (none is fine).
@@ -136,7 +136,7 @@ fn nul_terminated(bytes: &[u8]) -> Vec<String> {
 fn failure(out: &Output, key: &str) -> String {
     format!(
         "`git config {key}` failed: {}",
-        crate::secret::printable(String::from_utf8_lossy(&out.stderr).trim(), 300)
+        crate::ui::printable(String::from_utf8_lossy(&out.stderr).trim(), 300)
     )
 }
 
@@ -241,17 +241,47 @@ mod tests {
     /// credential fill`).
     #[test]
     fn urls_match_as_git_matches_them() {
-        assert!(m("https://githosted.dev", "https://githosted.dev/acme/app.git"));
-        assert!(m("https://GitHosted.dev:443/", "https://githosted.dev/a/b.git"));
-        assert!(m("https://*.githosted.dev", "https://api.githosted.dev/git/a/b.git"));
-        assert!(!m("https://*.githosted.dev", "https://githosted.dev/a/b.git"));
-        assert!(m("https://githosted.dev/acme", "https://githosted.dev/acme/app.git"));
-        assert!(!m("https://githosted.dev/acm", "https://githosted.dev/acme/app.git"));
-        assert!(m("https://me@githosted.dev", "https://me@githosted.dev/a/b.git"));
-        assert!(!m("https://me@githosted.dev", "https://githosted.dev/a/b.git"));
-        assert!(m("https://githosted.dev", "https://me@githosted.dev/a/b.git"));
+        assert!(m(
+            "https://githosted.dev",
+            "https://githosted.dev/acme/app.git"
+        ));
+        assert!(m(
+            "https://GitHosted.dev:443/",
+            "https://githosted.dev/a/b.git"
+        ));
+        assert!(m(
+            "https://*.githosted.dev",
+            "https://api.githosted.dev/git/a/b.git"
+        ));
+        assert!(!m(
+            "https://*.githosted.dev",
+            "https://githosted.dev/a/b.git"
+        ));
+        assert!(m(
+            "https://githosted.dev/acme",
+            "https://githosted.dev/acme/app.git"
+        ));
+        assert!(!m(
+            "https://githosted.dev/acm",
+            "https://githosted.dev/acme/app.git"
+        ));
+        assert!(m(
+            "https://me@githosted.dev",
+            "https://me@githosted.dev/a/b.git"
+        ));
+        assert!(!m(
+            "https://me@githosted.dev",
+            "https://githosted.dev/a/b.git"
+        ));
+        assert!(m(
+            "https://githosted.dev",
+            "https://me@githosted.dev/a/b.git"
+        ));
         assert!(!m("http://githosted.dev", "https://githosted.dev/a/b.git"));
-        assert!(!m("https://githosted.dev:8443", "https://githosted.dev/a/b.git"));
+        assert!(!m(
+            "https://githosted.dev:8443",
+            "https://githosted.dev/a/b.git"
+        ));
         assert!(m("githosted.dev", "https://githosted.dev/a/b.git"));
         assert!(m("githosted.dev", "https://me@githosted.dev/a/b.git"));
         assert!(!m("githosted.dev", "https://api.githosted.dev/a/b.git"));
@@ -271,7 +301,10 @@ mod tests {
             ("credential.helper", "store"),
             ("credential.https://*.githosted.dev.helper", "cache"),
             ("credential.https://githosted.dev.helper", ""),
-            ("credential.https://githosted.dev.helper", "/usr/bin/git-credential-githosted"),
+            (
+                "credential.https://githosted.dev.helper",
+                "/usr/bin/git-credential-githosted",
+            ),
             ("credential.https://githosted.dev.usehttppath", "true"),
             ("credential.https://other.dev.helper", "osxkeychain"),
         ]

@@ -111,16 +111,16 @@ pub fn get(
             return Ok(true);
         }
         Resolution::NoPath => {
-            eprintln!(
-                "git-credential-githosted: git sent no repository path for {}, so no repo-scoped token can be made: run `git-credential-githosted configure{}` (it sets credential.useHttpPath)",
+            crate::say!(
+                "git sent no repository path for {}, so no repo-scoped token can be made: run `git-credential-githosted configure{}` (it sets credential.useHttpPath)",
                 request.host.as_deref().unwrap_or_default(),
                 settings.api_url_flag()
             );
             return Ok(false);
         }
         Resolution::BadPath(path) => {
-            eprintln!(
-                "git-credential-githosted: `{path}` on {} does not name a githosted repository (<workspace>/<repo>.git); check the remote URL",
+            crate::say!(
+                "`{path}` on {} does not name a githosted repository (<workspace>/<repo>.git); check the remote URL",
                 request.host.as_deref().unwrap_or_default()
             );
             return Ok(false);
@@ -147,7 +147,7 @@ pub fn get(
             Ok(true)
         }
         Err(e) => {
-            eprintln!("git-credential-githosted: {e}");
+            crate::say!("{e}");
             if !settings::interactive() {
                 // Nobody can answer a prompt: tell git to stop now.
                 Response {
@@ -218,7 +218,11 @@ pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
         return 0;
     }
     let api_host = settings.service.api_host();
-    let Ok(client) = api::Client::new(settings.service.api_url(), api_host) else {
+    let Ok(client) = api::Client::new(
+        settings.service.api_url(),
+        api_host,
+        &api::Network::from_env(),
+    ) else {
         return 0;
     };
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -270,7 +274,8 @@ pub fn revoke(settings: &Settings, dropped: &[wire::Dropped]) -> usize {
 /// A token for the target, as git's answer: from the agent's cache when it
 /// has a fit one, else minted (through the agent, or directly without one).
 pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
-    let deadline = Instant::now() + settings.timeout;
+    // One deadline for the whole `get`: the agent and the fallback share it.
+    let deadline = api::deadline_in(settings.timeout);
     let env = keychain::env_token();
     if let Some(token) = env.as_ref().filter(|t| t.kind() == TokenKind::Repo) {
         tracing::debug!(token = %token, "GITHOSTED_TOKEN holds a repo token: passed through as it is");
@@ -294,7 +299,7 @@ pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetErro
         match Agent::connect_or_spawn() {
             Ok(agent) => Some(agent),
             Err(e) if e.is_alarming() => {
-                eprintln!("git-credential-githosted: {e}; minting without the agent");
+                crate::say!("{e}; minting without the agent");
                 None
             }
             Err(e) => {
@@ -330,10 +335,11 @@ pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetErro
         TokenKind::Workspace => {}
         TokenKind::Unknown => return Err(GetError::NotAToken(parent.source)),
     }
-    let params = MintParams {
+    let mut params = MintParams {
         ttl: settings.ttl_secs,
         subject: settings::subject(),
         timeout: deadline.saturating_duration_since(Instant::now()),
+        network: api::Network::from_env(),
     };
     if let Some(mut a) = agent {
         let mint = wire::Request::Mint {
@@ -341,11 +347,12 @@ pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetErro
             ttl: params.ttl,
             min_ttl: settings.min_ttl_secs,
             subject: params.subject.clone(),
-            timeout_ms: params.timeout.as_millis() as u64,
+            timeout_ms: u64::try_from(params.timeout.as_millis()).unwrap_or(u64::MAX),
+            network: Box::new(params.network.clone()),
             parent: parent.token.clone(),
         };
         // The agent answers within the time it was given; allow it a moment more.
-        match a.request(&mint, params.timeout + Duration::from_secs(1)) {
+        match a.request(&mint, params.timeout.saturating_add(Duration::from_secs(1))) {
             Ok(wire::Response::Token { token, expires_at }) => {
                 return Ok(answer(token, Some(expires_at)));
             }
@@ -354,6 +361,8 @@ pub fn token_for(settings: &Settings, target: &Target) -> Result<Issued, GetErro
             Err(e) => tracing::debug!("the agent failed, minting directly: {e}"),
         }
     }
+    // Whatever time the agent used is gone: the fallback gets what is left.
+    params.timeout = deadline.saturating_duration_since(Instant::now());
     mint_directly(settings, target, &key, &params, &parent)
 }
 

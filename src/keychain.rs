@@ -259,7 +259,7 @@ fn classify(e: KrError, account: &str) -> KeychainError {
 }
 
 fn one_line(s: &str) -> String {
-    crate::secret::printable(s, 200)
+    crate::ui::printable(s, 200)
 }
 
 /// Runs a keychain call on its own thread and gives up after [`TIMEOUT`].

@@ -34,6 +34,7 @@
 //! | [`harden`] | no core dumps, not dumpable, the token out of the environment |
 //! | [`wipe`] | the allocator that zeroes freed memory |
 //! | [`cli`] | the command line |
+//! | [`ui`] | lines for the person at the terminal: sanitised, prefixed |
 
 pub mod agent;
 pub mod api;
@@ -56,4 +57,5 @@ pub mod status;
 #[cfg(unix)]
 pub mod supervise;
 pub mod target;
+pub mod ui;
 pub mod wipe;

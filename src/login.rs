@@ -35,11 +35,15 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
         }
     }
     if verify {
-        let client = api::Client::new(settings.service.api_url(), api_host)?;
+        let client = api::Client::new(
+            settings.service.api_url(),
+            api_host,
+            &api::Network::from_env(),
+        )?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let deadline = std::time::Instant::now() + settings.timeout;
+        let deadline = api::deadline_in(settings.timeout);
         match runtime.block_on(client.list_tokens(&token, 1, deadline)) {
             Ok(_) => {}
             Err(e) => match e.code() {
@@ -69,12 +73,10 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
             "forgot tokens minted from the previous workspace token"
         );
     }
-    eprintln!(
-        "git-credential-githosted: stored the workspace token {token} for {account} in the {BACKEND}"
-    );
+    crate::say!("stored the workspace token {token} for {account} in the {BACKEND}");
     if keychain::env_token().is_some() {
-        eprintln!(
-            "git-credential-githosted: note: {} is set in this environment and is used instead of the keychain",
+        crate::say!(
+            "note: {} is set in this environment and is used instead of the keychain",
             keychain::ENV_TOKEN
         );
     }
@@ -89,17 +91,15 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
     // Revoke while the workspace token is still there to revoke with.
     let revoked = helper::revoke(settings, &dropped);
     if !dropped.is_empty() {
-        eprintln!(
-            "git-credential-githosted: revoked {revoked} of {} cached repo tokens for {account}",
+        crate::say!(
+            "revoked {revoked} of {} cached repo tokens for {account}",
             dropped.len()
         );
     }
     if keychain::delete(&account)? {
-        eprintln!(
-            "git-credential-githosted: removed the workspace token for {account} from the {BACKEND}"
-        );
+        crate::say!("removed the workspace token for {account} from the {BACKEND}");
     } else {
-        eprintln!("git-credential-githosted: no workspace token was stored for {account}");
+        crate::say!("no workspace token was stored for {account}");
     }
     Ok(())
 }

@@ -27,8 +27,10 @@ fn main() -> ExitCode {
     init_tracing(cli.options.verbose);
     match run(cli) {
         Ok(code) => code,
+        // Whoever read our output stopped (`status | head -1`): nothing to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("git-credential-githosted: {}", one_line(&e));
+            git_credential_githosted::say!("{}", one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -53,9 +55,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Get => helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock()),
         Command::Store => helper::store(&mut io::stdin().lock()).map(|()| true),
         Command::Erase => helper::erase(&settings, &mut io::stdin().lock()).map(|()| true),
-        Command::Status => status::run(&settings).map(|()| true),
-        Command::Doctor => return doctor::run(&settings),
-        Command::Token => scoped::token(&settings, &o.repos).map(|()| true),
+        Command::Status => status::run(&settings, &mut io::stdout().lock()).map(|()| true),
+        Command::Doctor => return doctor::run(&settings, &mut io::stdout().lock()),
+        Command::Token => {
+            scoped::token(&settings, &o.repos, &mut io::stdout().lock()).map(|()| true)
+        }
         Command::Exec {
             no_isolate,
             command,
@@ -122,6 +126,14 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// An error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = e.to_string();
@@ -129,5 +141,5 @@ fn one_line(e: &anyhow::Error) -> String {
         line.push_str(": ");
         line.push_str(&cause.to_string());
     }
-    git_credential_githosted::secret::printable(&line.replace(['\n', '\r'], " "), 1000)
+    git_credential_githosted::ui::printable(&line.replace(['\n', '\r'], " "), 1000)
 }

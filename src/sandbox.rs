@@ -114,7 +114,7 @@ impl Hidden {
 pub fn dbus_socket_paths(address: &str) -> Result<Vec<PathBuf>, SandboxError> {
     let mut paths = Vec::new();
     for entry in address.split(';').filter(|e| !e.trim().is_empty()) {
-        let refuse = || SandboxError::DbusAddress(crate::secret::printable(entry, 200));
+        let refuse = || SandboxError::DbusAddress(crate::ui::printable(entry, 200));
         let (transport, params) = entry.split_once(':').ok_or_else(refuse)?;
         if transport != "unix" {
             return Err(refuse());
@@ -170,9 +170,7 @@ impl Sandbox {
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         let first = stderr.lines().next().unwrap_or("no message");
-        Err(SandboxError::Unavailable(crate::secret::printable(
-            first, 200,
-        )))
+        Err(SandboxError::Unavailable(crate::ui::printable(first, 200)))
     }
 
     /// The bubblewrap command that runs `command` under `sandbox-init`;

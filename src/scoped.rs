@@ -36,13 +36,19 @@ fn targets(repos: &[String]) -> anyhow::Result<Vec<Target>> {
 }
 
 /// `token`: print one short-lived token for one repo.
-pub fn token(settings: &Settings, repos: &[String]) -> anyhow::Result<()> {
+pub fn token(
+    settings: &Settings,
+    repos: &[String],
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
     let targets = targets(repos)?;
     let [target] = targets.as_slice() else {
         bail!("`token` makes a token for one repo; use `exec` for several");
     };
     let issued = helper::token_for(settings, target)?;
-    println!("{}", issued.token.expose());
+    let line = zeroize::Zeroizing::new(format!("{}\n", issued.token.expose()));
+    out.write_all(line.as_bytes())?;
+    out.flush()?;
     Ok(())
 }
 
@@ -90,7 +96,11 @@ pub fn exec(
         );
     }
 
-    let client = api::Client::new(settings.service.api_url(), api_host)?;
+    let client = api::Client::new(
+        settings.service.api_url(),
+        api_host,
+        &api::Network::from_env(),
+    )?;
     let runtime = api::runtime()?;
     let subject = settings::subject();
     let request = ExchangeRequest {
@@ -100,7 +110,11 @@ pub fn exec(
         subject: &subject,
     };
     let minted = runtime
-        .block_on(client.exchange_token(&parent.token, &request, Instant::now() + settings.timeout))
+        .block_on(client.exchange_token(
+            &parent.token,
+            &request,
+            api::deadline_in(settings.timeout),
+        ))
         .with_context(|| format!("minting a token for {}", repos.join(", ")))?;
     tracing::info!(token = %minted.token, "exec: minted");
 
@@ -118,8 +132,8 @@ pub fn exec(
     let deadline = Instant::now() + REVOKE_BUDGET;
     match runtime.block_on(client.revoke_token(&parent.token, &minted.record.id, deadline)) {
         Ok(()) => tracing::info!(token = %minted.token, "exec: revoked"),
-        Err(e) => eprintln!(
-            "git-credential-githosted: could not revoke the exec token {} ({e}); it expires on its own in {}",
+        Err(e) => crate::say!(
+            "could not revoke the exec token {} ({e}); it expires on its own in {}",
             minted.token,
             crate::status::duration(
                 minted

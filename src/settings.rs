@@ -9,6 +9,9 @@ use crate::target::{ApiUrlError, Service};
 /// How long a whole `get` may take by default, whatever the server or keychain does.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 20;
 
+/// The longest `--timeout` honoured (a larger one is cut to this).
+pub const MAX_TIMEOUT_SECS: u64 = 600;
+
 /// Requested lifetime of a minted token when `--ttl` is not given.
 pub const DEFAULT_TTL_SECS: u64 = 3600;
 /// The server clamps longer requests to this.
@@ -56,7 +59,7 @@ impl Settings {
             min_ttl_secs,
             no_agent: no_agent
                 || std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
-            timeout: std::time::Duration::from_secs(timeout_secs.max(1)),
+            timeout: std::time::Duration::from_secs(timeout_secs.clamp(1, MAX_TIMEOUT_SECS)),
         })
     }
 

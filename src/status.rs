@@ -1,6 +1,6 @@
 //! `status`: what is stored, cached and configured. Fingerprints only.
 
-use std::process::Command;
+use std::io::Write;
 
 use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
 use crate::agent::wire::{Request, Response};
@@ -10,78 +10,72 @@ use crate::settings::Settings;
 
 /// Prints the agent, its cached tokens, the keychain entries and the git config
 /// for the configured hosts.
-pub fn run(settings: &Settings) -> anyhow::Result<()> {
+pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let now = SystemClock.now();
+    let mut lines = Vec::new();
     match Agent::connect().and_then(|mut a| a.request(&Request::Status, LOOKUP_TIMEOUT)) {
         Ok(Response::Status(s)) => {
-            println!(
+            lines.push(format!(
                 "agent: pid {}, up {}, {} exchanges, {} cached tokens",
                 s.pid,
-                duration(s.uptime_secs as i64),
+                duration(i64::try_from(s.uptime_secs).unwrap_or(i64::MAX)),
                 s.exchanges,
                 s.entries.len()
-            );
+            ));
             for e in &s.entries {
-                println!(
-                    "  {}/{}  {}  expires in {}  {}  ({})",
+                let left = match e.expires_at > now {
+                    true => duration(e.expires_at.saturating_sub(now)),
+                    false => "expired".into(),
+                };
+                lines.push(format!(
+                    "  {}/{}  {}  expires in {left}  {}  ({})",
                     e.workspace,
                     e.repo,
                     e.permission.as_str(),
-                    if e.expires_at > now {
-                        duration(e.expires_at - now)
-                    } else {
-                        "expired".into()
-                    },
                     e.fingerprint,
                     e.api.trim_end_matches('/')
-                );
+                ));
             }
         }
-        Ok(_) => println!("agent: answered something unexpected"),
+        Ok(_) => lines.push("agent: answered something unexpected".into()),
         Err(crate::agent::client::AgentError::NotRunning) => {
-            println!("agent: not running (the next get starts it)")
+            lines.push("agent: not running (the next get starts it)".into())
         }
-        Err(e) => println!("agent: {e}"),
+        Err(e) => lines.push(format!("agent: {e}")),
     }
     if let Some(token) = keychain::env_token() {
-        println!(
+        lines.push(format!(
             "{}: {token} (used instead of the keychain)",
             keychain::ENV_TOKEN
-        );
+        ));
     }
     match keychain::list() {
-        Ok(entries) if entries.is_empty() => println!("keychain ({BACKEND}): no workspace tokens"),
+        Ok(entries) if entries.is_empty() => {
+            lines.push(format!("keychain ({BACKEND}): no workspace tokens"))
+        }
         Ok(entries) => {
-            println!("keychain ({BACKEND}):");
+            lines.push(format!("keychain ({BACKEND}):"));
             for (account, fingerprint) in entries {
-                println!("  {account}  {fingerprint}");
+                lines.push(format!("  {account}  {fingerprint}"));
             }
         }
-        Err(e) => println!("keychain: {e}"),
+        Err(e) => lines.push(format!("keychain: {e}")),
     }
     for host in settings.service.git_hosts() {
         let url = format!("{}://{host}/", settings.service.scheme());
-        let helpers = git_config(&["--get-urlmatch", "credential.helper", &url]);
-        let use_path = git_config(&["--get-urlmatch", "credential.useHttpPath", &url]);
-        println!(
-            "git: {url} helper = {}, useHttpPath = {}",
-            helpers.unwrap_or_else(|| "(none)".into()),
-            use_path.unwrap_or_else(|| "unset".into())
-        );
+        let (helpers, use_path) = crate::git::credential_config(&url);
+        let helpers = match helpers.is_empty() {
+            true => "(none)".to_owned(),
+            false => helpers.join(", "),
+        };
+        lines.push(format!(
+            "git: {url} helpers = {helpers}, useHttpPath = {use_path}"
+        ));
+    }
+    for line in lines {
+        writeln!(out, "{}", crate::ui::printable(&line, 1000))?;
     }
     Ok(())
-}
-
-fn git_config(args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .env_remove(crate::keychain::ENV_TOKEN)
-        .arg("config")
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// `1h02m`, `4m10s`, `12s`.

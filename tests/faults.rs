@@ -245,3 +245,111 @@ exec {HELPER} --api-url {url} get"
     );
     assert!(!run.stdout.contains("gw_locked") && !run.stderr.contains("gw_locked"));
 }
+
+/// Security item 5: a `Retry-After` no deadline can hold is a clear, final
+/// failure; nothing overflows, the agent survives.
+#[test]
+fn a_retry_after_past_any_deadline_is_final_and_crashes_nothing() {
+    for options in [&[][..], &["--no-agent"][..]] {
+        let world = world_with_parent();
+        world
+            .server
+            .inject_fault(Fault::rate_limited(EXCHANGE, 1, Some(u64::MAX)));
+        let run = world.get("app", options);
+        assert_clean_failure(&run, "asks to wait 18446744073709551615 s");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert_eq!(world.server.calls("ExchangeToken"), 1);
+        if options.is_empty() {
+            assert_eq!(world.agent_pids().len(), 1, "the agent died");
+        }
+        // And the next one works.
+        let run = world.get("app", options);
+        assert!(field(&run.stdout, "password").is_some(), "{run:#?}");
+    }
+}
+
+/// Security item 5: a huge `--timeout` is clamped, not an overflow.
+#[test]
+fn a_huge_timeout_is_clamped() {
+    let world = world_with_parent();
+    for options in [&[][..], &["--no-agent"][..]] {
+        let mut args = vec!["--timeout", "18446744073709551615"];
+        args.extend_from_slice(options);
+        let run = world.get("app", &args);
+        assert!(field(&run.stdout, "password").is_some(), "{run:#?}");
+    }
+}
+
+/// Security item 7: an answer larger than 1 MiB is cut off at once, through the
+/// agent and without it.
+#[test]
+fn an_endless_answer_is_cut_at_one_mebibyte() {
+    for options in [
+        &["--timeout", "10"][..],
+        &["--timeout", "10", "--no-agent"][..],
+    ] {
+        let world = world_with_parent();
+        world
+            .server
+            .inject_fault(Fault::huge_body(EXCHANGE, 1, 4 << 30));
+        let run = world.get("app", options);
+        assert_clean_failure(&run, "larger than 1024 KiB");
+        assert_eq!(world.server.calls("ExchangeToken"), 1, "not retried");
+        // Cut off, not read to the end (4 GiB) nor to the deadline.
+        assert!(run.elapsed < Duration::from_secs(8), "{:?}", run.elapsed);
+        if options.len() == 2 {
+            assert_eq!(world.agent_pids().len(), 1, "the agent died");
+        }
+    }
+}
+
+/// Security item 7: a redirect is never followed and never retried.
+#[test]
+fn a_redirect_is_final() {
+    let world = world_with_parent();
+    world
+        .server
+        .inject_fault(Fault::raw_body(EXCHANGE, 5, 307, "{}"));
+    let run = world.get("app", &[]);
+    assert_clean_failure(
+        &run,
+        "307 Temporary Redirect (a redirect, which is not followed)",
+    );
+    assert_eq!(world.server.calls("ExchangeToken"), 1);
+}
+
+/// Security item 7: the agent and the direct fallback share one deadline. An
+/// agent that answers the lookup and then never the mint leaves the fallback
+/// only what is left, not a fresh `--timeout`.
+#[test]
+fn the_fallback_gets_what_is_left_of_the_deadline() {
+    use std::io::{Read, Write};
+    let world = world_with_parent();
+    world
+        .server
+        .inject_fault(Fault::delay(EXCHANGE, 5, Duration::from_secs(60)));
+    let dir = world.agent_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap();
+    // A wedged agent: "Miss" to the lookup, then silence.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let mut len = [0u8; 4];
+            if conn.read_exact(&mut len).is_ok() {
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                let _ = conn.read_exact(&mut body);
+                let _ = conn.write_all(&[0, 0, 0, 6]);
+                let _ = conn.write_all(b"\"Miss\"");
+            }
+            held.push(conn);
+        }
+    });
+    let run = world.get("app", &["--timeout", "4"]);
+    assert_clean_failure(&run, "could not get a token for acme/app");
+    // 4 s for the mint the agent never answered (+1 s grace), then ~0 s for the
+    // fallback: well under twice the deadline.
+    assert!(run.elapsed < Duration::from_secs(7), "{:?}", run.elapsed);
+}

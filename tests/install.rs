@@ -235,3 +235,46 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
         "--local touched the global config"
     );
 }
+
+/// Security item 12: `configure --remove` takes out exactly what `configure`
+/// added. A user's own reset (and the helper after it) survives, so `store`
+/// stays silenced for githosted hosts afterwards.
+#[test]
+fn configure_remove_keeps_the_users_own_reset() {
+    let world = World::new();
+    let key = "credential.https://githosted.dev.helper";
+    for args in [
+        &["config", "--global", "credential.helper", "store"][..],
+        &["config", "--global", "--add", key, ""][..],
+        &["config", "--global", "--add", key, "cache"][..],
+    ] {
+        world.git(GIT_NEW, None, args).assert_ok();
+    }
+    let before = global_config(&world);
+    let helpers = |world: &World| {
+        world
+            .git(GIT_NEW, None, &["config", "--global", "--get-all", key])
+            .stdout
+    };
+    assert_eq!(helpers(&world), "\ncache\n");
+
+    world.helper(&["configure"], None).assert_ok();
+    assert_eq!(helpers(&world), "\ncache\n\ngithosted\n");
+    world.helper(&["configure"], None).assert_ok();
+    assert_eq!(helpers(&world), "\ncache\n\ngithosted\n");
+
+    world.helper(&["configure", "--remove"], None).assert_ok();
+    assert_eq!(global_config(&world), before);
+    // git still asks only `cache` for githosted.dev, never `store`.
+    let run = world.git(
+        GIT_NEW,
+        None,
+        &[
+            "config",
+            "--get-urlmatch",
+            "credential.helper",
+            "https://githosted.dev/a/b.git",
+        ],
+    );
+    assert_eq!(run.stdout.trim(), "cache");
+}

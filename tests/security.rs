@@ -638,3 +638,51 @@ fn the_agent_keeps_no_workspace_token_after_a_mint() {
         "the agent's memory still holds the workspace token"
     );
 }
+
+/// Item 3: a loopback API is never proxied, whatever the proxy variables say
+/// (the workspace token would cross the proxy in clear).
+#[test]
+fn a_loopback_api_is_never_proxied() {
+    use std::net::TcpListener;
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    proxy.set_nonblocking(true).unwrap();
+    for options in [&["--no-agent"][..], &[][..]] {
+        let mut world = World::new();
+        world.with_env_parent();
+        for var in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            world.set_env(var, &proxy_url);
+        }
+        let run = world.get("app", options);
+        assert!(field(&run.stdout, "password").is_some(), "{run:#?}");
+        assert!(
+            proxy.accept().is_err(),
+            "{options:?}: the proxy got a connection"
+        );
+    }
+}
+
+/// Item 3: the agent keeps none of the proxy or CA variables of the process
+/// that started it (each request brings its asker's).
+#[test]
+#[ignore = "needs root: reads the (non-dumpable) agent's environment"]
+fn the_agent_keeps_no_proxy_or_ca_settings_of_its_starter() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world.set_env("HTTPS_PROXY", "http://127.0.0.1:9");
+    world.set_env("SSL_CERT_FILE", "/nonexistent/ca.pem");
+    world.token("app", &[]);
+    let pid = world.agent_pids()[0];
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for var in ["HTTPS_PROXY=", "SSL_CERT_FILE="] {
+        assert!(!environ.contains(var), "the agent inherited {var}");
+    }
+}

@@ -19,7 +19,8 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting may block (a listener whose backlog is full).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The environment an agent is started with: nothing else (no tokens).
+/// The environment an agent is started with: nothing else (no tokens, and no
+/// proxy or CA settings: each request brings its asker's, see `api::Network`).
 const PASS_ENV: &[&str] = &[
     "HOME",
     "PATH",
@@ -30,16 +31,6 @@ const PASS_ENV: &[&str] = &[
     "TMPDIR",
     "XDG_RUNTIME_DIR",
     "XDG_CACHE_HOME",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
     IDLE_ENV,
 ];
 

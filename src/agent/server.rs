@@ -25,6 +25,8 @@ const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long it may sit between frames (a helper reads the keychain, which may
 /// take up to its own 5 s deadline, between its lookup and its mint).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a mint asked for by a client may take.
+const MAX_MINT_TIME: Duration = Duration::from_secs(600);
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -198,6 +200,7 @@ async fn respond(request: Request, broker: &AgentBroker, started: Instant) -> Re
             min_ttl,
             subject,
             timeout_ms,
+            network,
             parent,
         } => match broker
             .get_or_mint(
@@ -206,7 +209,9 @@ async fn respond(request: Request, broker: &AgentBroker, started: Instant) -> Re
                 &MintParams {
                     ttl,
                     subject,
-                    timeout: Duration::from_millis(timeout_ms),
+                    // A client's number: bounded, whatever it says.
+                    timeout: Duration::from_millis(timeout_ms).min(MAX_MINT_TIME),
+                    network: *network,
                 },
                 parent,
             )

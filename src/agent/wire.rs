@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, Permission};
+use crate::api::{ApiError, Network, Permission};
 use crate::secret::Secret;
 
 /// The largest frame either side accepts.
@@ -44,6 +44,8 @@ pub enum Request {
         subject: String,
         /// The requester's remaining time, in milliseconds.
         timeout_ms: u64,
+        /// The requester's proxies and CA certificates (never the agent's own).
+        network: Box<Network>,
         parent: Secret,
     },
     /// Forget tokens: those equal to `password`, else all for the API (and workspace/repo).
@@ -190,6 +192,7 @@ mod tests {
             min_ttl: None,
             subject: "s".into(),
             timeout_ms: 20_000,
+            network: Box::default(),
             parent: Secret::new("gw_parent".into()),
         };
         let mut buf = Vec::new();

@@ -156,6 +156,8 @@ pub enum FaultKind {
     Delay(Duration),
     /// Answer with this status and this body verbatim (`Content-Type: application/json`).
     RawBody { http: u16, body: String },
+    /// Answer 200 with a body of `bytes` spaces, streamed without a length.
+    HugeBody { bytes: u64 },
 }
 
 impl Fault {
@@ -190,6 +192,15 @@ impl Fault {
             method: method.map(str::to_string),
             times,
             kind: FaultKind::Delay(delay),
+        }
+    }
+
+    /// `times` answers of 200 whose body is `bytes` long, streamed (no Content-Length).
+    pub fn huge_body(method: Option<&str>, times: usize, bytes: u64) -> Self {
+        Fault {
+            method: method.map(str::to_string),
+            times,
+            kind: FaultKind::HugeBody { bytes },
         }
     }
 
@@ -1256,6 +1267,22 @@ async fn api_handler(
             shared.lock().api_calls.push(seen);
             return (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         }
+        Some(FaultKind::HugeBody { bytes }) => {
+            seen.faulted = true;
+            seen.elapsed = started.elapsed();
+            shared.lock().api_calls.push(seen);
+            const CHUNK: u64 = 64 * 1024;
+            let chunks = bytes.div_ceil(CHUNK);
+            let stream = futures_util::stream::iter((0..chunks).map(|_| {
+                Ok::<_, std::convert::Infallible>(Bytes::from(vec![b' '; CHUNK as usize]))
+            }));
+            return (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response();
+        }
         None => {}
     }
 
@@ -1485,6 +1512,14 @@ async fn git_handler(State(shared): State<Arc<Shared>>, req: Request) -> Respons
         return connect_error(StatusCode::NOT_FOUND, "unimplemented", "unknown procedure");
     }
     let Some(gp) = parse_git_path(&path) else {
+        // A git request (for a repo path that cannot exist) without credentials:
+        // ask for them first, saying nothing about what exists.
+        let git_request = path.ends_with("/info/refs")
+            || path.ends_with("/git-upload-pack")
+            || path.ends_with("/git-receive-pack");
+        if git_request && credentials(&parts.headers).1.is_none() {
+            return unauthorized_git();
+        }
         return plain_text(StatusCode::NOT_FOUND, "not found");
     };
     let query = parts.uri.query().unwrap_or("").to_string();

@@ -1,0 +1,67 @@
+//! What the person at the terminal reads.
+//!
+//! Every line the helper prints on stderr goes through [`say`]: one line,
+//! prefixed with the program's name, and made [`printable`] — no control
+//! characters (a URL or a server message could otherwise drive the terminal:
+//! `%1b]0;…` in a remote's path), nothing that looks like a token.
+
+use std::io::Write;
+
+/// The prefix of every line on stderr.
+pub const PREFIX: &str = "git-credential-githosted: ";
+
+/// `say!("…", args…)`: [`say`] with `format!` arguments.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::ui::say(format!($($arg)*))
+    };
+}
+
+/// Prints one line on stderr. A closed stderr is not worth failing over.
+pub fn say(line: impl AsRef<str>) {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "{PREFIX}{}",
+        printable(line.as_ref(), 2000)
+    );
+}
+
+/// Text from elsewhere (a server, a platform library) made fit for one
+/// terminal line: control characters dropped, anything that looks like a
+/// githosted token cut to its prefix, at most `max` characters.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let mut rest = text;
+    while let Some(at) = rest.find("gw_").into_iter().chain(rest.find("gr_")).min() {
+        out.push_str(&rest[..at + 3]);
+        out.push('…');
+        rest = rest[at + 3..]
+            .trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    }
+    out.push_str(rest);
+    out.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_drops_controls_and_tokens() {
+        assert_eq!(printable("a\nb\x1b[31mc", 100), "ab[31mc");
+        assert_eq!(printable("abcdef", 3), "abc");
+        assert_eq!(
+            printable("bad header: Bearer gw_abc-DEF_123 and gr_xyz.", 100),
+            "bad header: Bearer gw_… and gr_…."
+        );
+        assert_eq!(printable("gw_", 10), "gw_…");
+    }
+
+    #[test]
+    fn escapes_from_a_url_never_reach_the_terminal() {
+        let shown = printable("`\u{1b}]0;PWNED\u{7}\u{1b}[31mRED/x.git` on host", 200);
+        assert!(!shown.contains(['\u{1b}', '\u{7}']), "{shown:?}");
+        assert!(shown.contains("PWNED"), "{shown:?}");
+    }
+}
