@@ -6,8 +6,6 @@
 //! Only the three methods the helper needs are here: [`Client::exchange_token`],
 //! [`Client::revoke_token`] and [`Client::list_tokens`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -15,9 +13,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 
-use crate::agent::wire::Key;
-use crate::broker::{Clock, MintParams, Minter, SystemClock};
 use crate::secret::Secret;
+pub use crate::token::Permission;
 use crate::ui::printable;
 
 /// How long to wait for a TCP+TLS connection.
@@ -38,26 +35,8 @@ pub fn deadline_in(after: Duration) -> Instant {
 
 const CLIENT_NAME: &str = concat!("git-credential-githosted/", env!("CARGO_PKG_VERSION"));
 
-/// A permission on a repo token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Permission {
-    #[serde(rename = "PERMISSION_READ")]
-    Read,
-    #[serde(rename = "PERMISSION_WRITE")]
-    Write,
-}
-
-impl Permission {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Permission::Read => "read",
-            Permission::Write => "write",
-        }
-    }
-}
-
 /// The `code` of a Connect error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Code {
     Unauthenticated,
     PermissionDenied,
@@ -71,7 +50,7 @@ pub enum Code {
 }
 
 impl Code {
-    fn parse(code: &str) -> Code {
+    pub fn parse(code: &str) -> Code {
         match code {
             "unauthenticated" => Code::Unauthenticated,
             "permission_denied" => Code::PermissionDenied,
@@ -85,7 +64,7 @@ impl Code {
         }
     }
 
-    fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         match self {
             Code::Unauthenticated => "unauthenticated",
             Code::PermissionDenied => "permission_denied",
@@ -122,7 +101,7 @@ impl Code {
 }
 
 /// What went wrong with a call. Messages name the API host; they never hold a token.
-#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// The server answered with a Connect error.
     #[error("{host} answered {status} {}: {message}", code.as_str())]
@@ -658,57 +637,6 @@ impl Client {
             host: self.host.clone(),
             reason,
         }
-    }
-}
-
-/// Mints through the githosted API, one HTTP client per API base.
-#[derive(Default)]
-pub struct ApiMinter {
-    clients: Mutex<HashMap<(String, Network), Client>>,
-}
-
-impl ApiMinter {
-    /// The client for an API base with the asker's network settings.
-    fn client(&self, base: &str, network: &Network) -> Result<Client, ApiError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let id = (base.to_owned(), network.clone());
-        if let Some(client) = clients.get(&id) {
-            return Ok(client.clone());
-        }
-        let service = crate::target::Service::new(Some(base)).map_err(|e| ApiError::Transport {
-            host: base.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let client = Client::new(service.api_url(), service.api_host(), network)?;
-        clients.insert(id, client.clone());
-        Ok(client)
-    }
-}
-
-impl Minter for ApiMinter {
-    async fn mint(
-        &self,
-        key: &Key,
-        params: &MintParams,
-        parent: &Secret,
-    ) -> Result<Minted, ApiError> {
-        let client = self.client(&key.api, &params.network)?;
-        let request = ExchangeRequest {
-            repo_allowlist: vec![key.repo.as_str()],
-            permission: key.permission,
-            ttl_seconds: params.ttl,
-            subject: &params.subject,
-        };
-        let deadline = deadline_in(params.timeout);
-        let minted = client.exchange_token(parent, &request, deadline).await?;
-        if minted.expires_at <= SystemClock.now() {
-            return Err(ApiError::BadResponse {
-                host: key.api.clone(),
-                reason: "the new token has already expired (is this machine's clock right?)".into(),
-            });
-        }
-        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
-        Ok(minted)
     }
 }
 

@@ -1,13 +1,14 @@
 //! The command line: what can be typed, and the help text for it.
 //!
 //! Git runs a helper as `git credential-githosted [options] get|store|erase`, so
-//! the operation is the last word; every option is also accepted after the
-//! command word (`--api-url URL login` and `login --api-url URL` are the same).
+//! the helper's options come before the operation; they are also accepted after
+//! it. Options that belong to one command (`--repo`, `--remove`, `--workspace`…)
+//! are that command's own, and each command's `--help` lists only what it takes.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::api::Permission;
-use crate::settings::DEFAULT_TIMEOUT_SECS;
+use crate::settings::Requested;
+use crate::token::Permission;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,56 +25,43 @@ use crate::settings::DEFAULT_TIMEOUT_SECS;
         git clone https://githosted.dev/acme/app.git"
 )]
 pub struct Cli {
+    /// The helper's options, as git passes them before the operation.
     #[command(flatten)]
-    pub options: Options,
+    pub options: HelperOptions,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options shared by every command; each may come before or after the command word.
-#[derive(Debug, Args)]
-pub struct Options {
-    /// githosted API base URL (self-hosted or local servers) [default: https://api.githosted.dev]
-    #[arg(long, global = true, value_name = "URL")]
-    pub api_url: Option<String>,
-    /// Permission of the tokens given to git (auto: read for fetch/clone/pull/ls-remote, write for push)
-    #[arg(long, global = true, value_enum, default_value_t = PermissionArg::Write)]
-    pub permission: PermissionArg,
-    /// Requested token lifetime in seconds (the server clamps to 24 h) [default: 3600; `exec`: 900]
-    #[arg(long, global = true, value_name = "SECS")]
+/// The options of the helper itself (on git's helper line).
+#[derive(Debug, Clone, Default, Args)]
+pub struct HelperOptions {
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// Permission of the tokens (auto: read for fetch/clone/pull/ls-remote, write for push) [default: write]
+    #[arg(long, value_enum, value_name = "PERMISSION")]
+    pub permission: Option<PermissionArg>,
+    /// Requested token lifetime in seconds; the server clamps to 24 h [default: 3600; exec: 900]
+    #[arg(long, value_name = "SECS")]
     pub ttl: Option<u64>,
-    /// Minimum remaining lifetime of a token handed to git [default: min(300, ttl/4)]
-    #[arg(long, global = true, value_name = "SECS")]
+    /// Minimum remaining lifetime of a token handed out [default: min(300, ttl/4)]
+    #[arg(long, value_name = "SECS")]
     pub min_ttl: Option<u64>,
-    /// The longest a `get` may take, retries included; then it fails with one clear line (at most 600)
-    #[arg(long, global = true, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT_SECS)]
-    pub timeout: u64,
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub no_agent: bool,
-    /// Workspace whose token `login`/`logout` store or delete [default: any workspace on this API host]
-    #[arg(long, global = true, value_name = "WS")]
-    pub workspace: Option<String>,
-    /// `login`: store the token without checking it with the API
-    #[arg(long, global = true)]
-    pub no_verify: bool,
-    /// `configure`: a git host to configure (repeatable) [default: githosted.dev and api.githosted.dev]
-    #[arg(long = "host", global = true, value_name = "HOST")]
-    pub hosts: Vec<String>,
-    /// `configure`: write the repository's config instead of the user's
-    #[arg(long, global = true, conflicts_with = "global")]
-    pub local: bool,
-    /// `configure`: write the user's config (the default)
-    #[arg(long, global = true)]
-    pub global: bool,
-    /// `configure`: remove what `configure` wrote
-    #[arg(long, global = true)]
-    pub remove: bool,
-    /// `token`, `exec`: the repository, as WORKSPACE/REPO (repeatable for `exec`)
-    #[arg(long = "repo", global = true, value_name = "WS/REPO")]
-    pub repos: Vec<String>,
+}
+
+/// The options of every command that talks to the API.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ApiOptions {
+    /// githosted API base URL (self-hosted or local servers) [default: https://api.githosted.dev]
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// The longest a command may wait for the API, retries included (1–600) [default: 20]
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
     /// Log what happens to stderr (tokens appear only as fingerprints); or set GITHOSTED_LOG=debug
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 
@@ -85,13 +73,57 @@ pub enum PermissionArg {
     Auto,
 }
 
-impl PermissionArg {
-    /// The permission to ask for; `auto` looks at the git command that started us.
-    pub fn resolve(self) -> Permission {
-        match self {
+impl HelperOptions {
+    /// These options with `later`'s (given after the command word) on top.
+    pub fn and(&self, later: &HelperOptions) -> HelperOptions {
+        HelperOptions {
+            api: self.api.and(&later.api),
+            permission: later.permission.or(self.permission),
+            ttl: later.ttl.or(self.ttl),
+            min_ttl: later.min_ttl.or(self.min_ttl),
+            no_agent: self.no_agent || later.no_agent,
+        }
+    }
+
+    /// What they ask for; `--permission auto` looks at the git command that started us.
+    pub fn requested(&self) -> Requested {
+        let permission = self.permission.map(|p| match p {
             PermissionArg::Read => Permission::Read,
             PermissionArg::Write => Permission::Write,
             PermissionArg::Auto => crate::permission::from_git_command(),
+        });
+        Requested {
+            permission,
+            auto_permission: self.permission == Some(PermissionArg::Auto),
+            ttl_secs: self.ttl,
+            min_ttl_secs: self.min_ttl,
+            no_agent: self.no_agent,
+            ..self.api.requested()
+        }
+    }
+
+    /// Whether any of the token options (`--permission`, `--ttl`, `--min-ttl`,
+    /// `--no-agent`) was given: commands that make no token refuse them.
+    pub fn names_token_options(&self) -> bool {
+        self.permission.is_some() || self.ttl.is_some() || self.min_ttl.is_some() || self.no_agent
+    }
+}
+
+impl ApiOptions {
+    /// These options with `later`'s on top.
+    pub fn and(&self, later: &ApiOptions) -> ApiOptions {
+        ApiOptions {
+            api_url: later.api_url.clone().or_else(|| self.api_url.clone()),
+            timeout: later.timeout.or(self.timeout),
+            verbose: self.verbose.saturating_add(later.verbose),
+        }
+    }
+
+    pub fn requested(&self) -> Requested {
+        Requested {
+            api_url: self.api_url.clone(),
+            timeout_secs: self.timeout,
+            ..Requested::default()
         }
     }
 }
@@ -102,36 +134,36 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  printf 'protocol=https\\nhost=githosted.dev\\npath=acme/app.git\\n' | git-credential-githosted get"
     )]
-    Get,
+    Get(HelperOptions),
     /// (git) A credential worked: nothing is ever written
     #[command(after_help = "git runs this; it writes nothing, ever.")]
-    Store,
+    Store(HelperOptions),
     /// (git) A credential was rejected: forget it and revoke it
     #[command(
         after_help = "Example (what git does after a 401):\n  printf 'protocol=https\\nhost=githosted.dev\\npath=acme/app.git\\npassword=gr_…\\n' | git-credential-githosted erase"
     )]
-    Erase,
+    Erase(HelperOptions),
     /// Store a workspace token (read from stdin, never from argv) in the OS keychain
     #[command(
         after_help = "Example:\n  printf %s \"$TOKEN\" | git-credential-githosted login --workspace acme"
     )]
-    Login,
-    /// Delete the stored workspace token
+    Login(LoginArgs),
+    /// Revoke the tokens minted from the stored workspace token, then delete it
     #[command(after_help = "Example:\n  git-credential-githosted logout --workspace acme")]
-    Logout,
+    Logout(LogoutArgs),
     /// Configure git to use this helper for githosted hosts
     #[command(
         after_help = "Examples:\n  git-credential-githosted configure\n  git-credential-githosted configure --api-url http://127.0.0.1:8080 --local\n  git-credential-githosted configure --remove"
     )]
-    Configure,
+    Configure(ConfigureArgs),
     /// Show what is stored, cached and configured (fingerprints only)
     #[command(after_help = "Example:\n  git-credential-githosted status")]
-    Status,
+    Status(ApiOptions),
     /// Check git, the helper chain, the keychain, the agent, the API and the token; say the fix
     #[command(
         after_help = "Example:\n  git-credential-githosted doctor\n  git-credential-githosted doctor --api-url http://127.0.0.1:8080"
     )]
-    Doctor,
+    Doctor(ApiOptions),
     /// Print one short-lived repo token (for scripts, http.extraHeader, SDK clients)
     #[command(
         after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n\n  \
@@ -139,7 +171,7 @@ pub enum Command {
             GITHOSTED_AUTH=\"Authorization: Bearer $(git-credential-githosted token --repo acme/app)\" \\\n    \
             git --config-env=http.extraHeader=GITHOSTED_AUTH clone https://githosted.dev/acme/app.git"
     )]
-    Token,
+    Token(TokenArgs),
     /// Run a command, confined, with a fresh token for the --repo repos only, revoked when it exits
     #[command(
         after_help = "The command gets GITHOSTED_TOKEN (a gr_ token for the named repos) and git configured to use it. \
@@ -147,20 +179,7 @@ pub enum Command {
             agent or other processes, and dies with `exec`.\n\n\
             Examples:\n  git-credential-githosted exec --repo acme/app -- git clone https://githosted.dev/acme/app.git\n  git-credential-githosted exec --repo acme/app --repo acme/lib --permission read --ttl 600 -- ./agent-sandbox.sh"
     )]
-    Exec {
-        /// Run the command unconfined: it can then reach everything this user can (keychain, agent, processes)
-        #[arg(long)]
-        no_isolate: bool,
-        /// The command and its arguments (after `--`)
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
-    /// (internal) Process 1 inside `exec`'s sandbox
-    #[command(name = "sandbox-init", hide = true)]
-    SandboxInit {
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// (internal) Run the background agent; the helper starts it on demand
     #[command(hide = true)]
     Agent {
@@ -169,7 +188,118 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
+    /// (internal) Process 1 inside `exec`'s sandbox
+    #[command(name = "sandbox-init", hide = true)]
+    SandboxInit {
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Any other operation git may invent: ignored
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// The workspace this token belongs to [default: any workspace on this API host]
+    #[arg(long, value_name = "WS")]
+    pub workspace: Option<String>,
+    /// Store the token without checking it with the API
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// The workspace whose token to delete [default: the one for any workspace on this API host]
+    #[arg(long, value_name = "WS")]
+    pub workspace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The options to put on git's helper line
+    #[command(flatten)]
+    pub helper: HelperOptions,
+    /// A git host to configure (repeatable) [default: the API's hosts, e.g. githosted.dev and api.githosted.dev]
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Write the repository's config instead of the user's
+    #[arg(long, conflicts_with = "global")]
+    pub local: bool,
+    /// Write the user's config (the default)
+    #[arg(long)]
+    pub global: bool,
+    /// Remove what `configure` wrote, and nothing else
+    #[arg(long)]
+    pub remove: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub helper: HelperOptions,
+    /// The repository, as WORKSPACE/REPO
+    #[arg(long = "repo", value_name = "WS/REPO")]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub helper: HelperOptions,
+    /// A repository the command may use, as WORKSPACE/REPO (repeatable; one workspace)
+    #[arg(long = "repo", value_name = "WS/REPO", required = true)]
+    pub repos: Vec<String>,
+    /// Run the command unconfined: it can then reach everything this user can (keychain, agent, processes)
+    #[arg(long)]
+    pub no_isolate: bool,
+    /// The command and its arguments (after `--`)
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_before_and_after_the_operation_combine() {
+        let cli = Cli::parse_from([
+            "x",
+            "--api-url",
+            "http://127.0.0.1:1",
+            "--ttl",
+            "60",
+            "get",
+            "--ttl",
+            "90",
+        ]);
+        let Command::Get(later) = &cli.command else {
+            panic!("{cli:?}")
+        };
+        let both = cli.options.and(later);
+        assert_eq!(both.api.api_url.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(both.ttl, Some(90));
+    }
+
+    #[test]
+    fn command_only_options_belong_to_their_command() {
+        assert!(Cli::try_parse_from(["x", "get", "--remove"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--repo", "a/b", "status"]).is_err());
+        assert!(Cli::try_parse_from(["x", "login", "--repo", "a/b"]).is_err());
+        assert!(Cli::try_parse_from(["x", "configure", "--remove"]).is_ok());
+        assert!(Cli::try_parse_from(["x", "token", "--repo", "a/b"]).is_ok());
+    }
 }

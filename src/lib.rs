@@ -1,61 +1,49 @@
 //! `git-credential-githosted`: a git credential helper that never gives git a
 //! long-lived token.
 //!
-//! The workspace token (`gw_…`) stays in the OS keychain ([`keychain`]), or in
+//! The workspace token (`gw_…`) stays in the OS keychain, or in
 //! `GITHOSTED_TOKEN` for CI. When git asks for credentials for
-//! `https://githosted.dev/<ws>/<repo>.git`, the helper reads git's request
-//! ([`protocol`]), works out the repository ([`target`]), exchanges the workspace
-//! token for a short-lived `gr_` token limited to that repo ([`api`]) and answers
-//! git with it ([`helper`]). Tokens are held in [`secret::Secret`], which zeroizes
-//! itself and shows only a fingerprint.
+//! `https://githosted.dev/<ws>/<repo>.git`, the helper exchanges it for a
+//! short-lived `gr_` limited to that repo and answers git with that. A per-user
+//! agent keeps minted tokens in memory until shortly before they expire.
 //!
-//! Where things live:
+//! # Layers
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`protocol`] | git's `key=value` wire format, limits, injection rules |
-//! | [`target`] | URL → API, workspace, repo; which hosts are served |
-//! | [`settings`] | options and environment → one settings value |
-//! | [`keychain`] | the parent token: environment, OS keychain |
-//! | [`api`] | the githosted Connect-JSON client and its error classes |
-//! | [`helper`] | `get`/`store`/`erase` and the messages for their failures |
-//! | [`broker`] | the cache policy: lifetime margin, one mint per key, erase |
-//! | [`agent`] | the background process that holds the cache, its socket and wire format |
-//! | [`status`] | `status`: what is stored, cached, configured |
-//! | [`doctor`] | `doctor`: checks git, helper chain, keychain, agent, API, token |
-//! | [`scoped`] | `token` and `exec`: tokens for scripts, CI and sandboxes |
-//! | [`sandbox`] | `exec`'s confinement of the command (bubblewrap) |
-//! | [`supervise`] | running a command: signals passed on, exit status, reaping |
-//! | [`permission`] | `--permission auto`: read or write from the git command |
-//! | [`login`] | `login`/`logout` |
-//! | [`configure`] | git config for the helper |
-//! | [`git`] | running git, its config, credential URL matching as git does it |
-//! | [`secret`] | the token type |
-//! | [`harden`] | no core dumps, not dumpable, the token out of the environment |
-//! | [`wipe`] | the allocator that zeroes freed memory |
-//! | [`cli`] | the command line |
-//! | [`ui`] | lines for the person at the terminal: sanitised, prefixed |
+//! Dependencies point down only (`tests/architecture.rs` checks every `use crate::…`):
+//!
+//! | layer | modules | what they know |
+//! |---|---|---|
+//! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`] | values and formats; no I/O but stderr |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`git`], [`supervise`] | one outside thing each: the process, options, `/proc`, the keychain, HTTP, git, child processes |
+//! | 3 policy | [`cache`] | what is cached for how long, one mint per key; the API-backed minter |
+//! | 4 transport | [`agent`] | the background process around the cache: socket, peer checks, its wire |
+//! | 5 use cases | [`issuer`], [`sandbox`] | a token for git (agent, fallback, direct), revoking; `exec`'s confinement |
+//! | 6 commands | [`cmd`] | one module per command: what it prints and how it fails |
+//! | 7 entry | [`cli`] | the command line |
+//!
+//! Where a new behaviour goes: a fact about a format or a value → layer 1; a
+//! new outside system → its own layer-2 module; caching rules → [`cache`];
+//! anything the agent must do → [`agent`] (and [`cache`] for the logic);
+//! deciding where a token comes from → [`issuer`]; wording and exit codes →
+//! the command's module in [`cmd`].
 
 pub mod agent;
 pub mod api;
-pub mod broker;
+pub mod cache;
 pub mod cli;
-pub mod configure;
-pub mod doctor;
+pub mod cmd;
 pub mod git;
 pub mod harden;
-pub mod helper;
+pub mod issuer;
 pub mod keychain;
-pub mod login;
 pub mod permission;
 pub mod protocol;
 pub mod sandbox;
-pub mod scoped;
 pub mod secret;
 pub mod settings;
-pub mod status;
 #[cfg(unix)]
 pub mod supervise;
 pub mod target;
+pub mod token;
 pub mod ui;
 pub mod wipe;

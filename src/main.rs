@@ -5,10 +5,11 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
-use git_credential_githosted::cli::{Cli, Command, PermissionArg};
-use git_credential_githosted::configure::{self, Scope};
+use git_credential_githosted::cli::{ApiOptions, Cli, Command, HelperOptions};
+use git_credential_githosted::cmd::configure::{self, Scope};
+use git_credential_githosted::cmd::{doctor, helper, login, scoped, status};
 use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Settings};
-use git_credential_githosted::{agent, doctor, harden, helper, keychain, login, scoped, status};
+use git_credential_githosted::{agent, harden, keychain};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     // SAFETY: no other thread exists yet.
     unsafe { keychain::take_env_token() };
     let cli = Cli::parse();
-    init_tracing(cli.options.verbose);
+    init_tracing(verbosity(&cli));
     match run(cli) {
         Ok(code) => code,
         // Whoever read our output stopped (`status | head -1`): nothing to say.
@@ -36,60 +37,100 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let o = &cli.options;
-    let default_ttl = match cli.command {
-        Command::Exec { .. } => scoped::EXEC_TTL_SECS,
-        _ => DEFAULT_TTL_SECS,
+fn verbosity(cli: &Cli) -> u8 {
+    let own = match &cli.command {
+        Command::Get(o) | Command::Store(o) | Command::Erase(o) => o.api.verbose,
+        Command::Login(a) => a.api.verbose,
+        Command::Logout(a) => a.api.verbose,
+        Command::Configure(a) => a.helper.api.verbose,
+        Command::Status(a) | Command::Doctor(a) => a.verbose,
+        Command::Token(a) => a.helper.api.verbose,
+        Command::Exec(a) => a.helper.api.verbose,
+        _ => 0,
     };
-    let mut settings = Settings::new(
-        o.api_url.as_deref(),
-        o.permission.resolve(),
-        o.ttl.unwrap_or(default_ttl),
-        o.min_ttl,
-        o.no_agent,
-        o.timeout,
-    )?;
-    settings.auto_permission = o.permission == PermissionArg::Auto;
-    let ok = match cli.command {
-        Command::Get => helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock()),
-        Command::Store => helper::store(&mut io::stdin().lock()).map(|()| true),
-        Command::Erase => helper::erase(&settings, &mut io::stdin().lock()).map(|()| true),
-        Command::Status => status::run(&settings, &mut io::stdout().lock()).map(|()| true),
-        Command::Doctor => return doctor::run(&settings, &mut io::stdout().lock()),
-        Command::Token => {
-            scoped::token(&settings, &o.repos, &mut io::stdout().lock()).map(|()| true)
+    cli.options.api.verbose.saturating_add(own)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let top = &cli.options;
+    // Options that make tokens mean nothing to commands that make none.
+    let no_token_options = |command: &str| -> anyhow::Result<()> {
+        if top.names_token_options() {
+            anyhow::bail!(
+                "--permission, --ttl, --min-ttl and --no-agent do not apply to `{command}`: leave them out"
+            );
         }
-        Command::Exec {
-            no_isolate,
-            command,
-        } => return scoped::exec(&settings, &o.repos, &command, !no_isolate),
+        Ok(())
+    };
+    let helper = |later: &HelperOptions, default_ttl| {
+        Settings::new(&top.and(later).requested(), default_ttl)
+    };
+    let api = |later: &ApiOptions| Settings::new(&top.api.and(later).requested(), DEFAULT_TTL_SECS);
+    let ok = match &cli.command {
+        Command::Get(o) => {
+            let settings = helper(o, DEFAULT_TTL_SECS)?;
+            helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock())?
+        }
+        Command::Store(_) => helper::store(&mut io::stdin().lock()).map(|()| true)?,
+        Command::Erase(o) => {
+            let settings = helper(o, DEFAULT_TTL_SECS)?;
+            helper::erase(&settings, &mut io::stdin().lock()).map(|()| true)?
+        }
+        Command::Token(a) => {
+            let settings = helper(&a.helper, DEFAULT_TTL_SECS)?;
+            scoped::token(&settings, a.repo.as_deref(), &mut io::stdout().lock())?;
+            true
+        }
+        Command::Exec(a) => {
+            let settings = helper(&a.helper, scoped::EXEC_TTL_SECS)?;
+            return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate);
+        }
+        Command::Configure(a) => {
+            let settings = helper(&a.helper, DEFAULT_TTL_SECS)?;
+            let scope = if a.local { Scope::Local } else { Scope::Global };
+            configure::run(&settings, &a.hosts, scope, a.remove)?;
+            true
+        }
+        Command::Login(a) => {
+            no_token_options("login")?;
+            let settings = api(&a.api)?;
+            login::login(&settings, a.workspace.as_deref(), !a.no_verify)?;
+            true
+        }
+        Command::Logout(a) => {
+            no_token_options("logout")?;
+            let settings = api(&a.api)?;
+            login::logout(&settings, a.workspace.as_deref())?;
+            true
+        }
+        Command::Status(a) => {
+            no_token_options("status")?;
+            status::run(&api(a)?, &mut io::stdout().lock())?;
+            true
+        }
+        Command::Doctor(a) => {
+            no_token_options("doctor")?;
+            return doctor::run(&api(a)?, &mut io::stdout().lock());
+        }
         #[cfg(unix)]
         Command::SandboxInit { command } => {
-            return git_credential_githosted::sandbox::init(&command);
+            return git_credential_githosted::sandbox::init(command);
         }
         #[cfg(not(unix))]
         Command::SandboxInit { .. } => anyhow::bail!("no sandbox on this platform"),
         Command::Agent { dir } => {
             let dir = match dir {
-                Some(dir) => dir,
+                Some(dir) => dir.clone(),
                 None => agent::dir()?,
             };
-            agent::server::run(&dir, agent::server::idle_from_env()).map(|()| true)
-        }
-        Command::Login => {
-            login::login(&settings, o.workspace.as_deref(), !o.no_verify).map(|()| true)
-        }
-        Command::Logout => login::logout(&settings, o.workspace.as_deref()).map(|()| true),
-        Command::Configure => {
-            let scope = if o.local { Scope::Local } else { Scope::Global };
-            configure::run(&settings, &o.hosts, scope, o.remove).map(|()| true)
+            agent::server::run(&dir, agent::server::idle_from_env())?;
+            true
         }
         Command::Other(words) => {
             tracing::debug!(operation = ?words.first(), "unknown operation: ignored");
-            Ok(true)
+            true
         }
-    }?;
+    };
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

@@ -6,7 +6,7 @@
 //! write token, and anything else, or no answer, write (the safe fallback: git
 //! does not say what it will do).
 
-use crate::api::Permission;
+use crate::token::Permission;
 
 /// How many parent processes to look at.
 #[cfg(target_os = "linux")]

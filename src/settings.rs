@@ -3,8 +3,8 @@
 
 use std::io::IsTerminal;
 
-use crate::api::Permission;
 use crate::target::{ApiUrlError, Service};
+use crate::token::Permission;
 
 /// How long a whole `get` may take by default, whatever the server or keychain does.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 20;
@@ -37,30 +37,57 @@ pub struct Settings {
     pub timeout: std::time::Duration,
 }
 
+/// What a run was asked for, before defaults and checks: the options as the
+/// command line gave them (every field optional).
+#[derive(Debug, Clone, Default)]
+pub struct Requested {
+    pub api_url: Option<String>,
+    /// `None`: write (git does not say whether it will push).
+    pub permission: Option<Permission>,
+    /// `--permission auto` (then `permission` holds what it decided).
+    pub auto_permission: bool,
+    /// `None` or 0: the default (`default_ttl_secs`).
+    pub ttl_secs: Option<u64>,
+    pub min_ttl_secs: Option<u64>,
+    pub no_agent: bool,
+    pub timeout_secs: Option<u64>,
+}
+
 impl Settings {
-    pub fn new(
-        api_url: Option<&str>,
-        permission: Permission,
-        ttl_secs: u64,
-        min_ttl_secs: Option<u64>,
-        no_agent: bool,
-        timeout_secs: u64,
-    ) -> Result<Settings, ApiUrlError> {
+    /// The settings for `requested`, with `default_ttl_secs` when it names none.
+    pub fn new(requested: &Requested, default_ttl_secs: u64) -> Result<Settings, ApiUrlError> {
+        let api_url = requested.api_url.as_deref();
         Ok(Settings {
             service: Service::new(api_url)?,
             api_url_arg: api_url.map(str::to_owned),
-            permission,
-            auto_permission: false,
+            permission: requested.permission.unwrap_or(Permission::Write),
+            auto_permission: requested.auto_permission,
             // 0 means the default, as it does for the API.
-            ttl_secs: match ttl_secs {
-                0 => DEFAULT_TTL_SECS,
+            ttl_secs: match requested.ttl_secs.unwrap_or(0) {
+                0 => default_ttl_secs,
                 n => n.min(MAX_TTL_SECS),
             },
-            min_ttl_secs,
-            no_agent: no_agent
+            min_ttl_secs: requested.min_ttl_secs,
+            no_agent: requested.no_agent
                 || std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
-            timeout: std::time::Duration::from_secs(timeout_secs.clamp(1, MAX_TIMEOUT_SECS)),
+            timeout: std::time::Duration::from_secs(
+                requested
+                    .timeout_secs
+                    .unwrap_or(DEFAULT_TIMEOUT_SECS)
+                    .clamp(1, MAX_TIMEOUT_SECS),
+            ),
         })
+    }
+
+    /// The settings for an API URL and nothing else (tests, examples).
+    pub fn for_api(api_url: Option<&str>) -> Result<Settings, ApiUrlError> {
+        Settings::new(
+            &Requested {
+                api_url: api_url.map(str::to_owned),
+                ..Requested::default()
+            },
+            DEFAULT_TTL_SECS,
+        )
     }
 
     /// ` --api-url URL` when one was given, for commands printed to the user.
@@ -146,37 +173,35 @@ mod tests {
     }
 
     #[test]
-    fn ttl_is_clamped() {
-        let s = Settings::new(
-            None,
-            Permission::Write,
-            10 * MAX_TTL_SECS,
-            None,
-            false,
-            DEFAULT_TIMEOUT_SECS,
-        )
-        .unwrap();
-        assert_eq!(s.ttl_secs, MAX_TTL_SECS);
-        let s = Settings::new(
-            None,
-            Permission::Write,
-            0,
-            None,
-            false,
-            DEFAULT_TIMEOUT_SECS,
-        )
-        .unwrap();
-        assert_eq!(s.ttl_secs, DEFAULT_TTL_SECS);
-        assert_eq!(s.api_url_flag(), "");
-        let s = Settings::new(
-            Some("http://127.0.0.1:1"),
-            Permission::Read,
-            60,
-            None,
-            false,
-            DEFAULT_TIMEOUT_SECS,
-        )
-        .unwrap();
-        assert_eq!(s.api_url_flag(), " --api-url http://127.0.0.1:1");
+    fn ttl_is_clamped_and_zero_means_the_default() {
+        let ttl = |secs| {
+            let requested = Requested {
+                ttl_secs: Some(secs),
+                ..Requested::default()
+            };
+            Settings::new(&requested, DEFAULT_TTL_SECS)
+                .unwrap()
+                .ttl_secs
+        };
+        assert_eq!(ttl(10 * MAX_TTL_SECS), MAX_TTL_SECS);
+        assert_eq!(ttl(0), DEFAULT_TTL_SECS);
+        assert_eq!(ttl(60), 60);
+        assert_eq!(Settings::for_api(None).unwrap().api_url_flag(), "");
+        assert_eq!(
+            Settings::for_api(Some("http://127.0.0.1:1"))
+                .unwrap()
+                .api_url_flag(),
+            " --api-url http://127.0.0.1:1"
+        );
+    }
+
+    #[test]
+    fn timeout_is_clamped() {
+        let requested = Requested {
+            timeout_secs: Some(u64::MAX),
+            ..Requested::default()
+        };
+        let s = Settings::new(&requested, DEFAULT_TTL_SECS).unwrap();
+        assert_eq!(s.timeout.as_secs(), MAX_TIMEOUT_SECS);
     }
 }

@@ -1,11 +1,10 @@
 //! Property tests of git's credential wire format (the parser is also fuzzed:
 //! see fuzz/). No network, no processes.
 
-use git_credential_githosted::api::Permission;
-use git_credential_githosted::helper;
+use git_credential_githosted::cmd::helper;
 use git_credential_githosted::protocol::{MAX_LINE, Request, Response};
 use git_credential_githosted::secret::Secret;
-use git_credential_githosted::settings::{DEFAULT_TIMEOUT_SECS, Settings};
+use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Requested, Settings};
 use proptest::prelude::*;
 
 /// A value git could send: no LF, no NUL, no trailing CR.
@@ -105,7 +104,8 @@ proptest! {
             lines[line_no].push_str(&"a".repeat(MAX_LINE + extra));
         }
         let input = lines.join("\n");
-        let settings = Settings::new(None, Permission::Write, 3600, None, true, DEFAULT_TIMEOUT_SECS).unwrap();
+        let no_agent = Requested { no_agent: true, ..Requested::default() };
+        let settings = Settings::new(&no_agent, DEFAULT_TTL_SECS).unwrap();
         let mut out = Vec::new();
         let result = helper::get(&settings, &mut input.as_bytes(), &mut out);
         prop_assert!(result.is_err());

@@ -9,8 +9,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::server::{BUSY, IDLE_ENV, READY};
-use super::wire::{self, Request, Response};
+use super::wire::{self, AgentStatus, Request, Response};
 use super::{AgentDir, DirError, SOCKET_NAME};
+use crate::api::ApiError;
+use crate::cache::{Dropped, Key, MintParams};
+use crate::secret::Secret;
+use crate::token::Issued;
 
 /// How long starting an agent may take before the helper mints directly.
 pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -53,6 +57,10 @@ pub enum AgentError {
     Spawn(String),
     #[error("talking to the agent: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "the agent answered something unexpected (an older version?); kill it, the next get starts a new one"
+    )]
+    Unexpected,
 }
 
 impl AgentError {
@@ -95,16 +103,108 @@ impl Agent {
         )))
     }
 
-    /// Sends one request and waits up to `timeout` for the answer.
-    pub fn request(
+    /// A cached token for `key` with at least `min_ttl` seconds left.
+    pub fn lookup(
         &mut self,
-        request: &Request,
-        timeout: Duration,
-    ) -> Result<Response, AgentError> {
+        key: &Key,
+        min_ttl: Option<u64>,
+    ) -> Result<Option<Issued>, AgentError> {
+        let request = Request::Get {
+            key: key.clone(),
+            min_ttl,
+        };
+        match self.request(&request, LOOKUP_TIMEOUT)? {
+            Response::Token { token, expires_at } => Ok(Some(issued(token, expires_at))),
+            Response::Miss => Ok(None),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+
+    /// A token for `key`: the agent mints with `parent` (once, however many
+    /// ask) unless it has one. The outer error is the agent's; the inner one
+    /// the API's.
+    pub fn mint(
+        &mut self,
+        key: &Key,
+        min_ttl: Option<u64>,
+        params: &MintParams,
+        parent: &Secret,
+    ) -> Result<Result<Issued, ApiError>, AgentError> {
+        let request = Request::Mint {
+            key: key.clone(),
+            ttl: params.ttl,
+            min_ttl,
+            subject: params.subject.clone(),
+            timeout_ms: u64::try_from(params.timeout.as_millis()).unwrap_or(u64::MAX),
+            network: Box::new(params.network.clone()),
+            parent: parent.clone(),
+        };
+        // The agent answers within the time it was given; allow it a moment more.
+        let wait = params.timeout.saturating_add(Duration::from_secs(1));
+        match self.request(&request, wait)? {
+            Response::Token { token, expires_at } => Ok(Ok(issued(token, expires_at))),
+            Response::Failed(failure) => Ok(Err(failure.into())),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+
+    /// Forgets tokens: the one equal to `password`, else every one for the
+    /// API (and workspace, repo). Returns what it forgot, to be revoked.
+    pub fn erase(
+        &mut self,
+        api: &str,
+        workspace: Option<&str>,
+        repo: Option<&str>,
+        password: Option<&Secret>,
+    ) -> Result<Vec<Dropped>, AgentError> {
+        self.dropped(&Request::Erase {
+            api: api.to_owned(),
+            workspace: workspace.map(str::to_owned),
+            repo: repo.map(str::to_owned),
+            password: password.cloned(),
+        })
+    }
+
+    /// Forgets every token for the API (and workspace), e.g. on `logout`.
+    pub fn drain(
+        &mut self,
+        api: &str,
+        workspace: Option<&str>,
+    ) -> Result<Vec<Dropped>, AgentError> {
+        self.dropped(&Request::Drain {
+            api: api.to_owned(),
+            workspace: workspace.map(str::to_owned),
+        })
+    }
+
+    /// What the agent holds, fingerprints only.
+    pub fn status(&mut self) -> Result<AgentStatus, AgentError> {
+        match self.request(&Request::Status, LOOKUP_TIMEOUT)? {
+            Response::Status(status) => Ok(status),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+
+    fn dropped(&mut self, request: &Request) -> Result<Vec<Dropped>, AgentError> {
+        match self.request(request, LOOKUP_TIMEOUT)? {
+            Response::Dropped(dropped) => Ok(dropped),
+            _ => Err(AgentError::Unexpected),
+        }
+    }
+
+    /// Sends one request and waits up to `timeout` for the answer.
+    fn request(&mut self, request: &Request, timeout: Duration) -> Result<Response, AgentError> {
         self.stream.set_write_timeout(Some(timeout))?;
         self.stream.set_read_timeout(Some(timeout))?;
         wire::send(&mut self.stream, request)?;
         Ok(wire::receive(&mut self.stream)?)
+    }
+}
+
+fn issued(token: Secret, expires_at: i64) -> Issued {
+    Issued {
+        token,
+        expires_at: Some(expires_at),
     }
 }
 

@@ -18,12 +18,16 @@ pub mod client;
 pub mod server;
 pub mod wire;
 
-/// No agent off Unix: every `get` mints directly.
+/// No agent off Unix (yet): every `get` mints directly.
 #[cfg(not(unix))]
 pub mod client {
     use std::time::Duration;
 
-    use super::wire::{Request, Response};
+    use super::wire::AgentStatus;
+    use crate::api::ApiError;
+    use crate::cache::{Dropped, Key, MintParams};
+    use crate::secret::Secret;
+    use crate::token::Issued;
 
     pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,7 +54,31 @@ pub mod client {
         pub fn connect_or_spawn() -> Result<Agent, AgentError> {
             Err(AgentError::NotRunning)
         }
-        pub fn request(&mut self, _: &Request, _: Duration) -> Result<Response, AgentError> {
+        pub fn lookup(&mut self, _: &Key, _: Option<u64>) -> Result<Option<Issued>, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+        pub fn mint(
+            &mut self,
+            _: &Key,
+            _: Option<u64>,
+            _: &MintParams,
+            _: &Secret,
+        ) -> Result<Result<Issued, ApiError>, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+        pub fn erase(
+            &mut self,
+            _: &str,
+            _: Option<&str>,
+            _: Option<&str>,
+            _: Option<&Secret>,
+        ) -> Result<Vec<Dropped>, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+        pub fn drain(&mut self, _: &str, _: Option<&str>) -> Result<Vec<Dropped>, AgentError> {
+            Err(AgentError::NotRunning)
+        }
+        pub fn status(&mut self) -> Result<AgentStatus, AgentError> {
             Err(AgentError::NotRunning)
         }
     }

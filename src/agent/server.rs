@@ -1,4 +1,4 @@
-//! The agent process: binds the socket, checks every peer, serves the broker,
+//! The agent process: binds the socket, checks every peer, serves the cache,
 //! and exits when it has been idle and empty for a while.
 
 use std::io::Write;
@@ -13,8 +13,7 @@ use tokio::sync::Semaphore;
 
 use super::wire::{self, AgentStatus, Request, Response};
 use super::{AgentDir, LOCK_NAME, SOCKET_NAME};
-use crate::api::ApiMinter;
-use crate::broker::{Broker, MintParams, SystemClock};
+use crate::cache::{ApiMinter, Cache, MintParams, SystemClock};
 
 /// How long the agent stays up with nothing cached, by default.
 pub const DEFAULT_IDLE_SECS: u64 = 300;
@@ -35,7 +34,7 @@ pub const READY: &str = "ready";
 /// The line it prints when another agent already holds the lock.
 pub const BUSY: &str = "busy";
 
-type AgentBroker = Broker<SystemClock, ApiMinter>;
+type AgentCache = Cache<SystemClock, ApiMinter>;
 
 /// Runs the agent in `dir` until it is idle and empty for `idle`.
 pub fn run(dir: &Path, idle: Duration) -> anyhow::Result<()> {
@@ -67,10 +66,10 @@ pub fn run(dir: &Path, idle: Duration) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let broker = Arc::new(Broker::new(SystemClock, ApiMinter::default()));
-    let result = runtime.block_on(serve(listener, broker.clone(), &dir, inode, idle));
+    let cache = Arc::new(Cache::new(SystemClock, ApiMinter::default()));
+    let result = runtime.block_on(serve(listener, cache.clone(), &dir, inode, idle));
     // Zeroize every token before leaving, and leave no socket behind.
-    broker.clear();
+    cache.clear();
     if inode.is_some() && socket_inode(&dir) == inode {
         let _ = rustix::fs::unlinkat(dir.fd(), SOCKET_NAME, AtFlags::empty());
     }
@@ -87,7 +86,7 @@ fn socket_inode(dir: &AgentDir) -> Option<u64> {
 
 async fn serve(
     listener: std::os::unix::net::UnixListener,
-    broker: Arc<AgentBroker>,
+    cache: Arc<AgentCache>,
     dir: &AgentDir,
     inode: Option<u64>,
     idle: Duration,
@@ -122,10 +121,10 @@ async fn serve(
                     }
                 };
                 touch(&last_activity);
-                let broker = broker.clone();
+                let cache = cache.clone();
                 let activity = last_activity.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &broker, started).await {
+                    if let Err(e) = handle(stream, &cache, started).await {
                         tracing::debug!("agent connection ended: {e}");
                     }
                     touch(&activity);
@@ -133,13 +132,13 @@ async fn serve(
                 });
             }
             _ = tick.tick() => {
-                broker.purge_expired();
+                cache.purge_expired();
                 if inode.is_none() || socket_inode(dir) != inode {
                     tracing::info!("the agent socket was removed or replaced: exiting");
                     return Ok(());
                 }
                 let quiet = last_activity.lock().map(|t| t.elapsed()).unwrap_or_default();
-                if broker.is_idle() && quiet >= idle {
+                if cache.is_idle() && quiet >= idle {
                     tracing::info!("idle and empty: exiting");
                     return Ok(());
                 }
@@ -157,7 +156,7 @@ fn touch(activity: &Mutex<Instant>) {
 /// Serves one connection: a peer of another uid is dropped unanswered.
 async fn handle(
     mut stream: UnixStream,
-    broker: &AgentBroker,
+    cache: &AgentCache,
     started: Instant,
 ) -> anyhow::Result<()> {
     let me = rustix::process::getuid().as_raw();
@@ -180,18 +179,15 @@ async fn handle(
         let Some(request) = request else {
             return Ok(());
         };
-        let response = respond(request, broker, started).await;
+        let response = respond(request, cache, started).await;
         wire::send_async(&mut stream, &response).await?;
     }
 }
 
-async fn respond(request: Request, broker: &AgentBroker, started: Instant) -> Response {
+async fn respond(request: Request, cache: &AgentCache, started: Instant) -> Response {
     match request {
-        Request::Get { key, min_ttl } => match broker.lookup(&key, min_ttl) {
-            Some(issued) => Response::Token {
-                token: issued.token,
-                expires_at: issued.expires_at,
-            },
+        Request::Get { key, min_ttl } => match cache.lookup(&key, min_ttl) {
+            Some(issued) => token(issued),
             None => Response::Miss,
         },
         Request::Mint {
@@ -202,7 +198,7 @@ async fn respond(request: Request, broker: &AgentBroker, started: Instant) -> Re
             timeout_ms,
             network,
             parent,
-        } => match broker
+        } => match cache
             .get_or_mint(
                 &key,
                 min_ttl,
@@ -217,32 +213,37 @@ async fn respond(request: Request, broker: &AgentBroker, started: Instant) -> Re
             )
             .await
         {
-            Ok(issued) => Response::Token {
-                token: issued.token,
-                expires_at: issued.expires_at,
-            },
-            Err(e) => Response::Failed(e),
+            Ok(issued) => token(issued),
+            Err(e) => Response::Failed(e.into()),
         },
         Request::Erase {
             api,
             workspace,
             repo,
             password,
-        } => Response::Dropped(broker.erase(
+        } => Response::Dropped(cache.erase(
             &api,
             workspace.as_deref(),
             repo.as_deref(),
             password.as_ref(),
         )),
         Request::Drain { api, workspace } => {
-            Response::Dropped(broker.erase(&api, workspace.as_deref(), None, None))
+            Response::Dropped(cache.erase(&api, workspace.as_deref(), None, None))
         }
         Request::Status => Response::Status(AgentStatus {
             pid: std::process::id(),
             uptime_secs: started.elapsed().as_secs(),
-            exchanges: broker.exchanges(),
-            entries: broker.entries(),
+            exchanges: cache.exchanges(),
+            entries: cache.entries(),
         }),
+    }
+}
+
+/// A cached token as the wire carries it (the cache always knows the expiry).
+fn token(issued: crate::token::Issued) -> Response {
+    Response::Token {
+        token: issued.token,
+        expires_at: issued.expires_at.unwrap_or_default(),
     }
 }
 

@@ -11,30 +11,17 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, Network, Permission};
+use crate::api::{ApiError, Code, Network};
+use crate::cache::{Dropped, EntryInfo, Key};
 use crate::secret::Secret;
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 
-/// What a cached token is filed under. A read token never answers a write key,
-/// and tokens minted from different parents never answer for each other.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Key {
-    /// The API base URL.
-    pub api: String,
-    pub workspace: String,
-    pub repo: String,
-    pub permission: Permission,
-    /// Where the parent token comes from: `keychain`, or `env:<Secret::holder_id>`
-    /// (a keyed hash only the holder of the token can compute).
-    pub parent: String,
-}
-
 /// A helper's request to the agent.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// A cached token with at least `min_ttl` seconds left (default: the broker's margin).
+    /// A cached token with at least `min_ttl` seconds left (default: the cache's margin).
     Get { key: Key, min_ttl: Option<u64> },
     /// Mint (once, however many ask) with this parent, which the agent drops afterwards.
     Mint {
@@ -69,19 +56,73 @@ pub enum Request {
 pub enum Response {
     Token { token: Secret, expires_at: i64 },
     Miss,
-    Failed(ApiError),
+    Failed(Failure),
     Dropped(Vec<Dropped>),
     Status(AgentStatus),
 }
 
-/// A token the agent forgot, to be revoked by the caller (who has the parent).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dropped {
-    pub id: String,
-    pub workspace: String,
-    pub repo: String,
-    pub fingerprint: String,
-    pub expires_at: i64,
+/// Why a mint failed, as the wire carries it: the API's error, flattened.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Failure {
+    Status {
+        host: String,
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    Transport {
+        host: String,
+        reason: String,
+    },
+    BadResponse {
+        host: String,
+        reason: String,
+    },
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Failure {
+        match e {
+            ApiError::Status {
+                host,
+                status,
+                code,
+                message,
+                retry_after,
+            } => Failure::Status {
+                host,
+                status,
+                code: code.as_str().to_owned(),
+                message,
+                retry_after,
+            },
+            ApiError::Transport { host, reason } => Failure::Transport { host, reason },
+            ApiError::BadResponse { host, reason } => Failure::BadResponse { host, reason },
+        }
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> ApiError {
+        match f {
+            Failure::Status {
+                host,
+                status,
+                code,
+                message,
+                retry_after,
+            } => ApiError::Status {
+                host,
+                status,
+                code: Code::parse(&code),
+                message,
+                retry_after,
+            },
+            Failure::Transport { host, reason } => ApiError::Transport { host, reason },
+            Failure::BadResponse { host, reason } => ApiError::BadResponse { host, reason },
+        }
+    }
 }
 
 /// The agent's state, as `status` shows it.
@@ -91,17 +132,6 @@ pub struct AgentStatus {
     pub uptime_secs: u64,
     pub exchanges: u64,
     pub entries: Vec<EntryInfo>,
-}
-
-/// One cached token, without its value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EntryInfo {
-    pub api: String,
-    pub workspace: String,
-    pub repo: String,
-    pub permission: Permission,
-    pub expires_at: i64,
-    pub fingerprint: String,
 }
 
 /// A frame's bytes, zeroized when dropped.
@@ -185,7 +215,7 @@ mod tests {
                 api: "https://api.githosted.dev/".into(),
                 workspace: "acme".into(),
                 repo: "app".into(),
-                permission: Permission::Write,
+                permission: crate::token::Permission::Write,
                 parent: "keychain".into(),
             },
             ttl: 3600,

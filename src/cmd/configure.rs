@@ -16,8 +16,6 @@ use anyhow::bail;
 use crate::git::Config;
 pub use crate::git::Scope;
 
-#[cfg(test)]
-use crate::settings::DEFAULT_TIMEOUT_SECS;
 use crate::settings::{DEFAULT_TTL_SECS, Settings};
 
 /// Whether a URL can go into a helper line, which git runs through the shell.
@@ -40,7 +38,7 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
     }
     if settings.auto_permission {
         line.push_str(" --permission auto");
-    } else if settings.permission == crate::api::Permission::Read {
+    } else if settings.permission == crate::token::Permission::Read {
         line.push_str(" --permission read");
     }
     if settings.ttl_secs != DEFAULT_TTL_SECS {
@@ -128,33 +126,26 @@ fn remove_host(config: &Config, section: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Permission;
+    use crate::token::Permission;
 
     /// Default settings for an API URL.
     fn settings_for(url: Option<&str>) -> Result<Settings, crate::target::ApiUrlError> {
-        Settings::new(
-            url,
-            Permission::Write,
-            DEFAULT_TTL_SECS,
-            None,
-            false,
-            DEFAULT_TIMEOUT_SECS,
-        )
+        Settings::for_api(url)
     }
 
     #[test]
     fn helper_line_repeats_only_non_defaults() {
         let s = settings_for(None).unwrap();
         assert_eq!(helper_line(&s).unwrap(), "githosted");
-        let s = Settings::new(
-            Some("http://127.0.0.1:9"),
-            Permission::Read,
-            600,
-            Some(60),
-            true,
-            DEFAULT_TIMEOUT_SECS,
-        )
-        .unwrap();
+        let requested = crate::settings::Requested {
+            api_url: Some("http://127.0.0.1:9".into()),
+            permission: Some(Permission::Read),
+            ttl_secs: Some(600),
+            min_ttl_secs: Some(60),
+            no_agent: true,
+            ..Default::default()
+        };
+        let s = Settings::new(&requested, DEFAULT_TTL_SECS).unwrap();
         assert_eq!(
             helper_line(&s).unwrap(),
             "githosted --api-url http://127.0.0.1:9 --permission read --ttl 600 --min-ttl 60 --no-agent"

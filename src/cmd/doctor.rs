@@ -3,10 +3,9 @@
 //! Never prints a secret.
 
 use std::io::Write;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
-use crate::agent::wire::{Request, Response};
+use crate::agent::client::Agent;
 use crate::api::{self, Code};
 use crate::keychain::{self, BACKEND};
 use crate::secret::Secret;
@@ -70,34 +69,17 @@ pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<ExitCode>
     })
 }
 
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .env_remove(keychain::ENV_TOKEN)
-        .args(args)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn check_git(report: &mut Report) {
-    let Some(version) = git(&["--version"]) else {
+    let Some(((major, minor), version)) = crate::git::version() else {
         report.line(Level::Fail, "git: not found on PATH; install git");
         return;
     };
-    let version = version.trim().trim_start_matches("git version ").to_owned();
-    let numbers: Vec<u32> = version
-        .split('.')
-        .take(2)
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    match numbers.as_slice() {
-        [major, minor] if (*major, *minor) >= (2, 46) => report.line(
+    match (major, minor) {
+        v if v >= (2, 46) => report.line(
             Level::Ok,
             format!("git {version}: Bearer tokens (authtype), password_expiry_utc"),
         ),
-        [major, minor] if (*major, *minor) >= (2, 40) => report.line(
+        v if v >= (2, 40) => report.line(
             Level::Ok,
             format!("git {version}: Basic auth with password_expiry_utc (Bearer needs git 2.46+)"),
         ),
@@ -108,47 +90,6 @@ fn check_git(report: &mut Report) {
     }
 }
 
-/// The helpers git would ask for `url`, in order, and the effective useHttpPath,
-/// from `git config --list` (same order as git reads them).
-fn helper_chain(scheme: &str, host: &str) -> (Vec<String>, bool) {
-    let listing = git(&["config", "--list", "-z"]).unwrap_or_default();
-    let mut helpers = Vec::new();
-    let mut use_path = false;
-    for entry in listing.split('\0').filter(|e| !e.is_empty()) {
-        let (key, value) = entry.split_once('\n').unwrap_or((entry, ""));
-        let Some(rest) = key.strip_prefix("credential.") else {
-            continue;
-        };
-        let (url, name) = match rest.rsplit_once('.') {
-            Some((url, name)) => (Some(url), name),
-            None => (None, rest),
-        };
-        if let Some(url) = url {
-            let target = url.trim_end_matches('/');
-            let ours = format!("{scheme}://{host}");
-            let matches = target.eq_ignore_ascii_case(&ours)
-                || target
-                    .to_ascii_lowercase()
-                    .starts_with(&format!("{}/", ours.to_ascii_lowercase()));
-            if !matches {
-                continue;
-            }
-        }
-        match name.to_ascii_lowercase().as_str() {
-            "helper" if value.is_empty() => helpers.clear(),
-            "helper" => helpers.push(value.to_owned()),
-            "usehttppath" => {
-                use_path = matches!(
-                    value.to_ascii_lowercase().as_str(),
-                    "true" | "1" | "yes" | "on"
-                )
-            }
-            _ => {}
-        }
-    }
-    (helpers, use_path)
-}
-
 fn is_ours(helper: &str) -> bool {
     let first = helper.split_whitespace().next().unwrap_or("");
     first == "githosted" || first.ends_with("/git-credential-githosted")
@@ -157,7 +98,7 @@ fn is_ours(helper: &str) -> bool {
 fn check_helper_chain(report: &mut Report, settings: &Settings, host: &str) {
     let scheme = settings.service.scheme();
     let url = format!("{scheme}://{host}/");
-    let (helpers, use_path) = helper_chain(scheme, host);
+    let (helpers, use_path) = crate::git::credential_config(&url);
     let Some(position) = helpers.iter().position(|h| is_ours(h)) else {
         report.line(
             Level::Fail,
@@ -273,8 +214,8 @@ fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<(String
 }
 
 fn check_agent(report: &mut Report) {
-    match Agent::connect().and_then(|mut a| a.request(&Request::Status, LOOKUP_TIMEOUT)) {
-        Ok(Response::Status(s)) => report.line(
+    match Agent::connect().and_then(|mut a| a.status()) {
+        Ok(s) => report.line(
             Level::Ok,
             format!(
                 "agent: pid {}, {} cached tokens, {} exchanges",
@@ -283,12 +224,11 @@ fn check_agent(report: &mut Report) {
                 s.exchanges
             ),
         ),
-        Ok(_) => report.line(
-            Level::Warn,
-            "agent: answered something unexpected; kill it, the next get starts a new one",
-        ),
         Err(e) if e.is_alarming() => report.line(Level::Fail, format!("agent: {e}")),
-        Err(_) => report.line(Level::Ok, "agent: not running (the next get starts it)"),
+        Err(crate::agent::client::AgentError::NotRunning) => {
+            report.line(Level::Ok, "agent: not running (the next get starts it)")
+        }
+        Err(e) => report.line(Level::Warn, format!("agent: {e}")),
     }
 }
 

@@ -5,10 +5,10 @@ use std::io::{self, Read};
 
 use anyhow::{Context, bail};
 
-use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
-use crate::agent::wire::{Dropped, Request, Response};
+use crate::agent::client::Agent;
 use crate::api::{self, Code};
-use crate::helper;
+use crate::cache::Dropped;
+use crate::issuer;
 use crate::keychain::{self, BACKEND};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
@@ -89,7 +89,7 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
     let account = keychain::account(settings.service.api_host(), workspace);
     let dropped = drain_agent(settings, workspace);
     // Revoke while the workspace token is still there to revoke with.
-    let revoked = helper::revoke(settings, &dropped);
+    let revoked = issuer::revoke(settings, &dropped);
     if !dropped.is_empty() {
         crate::say!(
             "revoked {revoked} of {} cached repo tokens for {account}",
@@ -106,14 +106,10 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
 
 /// Empties the agent's cache for this API (and workspace), if an agent runs.
 fn drain_agent(settings: &Settings, workspace: Option<&str>) -> Vec<Dropped> {
-    let drain = Request::Drain {
-        api: settings.service.api_url().to_string(),
-        workspace: workspace.map(str::to_owned),
-    };
-    match Agent::connect().and_then(|mut agent| agent.request(&drain, LOOKUP_TIMEOUT)) {
-        Ok(Response::Dropped(dropped)) => dropped,
-        _ => Vec::new(),
-    }
+    let api = settings.service.api_url().to_string();
+    Agent::connect()
+        .and_then(|mut agent| agent.drain(&api, workspace))
+        .unwrap_or_default()
 }
 
 /// Reads a token typed (without echo) or piped by the user; at most 64 KiB.

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use crate::api::{self, ExchangeRequest};
-use crate::helper::{self, REVOKE_BUDGET};
+use crate::issuer::{self, REVOKE_BUDGET};
 use crate::keychain;
 use crate::sandbox::Sandbox;
 use crate::secret::TokenKind;
@@ -38,14 +38,17 @@ fn targets(repos: &[String]) -> anyhow::Result<Vec<Target>> {
 /// `token`: print one short-lived token for one repo.
 pub fn token(
     settings: &Settings,
-    repos: &[String],
+    repo: Option<&str>,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let targets = targets(repos)?;
+    let Some(repo) = repo else {
+        bail!("name the repository: --repo WORKSPACE/REPO");
+    };
+    let targets = targets(&[repo.to_owned()])?;
     let [target] = targets.as_slice() else {
         bail!("`token` makes a token for one repo; use `exec` for several");
     };
-    let issued = helper::token_for(settings, target)?;
+    let issued = issuer::issue(settings, target)?;
     let line = zeroize::Zeroizing::new(format!("{}\n", issued.token.expose()));
     out.write_all(line.as_bytes())?;
     out.flush()?;
@@ -135,10 +138,10 @@ pub fn exec(
         Err(e) => crate::say!(
             "could not revoke the exec token {} ({e}); it expires on its own in {}",
             minted.token,
-            crate::status::duration(
+            crate::cmd::status::duration(
                 minted
                     .expires_at
-                    .saturating_sub(crate::broker::Clock::now(&crate::broker::SystemClock))
+                    .saturating_sub(crate::cache::Clock::now(&crate::cache::SystemClock))
             )
         ),
     }
@@ -279,7 +282,7 @@ fn git_config_env(settings: &Settings) -> Vec<(String, String)> {
         return Vec::new();
     }
     let helper = match &settings.api_url_arg {
-        Some(url) if crate::configure::shell_safe_url(url) => format!("{exe} --api-url {url}"),
+        Some(url) if crate::cmd::configure::shell_safe_url(url) => format!("{exe} --api-url {url}"),
         Some(_) => return Vec::new(),
         None => exe,
     };

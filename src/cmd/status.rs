@@ -2,9 +2,8 @@
 
 use std::io::Write;
 
-use crate::agent::client::{Agent, LOOKUP_TIMEOUT};
-use crate::agent::wire::{Request, Response};
-use crate::broker::{Clock, SystemClock};
+use crate::agent::client::Agent;
+use crate::cache::{Clock, SystemClock};
 use crate::keychain::{self, BACKEND};
 use crate::settings::Settings;
 
@@ -13,8 +12,8 @@ use crate::settings::Settings;
 pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
     let now = SystemClock.now();
     let mut lines = Vec::new();
-    match Agent::connect().and_then(|mut a| a.request(&Request::Status, LOOKUP_TIMEOUT)) {
-        Ok(Response::Status(s)) => {
+    match Agent::connect().and_then(|mut a| a.status()) {
+        Ok(s) => {
             lines.push(format!(
                 "agent: pid {}, up {}, {} exchanges, {} cached tokens",
                 s.pid,
@@ -37,7 +36,6 @@ pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
                 ));
             }
         }
-        Ok(_) => lines.push("agent: answered something unexpected".into()),
         Err(crate::agent::client::AgentError::NotRunning) => {
             lines.push("agent: not running (the next get starts it)".into())
         }

@@ -1,4 +1,4 @@
-//! The token policy: what is cached, for how long, and what is minted when.
+//! The cache policy: what is cached, for how long, and what is minted when.
 //!
 //! Plain logic over a [`Clock`] and a [`Minter`], so it is tested without
 //! sockets or servers; the agent ([`crate::agent`]) is a thin transport around it.
@@ -18,9 +18,46 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use crate::agent::wire::{Dropped, EntryInfo, Key};
-use crate::api::{ApiError, Minted};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, Client, ExchangeRequest, Minted, Network, deadline_in};
 use crate::secret::Secret;
+use crate::token::{Issued, Permission};
+
+/// What a cached token is filed under. A read token never answers a write key,
+/// and tokens minted from different parents never answer for each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// The API base URL.
+    pub api: String,
+    pub workspace: String,
+    pub repo: String,
+    pub permission: Permission,
+    /// Where the parent token comes from: `keychain`, or `env:<Secret::holder_id>`
+    /// (a keyed hash only the holder of the token can compute).
+    pub parent: String,
+}
+
+/// A token the agent forgot, to be revoked by the caller (who has the parent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub id: String,
+    pub workspace: String,
+    pub repo: String,
+    pub fingerprint: String,
+    pub expires_at: i64,
+}
+
+/// One cached token, without its value.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryInfo {
+    pub api: String,
+    pub workspace: String,
+    pub repo: String,
+    pub permission: Permission,
+    pub expires_at: i64,
+    pub fingerprint: String,
+}
 
 /// The default upper bound of the lifetime margin, in seconds.
 pub const DEFAULT_MARGIN_SECS: i64 = 300;
@@ -66,13 +103,6 @@ pub trait Minter: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Minted, ApiError>> + Send;
 }
 
-/// A token handed out: its value and expiry (Unix seconds).
-#[derive(Debug, Clone)]
-pub struct Issued {
-    pub token: Secret,
-    pub expires_at: i64,
-}
-
 #[derive(Debug, Clone)]
 struct Cached {
     token: Secret,
@@ -84,6 +114,15 @@ struct Cached {
 
 type Outcome = Option<Result<Issued, ApiError>>;
 
+impl Cached {
+    fn issued(&self) -> Issued {
+        Issued {
+            token: self.token.clone(),
+            expires_at: Some(self.expires_at),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     cache: HashMap<Key, Cached>,
@@ -92,7 +131,7 @@ struct State {
 }
 
 /// The cache and its policy.
-pub struct Broker<C, M> {
+pub struct Cache<C, M> {
     clock: C,
     minter: M,
     state: Mutex<State>,
@@ -106,9 +145,9 @@ pub fn margin(lifetime: i64, min_ttl: Option<u64>) -> i64 {
     }
 }
 
-impl<C: Clock, M: Minter> Broker<C, M> {
+impl<C: Clock, M: Minter> Cache<C, M> {
     pub fn new(clock: C, minter: M) -> Self {
-        Broker {
+        Cache {
             clock,
             minter,
             state: Mutex::new(State::default()),
@@ -196,7 +235,7 @@ impl<C: Clock, M: Minter> Broker<C, M> {
             Ok(minted) => {
                 let issued = Issued {
                     token: minted.token.clone(),
-                    expires_at: minted.expires_at,
+                    expires_at: Some(minted.expires_at),
                 };
                 let mut state = self.state();
                 state.exchanges += 1;
@@ -219,10 +258,7 @@ impl<C: Clock, M: Minter> Broker<C, M> {
                         if cached.expires_at.saturating_sub(self.clock.now()) >= STALE_MIN_SECS =>
                     {
                         tracing::warn!(token = %cached.token, "the API failed ({e}); serving a cached token close to expiry");
-                        Ok(Issued {
-                            token: cached.token.clone(),
-                            expires_at: cached.expires_at,
-                        })
+                        Ok(cached.issued())
                     }
                     _ => Err(e),
                 }
@@ -322,10 +358,59 @@ impl<C: Clock, M: Minter> Broker<C, M> {
 
 fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now: i64) -> Option<Issued> {
     let cached = state.cache.get(key)?;
-    (cached.expires_at.saturating_sub(now) >= margin(cached.lifetime, min_ttl)).then(|| Issued {
-        token: cached.token.clone(),
-        expires_at: cached.expires_at,
-    })
+    (cached.expires_at.saturating_sub(now) >= margin(cached.lifetime, min_ttl))
+        .then(|| cached.issued())
+}
+
+/// Mints through the githosted API, one HTTP client per API base.
+#[derive(Default)]
+pub struct ApiMinter {
+    clients: Mutex<HashMap<(String, Network), Client>>,
+}
+
+impl ApiMinter {
+    /// The client for an API base with the asker's network settings.
+    fn client(&self, base: &str, network: &Network) -> Result<Client, ApiError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let id = (base.to_owned(), network.clone());
+        if let Some(client) = clients.get(&id) {
+            return Ok(client.clone());
+        }
+        let service = crate::target::Service::new(Some(base)).map_err(|e| ApiError::Transport {
+            host: base.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let client = Client::new(service.api_url(), service.api_host(), network)?;
+        clients.insert(id, client.clone());
+        Ok(client)
+    }
+}
+
+impl Minter for ApiMinter {
+    async fn mint(
+        &self,
+        key: &Key,
+        params: &MintParams,
+        parent: &Secret,
+    ) -> Result<Minted, ApiError> {
+        let client = self.client(&key.api, &params.network)?;
+        let request = ExchangeRequest {
+            repo_allowlist: vec![key.repo.as_str()],
+            permission: key.permission,
+            ttl_seconds: params.ttl,
+            subject: &params.subject,
+        };
+        let deadline = deadline_in(params.timeout);
+        let minted = client.exchange_token(parent, &request, deadline).await?;
+        if minted.expires_at <= SystemClock.now() {
+            return Err(ApiError::BadResponse {
+                host: key.api.clone(),
+                reason: "the new token has already expired (is this machine's clock right?)".into(),
+            });
+        }
+        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
+        Ok(minted)
+    }
 }
 
 #[cfg(test)]
@@ -335,7 +420,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::{Code, Permission, TokenRecord};
+    use crate::api::{Code, TokenRecord};
 
     #[derive(Clone, Default)]
     struct FakeClock(Arc<AtomicI64>);
@@ -413,7 +498,7 @@ mod tests {
         Secret::new("gw_parent".into())
     }
 
-    fn broker(delay_ms: u64) -> (Arc<Broker<FakeClock, FakeMinter>>, FakeClock, FakeMinter) {
+    fn broker(delay_ms: u64) -> (Arc<Cache<FakeClock, FakeMinter>>, FakeClock, FakeMinter) {
         let clock = FakeClock::default();
         clock.advance(1_000_000);
         let minter = FakeMinter {
@@ -422,7 +507,7 @@ mod tests {
             ..FakeMinter::default()
         };
         (
-            Arc::new(Broker::new(clock.clone(), minter.clone())),
+            Arc::new(Cache::new(clock.clone(), minter.clone())),
             clock,
             minter,
         )
@@ -628,7 +713,7 @@ mod tests {
     }
 
     /// A write token for `app`, living `ttl` seconds.
-    fn mint_app(broker: &Broker<FakeClock, FakeMinter>, ttl: u64) -> Issued {
+    fn mint_app(broker: &Cache<FakeClock, FakeMinter>, ttl: u64) -> Issued {
         rt().block_on(broker.get_or_mint(
             &key("app", Permission::Write),
             None,

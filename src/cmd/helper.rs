@@ -1,0 +1,140 @@
+//! The credential-helper operations git runs: `get`, `store`, `erase`.
+//!
+//! `get` turns a request for `https://githosted.dev/<ws>/<repo>.git` into a
+//! short-lived repo token: it finds the workspace token (environment or
+//! keychain), exchanges it for a `gr_` limited to that one repo and permission,
+//! and answers git with that token and its expiry. Requests for other hosts get
+//! no answer at all, so other helpers can serve them.
+
+use std::io::{self, Write};
+
+use crate::agent::client::Agent;
+use crate::issuer;
+use crate::protocol::{Request, Response};
+use crate::settings::{self, Settings};
+use crate::target::Resolution;
+
+/// The username given to git with every token; githosted ignores it.
+pub const USERNAME: &str = "githosted";
+
+/// `get`: answer git's request on stdout. Returns whether it succeeded.
+pub fn get(
+    settings: &Settings,
+    input: &mut impl io::BufRead,
+    output: &mut impl Write,
+) -> anyhow::Result<bool> {
+    let request = Request::read_from(input)?;
+    if request.username.as_deref().is_some_and(|u| u != USERNAME) {
+        tracing::debug!(username = ?request.username, "another username is asked for: no answer");
+        return Ok(true);
+    }
+    let target = match settings.service.resolve(
+        request.protocol.as_deref(),
+        request.host.as_deref(),
+        request.path.as_deref(),
+    ) {
+        Resolution::NotOurs => {
+            tracing::debug!(protocol = ?request.protocol, host = ?request.host, "not a githosted host: no answer");
+            return Ok(true);
+        }
+        Resolution::NoPath => {
+            crate::say!(
+                "git sent no repository path for {}, so no repo-scoped token can be made: run `git-credential-githosted configure{}` (it sets credential.useHttpPath)",
+                request.host.as_deref().unwrap_or_default(),
+                settings.api_url_flag()
+            );
+            return Ok(false);
+        }
+        Resolution::BadPath(path) => {
+            crate::say!(
+                "`{path}` on {} does not name a githosted repository (<workspace>/<repo>.git); check the remote URL",
+                request.host.as_deref().unwrap_or_default()
+            );
+            return Ok(false);
+        }
+        Resolution::Repo(target) => target,
+    };
+    match issuer::issue(settings, &target) {
+        Ok(issued) => {
+            let response = if request.has_capability("authtype") {
+                Response {
+                    bearer: Some(issued.token),
+                    password_expiry_utc: issued.expires_at,
+                    ..Response::default()
+                }
+            } else {
+                Response {
+                    username: Some(USERNAME.into()),
+                    password: Some(issued.token),
+                    password_expiry_utc: issued.expires_at,
+                    ..Response::default()
+                }
+            };
+            response.write_to(output)?;
+            Ok(true)
+        }
+        Err(e) => {
+            crate::say!("{e}");
+            if !settings::interactive() {
+                // Nobody can answer a prompt: tell git to stop now.
+                Response {
+                    quit: true,
+                    ..Response::default()
+                }
+                .write_to(output)?;
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// `store`: git reports that a credential worked. For our own `gr_` the agent
+/// already has it; for anything else there is nothing to do. Never writes anything.
+pub fn store(input: &mut impl io::BufRead) -> anyhow::Result<()> {
+    let request = Request::read_from(input)?;
+    tracing::debug!(
+        password = ?request.password,
+        ephemeral = request.ephemeral,
+        "store: nothing to do, tokens are never written"
+    );
+    Ok(())
+}
+
+/// `erase`: git got a 401 with a credential. Drop the cached token with that
+/// value (host-only: every token for the host, or for the repo if a path is
+/// given) and revoke it at the server, briefly. The keychain is never touched.
+pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Result<()> {
+    let request = Request::read_from(input)?;
+    let (workspace, repo) = match settings.service.resolve(
+        request.protocol.as_deref(),
+        request.host.as_deref(),
+        request.path.as_deref(),
+    ) {
+        Resolution::NotOurs | Resolution::BadPath(_) => return Ok(()),
+        Resolution::NoPath => (None, None),
+        Resolution::Repo(target) => (Some(target.workspace), Some(target.repo)),
+    };
+    // With Bearer (git 2.46+) the rejected token comes as `credential`.
+    let password = request.password.or(request.credential);
+    let api = settings.service.api_url().to_string();
+    // No agent running means nothing is cached: do not start one to find out.
+    let dropped = match Agent::connect().and_then(|mut agent| {
+        agent.erase(
+            &api,
+            workspace.as_deref(),
+            repo.as_deref(),
+            password.as_ref(),
+        )
+    }) {
+        Ok(dropped) => dropped,
+        Err(e) => {
+            tracing::debug!("erase: no agent ({e})");
+            Vec::new()
+        }
+    };
+    for d in &dropped {
+        tracing::info!(token = %d.fingerprint, workspace = %d.workspace, repo = %d.repo, "erase: forgot a token");
+    }
+    issuer::revoke(settings, &dropped);
+    Ok(())
+}

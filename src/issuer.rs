@@ -1,0 +1,729 @@
+//! Where a token for git comes from (`get`, `token`).
+//!
+//! In order, within one deadline:
+//! 1. a `gr_` in `GITHOSTED_TOKEN` is passed through as it is (it is narrow already);
+//! 2. the agent's cache, if it holds a fit token (no keychain read: the warm path);
+//! 3. the parent token (environment, then keychain), minted through the agent
+//!    (once, however many ask at the same time);
+//! 4. without an agent, or when it fails, a mint right here with what is left
+//!    of the deadline.
+//!
+//! The parent source, the agent and the minter are traits, so every fallback is
+//! tested in-process (see the tests below), like the cache's policy.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::agent::client::{Agent, AgentError};
+use crate::api::{self, ApiError, Code};
+use crate::cache::{ApiMinter, Dropped, Key, MintParams, Minter};
+use crate::keychain::{self, KeychainError, Parent, Source};
+use crate::secret::{Secret, TokenKind};
+use crate::settings::{self, Settings};
+use crate::target::Target;
+use crate::token::Issued;
+
+/// How long revoking forgotten tokens may hold up `erase` or `logout`.
+pub const REVOKE_BUDGET: Duration = Duration::from_secs(3);
+
+/// A failure of `get`, worded for the person at the terminal. Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error(
+        "no githosted workspace token for {workspace} on {api_host}: run `git-credential-githosted login{api_flag} --workspace {workspace}` (token on stdin), or set {env}",
+        env = keychain::ENV_TOKEN
+    )]
+    NoToken {
+        api_host: String,
+        workspace: String,
+        api_flag: String,
+    },
+    #[error("{api_host} rejected {origin} (expired or revoked): {remedy}")]
+    ParentRejected {
+        api_host: String,
+        origin: Source,
+        remedy: String,
+    },
+    #[error(
+        "{api_host} refused a {permission} token for {workspace}/{repo}: the workspace token may be read-only (then use --permission read), belong to another workspace, or not be a workspace token (server: {message})"
+    )]
+    PermissionDenied {
+        api_host: String,
+        workspace: String,
+        repo: String,
+        permission: &'static str,
+        message: String,
+    },
+    #[error(
+        "{api_host} has no repo `{repo}` in workspace `{workspace}` that this token can see: check the remote URL, or the token belongs to another workspace (server: {message})"
+    )]
+    NotFound {
+        api_host: String,
+        workspace: String,
+        repo: String,
+        message: String,
+    },
+    #[error(
+        "could not get a token for {workspace}/{repo}: {source}; try again later, or check --api-url"
+    )]
+    Api {
+        workspace: String,
+        repo: String,
+        source: Box<ApiError>,
+    },
+    #[error("could not read the workspace token for {workspace} on {api_host}: {source}")]
+    Keychain {
+        api_host: String,
+        workspace: String,
+        source: KeychainError,
+    },
+    #[error("{0} does not hold a githosted token (gw_… or gr_…); {remedy}", remedy = not_a_token_remedy(.0))]
+    NotAToken(Source),
+}
+
+fn not_a_token_remedy(source: &Source) -> String {
+    match source {
+        Source::Env => format!("set {} to a workspace token", keychain::ENV_TOKEN),
+        Source::Keychain { .. } => {
+            "store a workspace token with `git-credential-githosted login`".to_owned()
+        }
+    }
+}
+
+/// Where parent tokens come from.
+pub trait Parents {
+    /// `GITHOSTED_TOKEN`, if set.
+    fn env(&self) -> Option<Secret>;
+    /// The parent for a workspace on an API host: environment, then keychain.
+    fn parent(&self, api_host: &str, workspace: &str) -> Result<Option<Parent>, KeychainError>;
+}
+
+/// The environment and the OS keychain.
+pub struct SystemParents;
+
+impl Parents for SystemParents {
+    fn env(&self) -> Option<Secret> {
+        keychain::env_token()
+    }
+
+    fn parent(&self, api_host: &str, workspace: &str) -> Result<Option<Parent>, KeychainError> {
+        keychain::parent_token(api_host, workspace)
+    }
+}
+
+/// The agent, as the issuer uses it.
+pub trait AgentLink {
+    fn lookup(&mut self, key: &Key, min_ttl: Option<u64>) -> Result<Option<Issued>, AgentError>;
+    fn mint(
+        &mut self,
+        key: &Key,
+        min_ttl: Option<u64>,
+        params: &MintParams,
+        parent: &Secret,
+    ) -> Result<Result<Issued, ApiError>, AgentError>;
+}
+
+impl AgentLink for Agent {
+    fn lookup(&mut self, key: &Key, min_ttl: Option<u64>) -> Result<Option<Issued>, AgentError> {
+        Agent::lookup(self, key, min_ttl)
+    }
+
+    fn mint(
+        &mut self,
+        key: &Key,
+        min_ttl: Option<u64>,
+        params: &MintParams,
+        parent: &Secret,
+    ) -> Result<Result<Issued, ApiError>, AgentError> {
+        Agent::mint(self, key, min_ttl, params, parent)
+    }
+}
+
+/// The agent to use for a `get` (started if need be), or `None`: `--no-agent`,
+/// or it cannot be had (then the reason is said when it is worth saying).
+pub fn agent(settings: &Settings) -> Option<Agent> {
+    if settings.no_agent {
+        return None;
+    }
+    match Agent::connect_or_spawn() {
+        Ok(agent) => Some(agent),
+        Err(e) if e.is_alarming() => {
+            crate::say!("{e}; minting without the agent");
+            None
+        }
+        Err(e) => {
+            tracing::debug!("no agent, minting directly: {e}");
+            None
+        }
+    }
+}
+
+/// A token for `target` with the system's parents, agent and API.
+pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
+    let env = keychain::env_token();
+    // A repo token in the environment needs no agent at all.
+    let mut link = match env.as_ref().map(Secret::kind) {
+        Some(TokenKind::Repo) => None,
+        _ => agent(settings),
+    };
+    issue_with(
+        settings,
+        target,
+        &SystemParents,
+        link.as_mut().map(|a| a as &mut dyn AgentLink),
+        &ApiMinter::default(),
+    )
+}
+
+/// A token for `target`: see the module's documentation for the order.
+pub fn issue_with(
+    settings: &Settings,
+    target: &Target,
+    parents: &impl Parents,
+    mut agent: Option<&mut dyn AgentLink>,
+    minter: &impl Minter,
+) -> Result<Issued, GetError> {
+    // One deadline for everything: the agent and the fallback share it.
+    let deadline = api::deadline_in(settings.timeout);
+    let env = parents.env();
+    if let Some(token) = env.as_ref().filter(|t| t.kind() == TokenKind::Repo) {
+        tracing::debug!(token = %token, "GITHOSTED_TOKEN holds a repo token: passed through as it is");
+        return Ok(passed_through(token.clone()));
+    }
+    let key = Key {
+        api: settings.service.api_url().to_string(),
+        workspace: target.workspace.clone(),
+        repo: target.repo.clone(),
+        permission: settings.permission,
+        // Nothing printed (fingerprints, status) lets another process name this key.
+        parent: env.map_or_else(
+            || "keychain".to_owned(),
+            |t| format!("env:{}", t.holder_id()),
+        ),
+    };
+    if let Some(link) = agent.as_deref_mut() {
+        match link.lookup(&key, settings.min_ttl_secs) {
+            Ok(Some(issued)) => {
+                tracing::debug!(token = %issued.token, "served from the agent's cache");
+                return Ok(issued);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!("the agent did not answer, minting directly: {e}");
+                agent = None;
+            }
+        }
+    }
+
+    let parent = find_parent(settings, target, parents)?;
+    match parent.token.kind() {
+        TokenKind::Repo => {
+            tracing::debug!(token = %parent.token, source = %parent.source, "a repo token is passed through as it is");
+            return Ok(passed_through(parent.token));
+        }
+        TokenKind::Workspace => {}
+        TokenKind::Unknown => return Err(GetError::NotAToken(parent.source)),
+    }
+    let mut params = MintParams {
+        ttl: settings.ttl_secs,
+        subject: settings::subject(),
+        timeout: deadline.saturating_duration_since(Instant::now()),
+        network: api::Network::from_env(),
+    };
+    if let Some(link) = agent {
+        match link.mint(&key, settings.min_ttl_secs, &params, &parent.token) {
+            Ok(Ok(issued)) => return Ok(issued),
+            Ok(Err(e)) => return Err(classify(settings, target, &parent, e)),
+            Err(e) => tracing::debug!("the agent failed, minting directly: {e}"),
+        }
+    }
+    // Whatever time the agent used is gone: the fallback gets what is left.
+    params.timeout = deadline.saturating_duration_since(Instant::now());
+    mint_here(settings, target, &key, &params, &parent, minter)
+}
+
+fn passed_through(token: Secret) -> Issued {
+    Issued {
+        token,
+        expires_at: None,
+    }
+}
+
+fn find_parent(
+    settings: &Settings,
+    target: &Target,
+    parents: &impl Parents,
+) -> Result<Parent, GetError> {
+    let api_host = settings.service.api_host();
+    parents
+        .parent(api_host, &target.workspace)
+        .map_err(|source| GetError::Keychain {
+            api_host: api_host.to_owned(),
+            workspace: target.workspace.clone(),
+            source,
+        })?
+        .ok_or_else(|| GetError::NoToken {
+            api_host: api_host.to_owned(),
+            workspace: target.workspace.clone(),
+            api_flag: settings.api_url_flag(),
+        })
+}
+
+/// One exchange in this process, without the agent.
+fn mint_here(
+    settings: &Settings,
+    target: &Target,
+    key: &Key,
+    params: &MintParams,
+    parent: &Parent,
+    minter: &impl Minter,
+) -> Result<Issued, GetError> {
+    let runtime = api::runtime().map_err(|e| {
+        let error = ApiError::Transport {
+            host: settings.service.api_host().to_owned(),
+            reason: format!("cannot start the I/O runtime: {e}"),
+        };
+        classify(settings, target, parent, error)
+    })?;
+    let minted = runtime
+        .block_on(minter.mint(key, params, &parent.token))
+        .map_err(|e| classify(settings, target, parent, e))?;
+    Ok(Issued {
+        token: minted.token,
+        expires_at: Some(minted.expires_at),
+    })
+}
+
+/// Revokes forgotten tokens at the server with their workspace's parent token,
+/// best effort and within [`REVOKE_BUDGET`]. Returns how many were revoked.
+pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
+    if dropped.is_empty() {
+        return 0;
+    }
+    let api_host = settings.service.api_host();
+    let Ok(client) = api::Client::new(
+        settings.service.api_url(),
+        api_host,
+        &api::Network::from_env(),
+    ) else {
+        return 0;
+    };
+    let Ok(runtime) = api::runtime() else {
+        return 0;
+    };
+    let deadline = api::deadline_in(REVOKE_BUDGET);
+    let mut parents: HashMap<String, Option<Secret>> = HashMap::new();
+    let mut jobs = tokio::task::JoinSet::new();
+    for d in dropped {
+        let parent = parents
+            .entry(d.workspace.clone())
+            .or_insert_with(|| match keychain::parent_token(api_host, &d.workspace) {
+                Ok(Some(p)) if p.token.kind() == TokenKind::Workspace => Some(p.token),
+                _ => None,
+            })
+            .clone();
+        let Some(parent) = parent else {
+            tracing::debug!(token = %d.fingerprint, "no workspace token to revoke it with");
+            continue;
+        };
+        let (client, d) = (client.clone(), d.clone());
+        jobs.spawn_on(
+            async move {
+                let result = client.revoke_token(&parent, &d.id, deadline).await;
+                match &result {
+                    Ok(()) => tracing::info!(token = %d.fingerprint, "revoked"),
+                    Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
+                }
+                result.is_ok()
+            },
+            runtime.handle(),
+        );
+    }
+    runtime.block_on(async {
+        let mut revoked = 0;
+        let _ = tokio::time::timeout(REVOKE_BUDGET, async {
+            while let Some(done) = jobs.join_next().await {
+                revoked += usize::from(done.unwrap_or(false));
+            }
+        })
+        .await;
+        revoked
+    })
+}
+
+fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiError) -> GetError {
+    let api_host = settings.service.api_host().to_owned();
+    let (workspace, repo) = (target.workspace.clone(), target.repo.clone());
+    let message = match &error {
+        ApiError::Status { message, .. } => message.clone(),
+        _ => String::new(),
+    };
+    match error.code() {
+        Some(Code::Unauthenticated) => GetError::ParentRejected {
+            remedy: match &parent.source {
+                Source::Env => format!("set {} to a live workspace token", keychain::ENV_TOKEN),
+                Source::Keychain { account } => format!(
+                    "run `git-credential-githosted login{}{}` (token on stdin) to store a new one",
+                    settings.api_url_flag(),
+                    account
+                        .split_once('/')
+                        .map(|(_, ws)| format!(" --workspace {ws}"))
+                        .unwrap_or_default()
+                ),
+            },
+            api_host,
+            origin: parent.source.clone(),
+        },
+        Some(Code::PermissionDenied) => GetError::PermissionDenied {
+            api_host,
+            workspace,
+            repo,
+            permission: settings.permission.as_str(),
+            message,
+        },
+        Some(Code::NotFound) => GetError::NotFound {
+            api_host,
+            workspace,
+            repo,
+            message,
+        },
+        _ => GetError::Api {
+            workspace,
+            repo,
+            source: Box::new(error),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::api::{Minted, TokenRecord};
+
+    fn settings() -> Settings {
+        Settings::for_api(Some("http://127.0.0.1:8080")).unwrap()
+    }
+
+    /// Parents: an optional `GITHOSTED_TOKEN` and an optional keychain entry;
+    /// counts keychain reads.
+    #[derive(Default)]
+    struct FakeParents {
+        env: Option<&'static str>,
+        stored: Option<&'static str>,
+        reads: AtomicUsize,
+    }
+
+    impl Parents for FakeParents {
+        fn env(&self) -> Option<Secret> {
+            self.env.map(|t| Secret::new(t.into()))
+        }
+        fn parent(&self, _: &str, ws: &str) -> Result<Option<Parent>, KeychainError> {
+            if let Some(env) = self.env() {
+                return Ok(Some(Parent {
+                    token: env,
+                    source: Source::Env,
+                }));
+            }
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self.stored.map(|t| Parent {
+                token: Secret::new(t.into()),
+                source: Source::Keychain {
+                    account: format!("127.0.0.1:8080/{ws}"),
+                },
+            }))
+        }
+    }
+
+    /// An agent that answers from a script, and records what it was asked.
+    #[derive(Default)]
+    struct FakeAgent {
+        cached: Option<&'static str>,
+        /// The mint's answer: Ok(token) / Err(agent failure) / API error.
+        mint: Option<Result<Result<&'static str, Code>, ()>>,
+        asked: RefCell<Vec<String>>,
+    }
+
+    impl AgentLink for FakeAgent {
+        fn lookup(&mut self, key: &Key, _: Option<u64>) -> Result<Option<Issued>, AgentError> {
+            self.asked
+                .borrow_mut()
+                .push(format!("lookup {}", key.parent));
+            Ok(self.cached.map(issued))
+        }
+        fn mint(
+            &mut self,
+            _: &Key,
+            _: Option<u64>,
+            params: &MintParams,
+            parent: &Secret,
+        ) -> Result<Result<Issued, ApiError>, AgentError> {
+            self.asked.borrow_mut().push(format!(
+                "mint {} {}s",
+                parent.fingerprint(),
+                params.timeout.as_secs()
+            ));
+            match self.mint.clone() {
+                Some(Ok(Ok(t))) => Ok(Ok(issued(t))),
+                Some(Ok(Err(code))) => Ok(Err(status(code, "no"))),
+                _ => Err(AgentError::NotRunning),
+            }
+        }
+    }
+
+    fn issued(token: &str) -> Issued {
+        Issued {
+            token: Secret::new(token.into()),
+            expires_at: Some(2_000_000_000),
+        }
+    }
+
+    /// Mints `gr_direct` and records the time it was given.
+    #[derive(Default)]
+    struct FakeMinter {
+        given: std::sync::Mutex<Vec<Duration>>,
+    }
+
+    impl Minter for FakeMinter {
+        async fn mint(&self, _: &Key, params: &MintParams, _: &Secret) -> Result<Minted, ApiError> {
+            self.given.lock().unwrap().push(params.timeout);
+            Ok(Minted {
+                token: Secret::new("gr_direct".into()),
+                record: TokenRecord::default(),
+                expires_at: 2_000_000_000,
+            })
+        }
+    }
+
+    fn issue_fake(
+        parents: &FakeParents,
+        agent: Option<&mut FakeAgent>,
+        minter: &FakeMinter,
+    ) -> Result<Issued, GetError> {
+        issue_with(
+            &settings(),
+            &target(),
+            parents,
+            agent.map(|a| a as &mut dyn AgentLink),
+            minter,
+        )
+    }
+
+    #[test]
+    fn a_cache_hit_reads_no_keychain() {
+        let parents = FakeParents {
+            stored: Some("gw_stored"),
+            ..FakeParents::default()
+        };
+        let mut agent = FakeAgent {
+            cached: Some("gr_cached"),
+            ..FakeAgent::default()
+        };
+        let minter = FakeMinter::default();
+        let got = issue_fake(&parents, Some(&mut agent), &minter).unwrap();
+        assert_eq!(got.token.expose(), "gr_cached");
+        assert_eq!(parents.reads.load(Ordering::SeqCst), 0);
+        assert_eq!(agent.asked.borrow().as_slice(), ["lookup keychain"]);
+    }
+
+    #[test]
+    fn a_miss_mints_through_the_agent_with_the_stored_parent() {
+        let parents = FakeParents {
+            stored: Some("gw_stored"),
+            ..FakeParents::default()
+        };
+        let mut agent = FakeAgent {
+            mint: Some(Ok(Ok("gr_minted"))),
+            ..FakeAgent::default()
+        };
+        let minter = FakeMinter::default();
+        let got = issue_fake(&parents, Some(&mut agent), &minter).unwrap();
+        assert_eq!(got.token.expose(), "gr_minted");
+        assert!(minter.given.lock().unwrap().is_empty(), "no direct mint");
+        let asked = agent.asked.borrow();
+        assert!(asked[1].starts_with("mint gw_…"), "{asked:?}");
+    }
+
+    #[test]
+    fn an_agent_that_fails_leaves_the_fallback_what_is_left() {
+        let parents = FakeParents {
+            env: Some("gw_env"),
+            ..FakeParents::default()
+        };
+        let mut agent = FakeAgent::default(); // lookup misses, mint fails
+        let minter = FakeMinter::default();
+        let got = issue_fake(&parents, Some(&mut agent), &minter).unwrap();
+        assert_eq!(got.token.expose(), "gr_direct");
+        let given = minter.given.lock().unwrap();
+        assert_eq!(given.len(), 1);
+        assert!(given[0] <= settings().timeout, "{given:?}");
+        // The env parent is named by a keyed hash, not by its fingerprint.
+        let asked = agent.asked.borrow();
+        assert!(asked[0].starts_with("lookup env:") && asked[0].len() == "lookup env:".len() + 64);
+    }
+
+    #[test]
+    fn an_api_refusal_through_the_agent_is_final() {
+        let parents = FakeParents {
+            stored: Some("gw_stored"),
+            ..FakeParents::default()
+        };
+        let mut agent = FakeAgent {
+            mint: Some(Ok(Err(Code::NotFound))),
+            ..FakeAgent::default()
+        };
+        let minter = FakeMinter::default();
+        let err = issue_fake(&parents, Some(&mut agent), &minter).unwrap_err();
+        assert!(matches!(err, GetError::NotFound { .. }), "{err}");
+        assert!(minter.given.lock().unwrap().is_empty(), "no second try");
+    }
+
+    #[test]
+    fn repo_tokens_pass_through_and_nothing_is_minted() {
+        let minter = FakeMinter::default();
+        let parents = FakeParents {
+            env: Some("gr_env"),
+            ..FakeParents::default()
+        };
+        let mut agent = FakeAgent::default();
+        let got = issue_fake(&parents, Some(&mut agent), &minter).unwrap();
+        assert_eq!((got.token.expose(), got.expires_at), ("gr_env", None));
+        assert!(agent.asked.borrow().is_empty(), "the agent was asked");
+        let parents = FakeParents {
+            stored: Some("gr_stored"),
+            ..FakeParents::default()
+        };
+        let got = issue_fake(&parents, None, &minter).unwrap();
+        assert_eq!(got.token.expose(), "gr_stored");
+        assert!(minter.given.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_parent_and_a_non_token_say_what_to_do() {
+        let minter = FakeMinter::default();
+        let err = issue_fake(&FakeParents::default(), None, &minter).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("login --api-url http://127.0.0.1:8080 --workspace acme"),
+            "{err}"
+        );
+        let parents = FakeParents {
+            stored: Some("hunter2"),
+            ..FakeParents::default()
+        };
+        let err = issue_fake(&parents, None, &minter).unwrap_err();
+        assert!(matches!(err, GetError::NotAToken(_)), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    fn target() -> Target {
+        Target {
+            workspace: "acme".into(),
+            repo: "app".into(),
+        }
+    }
+
+    fn parent(source: Source) -> Parent {
+        Parent {
+            token: Secret::new("gw_secretparent".into()),
+            source,
+        }
+    }
+
+    fn status(code: Code, message: &str) -> ApiError {
+        ApiError::Status {
+            host: "127.0.0.1:8080".into(),
+            status: 400,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    fn shown(source: Source, error: ApiError) -> String {
+        classify(&settings(), &target(), &parent(source), error).to_string()
+    }
+
+    fn keychain_source() -> Source {
+        Source::Keychain {
+            account: "127.0.0.1:8080/acme".into(),
+        }
+    }
+
+    #[test]
+    fn rejected_stored_parent_says_to_log_in_again() {
+        let line = shown(
+            keychain_source(),
+            status(Code::Unauthenticated, "bad token"),
+        );
+        assert!(line.starts_with("127.0.0.1:8080 rejected the"), "{line}");
+        assert!(
+            line.contains("run `git-credential-githosted login --api-url http://127.0.0.1:8080 --workspace acme`"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn rejected_env_parent_says_to_replace_it() {
+        let line = shown(Source::Env, status(Code::Unauthenticated, ""));
+        assert_eq!(
+            line,
+            "127.0.0.1:8080 rejected GITHOSTED_TOKEN (expired or revoked): set GITHOSTED_TOKEN to a live workspace token"
+        );
+    }
+
+    #[test]
+    fn permission_and_not_found_name_repo_and_workspace() {
+        let line = shown(Source::Env, status(Code::PermissionDenied, "too wide"));
+        assert!(
+            line.contains("refused a write token for acme/app") && line.contains("too wide"),
+            "{line}"
+        );
+        let line = shown(Source::Env, status(Code::NotFound, "no such repo"));
+        assert!(line.contains("no repo `app` in workspace `acme`"), "{line}");
+    }
+
+    #[test]
+    fn transient_errors_say_try_again() {
+        let line = shown(Source::Env, status(Code::Unavailable, "down"));
+        assert!(
+            line.contains("acme/app") && line.contains("try again"),
+            "{line}"
+        );
+        let line = shown(
+            Source::Env,
+            ApiError::Transport {
+                host: "127.0.0.1:8080".into(),
+                reason: "connection failed: Connection refused".into(),
+            },
+        );
+        assert!(
+            line.contains("could not reach 127.0.0.1:8080: connection failed"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn no_message_holds_the_parent() {
+        for code in [
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::NotFound,
+            Code::Internal,
+        ] {
+            for source in [Source::Env, keychain_source()] {
+                assert!(!shown(source, status(code.clone(), "x")).contains("secretparent"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stored_non_token_says_to_log_in() {
+        let line = GetError::NotAToken(keychain_source()).to_string();
+        assert!(line.contains("git-credential-githosted login"), "{line}");
+        let line = GetError::NotAToken(Source::Env).to_string();
+        assert!(line.contains("set GITHOSTED_TOKEN"), "{line}");
+    }
+}
