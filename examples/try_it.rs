@@ -10,8 +10,7 @@
 //! repo token, and git presenting only that repo token. Tokens are shown as
 //! fingerprints only.
 
-#[path = "../tests/support/server.rs"]
-mod server;
+use githosted_testkit::server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

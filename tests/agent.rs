@@ -5,11 +5,9 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use githosted_testkit::*;
 
 #[test]
 fn two_ls_remotes_cost_one_exchange() {

@@ -5,11 +5,9 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::process::Stdio;
 
-use support::*;
+use githosted_testkit::*;
 
 /// Security item 4 / first hour item 4: whoever reads our output may stop
 /// reading (`status | head -1`): a quiet exit, never a panic or a core.
@@ -26,7 +24,7 @@ fn a_closed_stdout_is_a_quiet_exit() {
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let mut cmd = world.command(HELPER);
+        let mut cmd = world.command(helper());
         cmd.args(&args).stdout(writer).stderr(Stdio::piped());
         let out = cmd.output().unwrap();
         use std::os::unix::process::ExitStatusExt;
@@ -67,7 +65,7 @@ fn escapes_in_a_remote_url_never_reach_the_terminal() {
 /// out of argv (`ps` shows argv to every user), and it works with both gits.
 #[test]
 fn tokens_reach_git_through_the_environment_not_argv() {
-    let help = std::process::Command::new(HELPER)
+    let help = std::process::Command::new(helper())
         .args(["token", "--help"])
         .output()
         .unwrap();

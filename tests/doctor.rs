@@ -5,9 +5,7 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
-use support::*;
+use githosted_testkit::*;
 
 fn doctor(world: &World) -> Run {
     let url = world.server.base_url();

@@ -5,9 +5,7 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
-use support::*;
+use githosted_testkit::*;
 
 /// Every git request that carried a token carried a `gr_` repo token
 /// allowlisted to exactly `repo`, with `permission`.
@@ -415,7 +413,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// The authentication scheme of every authenticated git request.
-fn schemes(world: &World) -> Vec<support::server::AuthScheme> {
+fn schemes(world: &World) -> Vec<githosted_testkit::server::AuthScheme> {
     world
         .server
         .git_requests()
@@ -427,7 +425,7 @@ fn schemes(world: &World) -> Vec<support::server::AuthScheme> {
 
 #[test]
 fn new_git_puts_bearer_on_the_wire_old_git_basic() {
-    use support::server::AuthScheme;
+    use githosted_testkit::server::AuthScheme;
     for (git, scheme) in [(GIT_NEW, AuthScheme::Bearer), (GIT_OLD, AuthScheme::Basic)] {
         let mut world = World::configured(&[]);
         world.with_env_parent();

@@ -6,12 +6,10 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::time::Duration;
 
-use support::server::Fault;
-use support::*;
+use githosted_testkit::server::Fault;
+use githosted_testkit::*;
 
 const EXCHANGE: Option<&str> = Some("ExchangeToken");
 
@@ -204,7 +202,7 @@ fn a_bus_without_a_secret_service_is_a_clear_line() {
     .unwrap();
     let mut cmd = std::process::Command::new("dbus-run-session");
     cmd.arg(format!("--config-file={}", config.display()));
-    cmd.args(["--", HELPER, "--api-url", &url, "get"]);
+    cmd.args(["--", helper(), "--api-url", &url, "get"]);
     let run = world.run(cmd, Some(&input));
     assert_eq!(field(&run.stdout, "password"), None, "{run:#?}");
     assert!(
@@ -224,11 +222,12 @@ fn a_locked_keyring_is_a_clear_line() {
     // A keyring of its own (the shared one must stay unlocked for the other
     // tests): store an entry, lock the collection, then ask. With no display to
     // prompt on, the keyring cannot be unlocked.
+    let helper = helper();
     let script = format!(
         "printf %s gw_locked | secret-tool store --label=t service git-credential-githosted username {host}/acme
 dbus-send --session --print-reply --dest=org.freedesktop.secrets /org/freedesktop/secrets \
   org.freedesktop.Secret.Service.Lock array:objpath:/org/freedesktop/secrets/collection/login >/dev/null
-exec {HELPER} --api-url {url} get"
+exec {helper} --api-url {url} get"
     );
     let session = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/keyring-session");
     let mut cmd = std::process::Command::new(session);

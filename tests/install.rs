@@ -6,11 +6,9 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use githosted_testkit::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -208,7 +206,7 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
     let repo = world.path("r");
     world.git(GIT_NEW, None, &["init", "-q", "r"]).assert_ok();
     let url = world.server.base_url();
-    let mut cmd = std::process::Command::new(HELPER);
+    let mut cmd = std::process::Command::new(helper());
     cmd.args([
         "configure",
         "--local",

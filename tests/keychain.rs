@@ -6,11 +6,9 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::process::Command;
 
-use support::*;
+use githosted_testkit::*;
 
 /// What `secret-tool` finds for an account of this helper.
 fn secret_tool_lookup(world: &World, account: &str) -> Option<String> {

@@ -8,11 +8,9 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
-use support::*;
+use githosted_testkit::*;
 
 /// Puts a `git` first on PATH that records the argv and environment of every
 /// git process the helper starts (into a file the end-of-test scan reads), then
@@ -37,7 +35,7 @@ exec {GIT_NEW} "$@"
     )
     .unwrap();
     std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let helper_dir = std::path::Path::new(HELPER).parent().unwrap();
+    let helper_dir = std::path::Path::new(helper()).parent().unwrap();
     let path = format!(
         "{}:{}:/usr/local/bin:/usr/bin:/bin",
         bin.display(),

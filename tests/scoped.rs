@@ -4,9 +4,7 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
-use support::*;
+use githosted_testkit::*;
 
 #[test]
 fn token_prints_one_repo_token_from_the_cache() {
@@ -134,7 +132,7 @@ fn exec_revokes_when_it_is_terminated_itself() {
     let marker = world.path("started");
     let script = format!("touch {}; sleep 30", marker.display());
     let script_marker = marker.display().to_string();
-    let mut cmd = std::process::Command::new(HELPER);
+    let mut cmd = std::process::Command::new(helper());
     cmd.args([
         "--api-url",
         &url,

@@ -9,15 +9,13 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::*;
+use githosted_testkit::*;
 
 /// Waits for `child` up to `limit`; kills it and panics past that.
 fn wait_for(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -169,7 +167,7 @@ fn exec_without_bubblewrap_refuses_before_minting() {
             .expect(tool);
         std::os::unix::fs::symlink(found, bin.join(tool)).unwrap();
     }
-    let helper_dir = std::path::Path::new(HELPER).parent().unwrap();
+    let helper_dir = std::path::Path::new(helper()).parent().unwrap();
     world.set_env(
         "PATH",
         &format!("{}:{}", helper_dir.display(), bin.display()),
@@ -379,7 +377,7 @@ fn processes_holding_a_parent_are_not_readable_and_leave_no_core() {
             world.server.clear_faults();
         }
         let mut cmd = world.command("sh");
-        let mut line = format!("ulimit -c unlimited; exec {HELPER} --api-url {url}");
+        let mut line = format!("ulimit -c unlimited; exec {} --api-url {url}", helper());
         for a in *args {
             line.push(' ');
             line.push_str(a);
@@ -459,7 +457,7 @@ fn exec_passes_signals_on_and_revokes() {
             "trap 'echo got-{name}; exit 9' {name}; touch {}; while :; do sleep 0.05; done",
             ready.display()
         );
-        let mut cmd = world.command(HELPER);
+        let mut cmd = world.command(helper());
         cmd.args([
             "--api-url",
             &url,
@@ -508,7 +506,7 @@ fn the_command_dies_with_exec() {
         let marker = format!("marker-{isolate}-{}", std::process::id());
         let ready = world.path(&marker);
         let script = format!("touch {}; sleep 300; : {marker}", ready.display());
-        let mut cmd = world.command(HELPER);
+        let mut cmd = world.command(helper());
         cmd.args(["--api-url", &url, "exec", "--repo", "acme/app"]);
         if !isolate {
             cmd.arg("--no-isolate");
@@ -522,7 +520,7 @@ fn the_command_dies_with_exec() {
             std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
                 std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
                     c.windows(marker.len()).any(|w| w == marker.as_bytes())
-                        && !c.starts_with(HELPER.as_bytes())
+                        && !c.starts_with(helper().as_bytes())
                 })
             })
         };
@@ -549,8 +547,9 @@ fn a_flood_of_idle_connections_does_not_spin_the_agent() {
     start.args([
         "-c",
         &format!(
-            "ulimit -n 40; printf 'protocol=http\\nhost={}\\npath=acme/app.git\\n' | {HELPER} --api-url {url} get >/dev/null",
-            world.server.host()
+            "ulimit -n 40; printf 'protocol=http\\nhost={}\\npath=acme/app.git\\n' | {} --api-url {url} get >/dev/null",
+            world.server.host(),
+            helper()
         ),
     ]);
     assert!(start.status().unwrap().success());

@@ -1,4 +1,4 @@
-//! Tests of the githosted-compatible test server itself (tests/support/server.rs): its
+//! Tests of the githosted-compatible test server itself (testkit/src/server): its
 //! Connect-JSON API through reqwest, its git smart HTTP through the real git clients, and
 //! (ignored unless the SDK is installed) a cross-check against the official Python SDK.
 //!
@@ -6,8 +6,7 @@
 //! `git http-backend` (Windows runs the unit tests and `protocol_props`).
 #![cfg(unix)]
 
-#[path = "support/server.rs"]
-mod server;
+use githosted_testkit::server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

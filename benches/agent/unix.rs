@@ -1,7 +1,6 @@
 //! The benchmark itself (Unix: the agent is a Unix socket); see `../agent.rs`.
 
-#[path = "../../tests/support/server.rs"]
-mod server;
+use githosted_testkit::server;
 
 use std::collections::HashSet;
 use std::ffi::OsString;

@@ -1,7 +1,9 @@
-//! Shared test harness: a private HOME for git, the helper binary on PATH, a
-//! local githosted-compatible server, and git runs with a deadline whose output
-//! is checked for leaked tokens.
-#![allow(dead_code)]
+//! The test harness of `git-credential-githosted` (dev-only): a local
+//! githosted-compatible server ([`server`]), and a [`World`] for each test — a
+//! private HOME for git, the helper on PATH, commands run with a deadline and
+//! their output checked for leaked tokens, users without privileges for the
+//! attacks that root would hide, a private Secret Service. Used by the
+//! integration tests, the benchmark and `examples/try_it.rs`.
 
 pub mod server;
 
@@ -14,8 +16,22 @@ use std::time::{Duration, Instant};
 #[allow(unused_imports)]
 pub use server::{Kind, Permission, Server, TokenSpec};
 
-/// The helper binary cargo built for these tests.
-pub const HELPER: &str = env!("CARGO_BIN_EXE_git-credential-githosted");
+/// The helper binary cargo built next to the running test, benchmark or
+/// example (`target/<profile>/git-credential-githosted`).
+pub fn helper() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the running test's path");
+        let mut dir = exe.parent().expect("a directory").to_path_buf();
+        // Tests and benchmarks run from `deps/`, examples from `examples/`.
+        if dir.ends_with("deps") || dir.ends_with("examples") {
+            dir.pop();
+        }
+        dir.join("git-credential-githosted")
+            .to_string_lossy()
+            .into_owned()
+    })
+}
 
 /// The two git clients the helper must work with.
 pub const GIT_NEW: &str = "/usr/local/bin/git";
@@ -129,6 +145,12 @@ pub fn chown_tree(path: &Path, user: User) {
     assert!(out.status.success(), "chown: {out:?}");
 }
 
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
 impl World {
     pub fn new() -> World {
         let server = Server::start();
@@ -226,7 +248,7 @@ impl World {
 
     /// Runs the helper binary directly, with `stdin` as its input.
     pub fn helper(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut cmd = Command::new(HELPER);
+        let mut cmd = Command::new(helper());
         cmd.args(args).current_dir(self.dir.path());
         self.run(cmd, stdin)
     }
@@ -319,7 +341,7 @@ impl World {
     /// The environment every command gets: an isolated HOME and config, no
     /// prompts, the helper on PATH, and the D-Bus session (for keychain tests).
     fn base_env(&self) -> Vec<(String, OsString)> {
-        let helper_dir = Path::new(HELPER).parent().expect("helper dir");
+        let helper_dir = Path::new(helper()).parent().expect("helper dir");
         let mut path = OsString::from(helper_dir);
         path.push(":/usr/local/bin:/usr/bin:/bin");
         let mut env = vec![
