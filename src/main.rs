@@ -177,10 +177,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// An error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
-    let mut line = e.to_string();
-    for cause in e.chain().skip(1) {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-    }
-    git_credential_githosted::ui::printable(&line.replace(['\n', '\r'], " "), 1000)
+    // `{:#}`: the error and its causes, joined with ": ".
+    git_credential_githosted::ui::printable(&format!("{e:#}").replace(['\n', '\r'], " "), 1000)
 }

@@ -92,11 +92,8 @@ impl Secret {
 
     /// Compares with another value in time independent of where they differ.
     pub fn ct_eq(&self, other: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), other.as_bytes());
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.as_bytes()).into()
     }
 }
 

@@ -122,16 +122,25 @@ impl Service {
         let (Some(protocol), Some(host)) = (protocol, host) else {
             return Resolution::NotOurs;
         };
-        let host = host.to_ascii_lowercase();
-        let host = match (protocol, host.strip_suffix(":443")) {
-            ("https", Some(bare)) => bare.to_owned(),
-            _ => host,
+        if !matches!(protocol, "https" | "http") {
+            return Resolution::NotOurs;
+        }
+        // git's `host` is `name[:port]`: normalised as a URL would be (case,
+        // default port); anything else in it (a user, a path) is not ours.
+        let Some(url) = Url::parse(&format!("{protocol}://{host}/"))
+            .ok()
+            .filter(|u| u.username().is_empty() && u.path() == "/")
+        else {
+            return Resolution::NotOurs;
         };
-        let protocol_ok = match protocol {
-            "https" => true,
-            "http" => is_loopback(host_name(&host)),
-            _ => false,
+        let Some(name) = url.host_str() else {
+            return Resolution::NotOurs;
         };
+        let host = match url.port() {
+            Some(port) => format!("{name}:{port}"),
+            None => name.to_owned(),
+        };
+        let protocol_ok = protocol == "https" || is_loopback(name);
         if !protocol_ok || !self.git_hosts.contains(&host) {
             return Resolution::NotOurs;
         }
@@ -173,14 +182,6 @@ fn is_slug(s: &str) -> bool {
         && !s.starts_with('.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// The host part of `host[:port]` (brackets kept off IPv6 literals).
-fn host_name(host_port: &str) -> &str {
-    if let Some(rest) = host_port.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    host_port.rsplit_once(':').map_or(host_port, |(h, _)| h)
 }
 
 /// 127.0.0.0/8, ::1 and `localhost`.
@@ -266,6 +267,18 @@ mod tests {
             s.resolve(Some("https"), None, Some("a/b.git")),
             Resolution::NotOurs
         );
+        for odd in [
+            "evil@githosted.dev",
+            "githosted.dev/x",
+            "githosted.dev:notaport",
+            "",
+        ] {
+            assert_eq!(
+                s.resolve(Some("https"), Some(odd), Some("a/b.git")),
+                Resolution::NotOurs,
+                "{odd}"
+            );
+        }
     }
 
     #[test]
@@ -357,7 +370,5 @@ mod tests {
         assert!(is_loopback("LOCALHOST"));
         assert!(!is_loopback("10.0.0.1"));
         assert!(!is_loopback("localhost.evil.example"));
-        assert_eq!(host_name("127.0.0.1:80"), "127.0.0.1");
-        assert_eq!(host_name("[::1]:80"), "::1");
     }
 }
