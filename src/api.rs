@@ -119,6 +119,13 @@ pub enum ApiError {
     /// An answer that does not follow the API.
     #[error("{host} sent an answer this helper does not understand: {reason}")]
     BadResponse { host: String, reason: String },
+    /// The parent token belongs to another workspace than the one asked for
+    /// (checked before any exchange: a token's repo slugs are relative to its workspace).
+    #[error("your token is for {token_workspace}, not {wanted}")]
+    WrongWorkspace {
+        token_workspace: String,
+        wanted: String,
+    },
 }
 
 impl ApiError {
@@ -129,7 +136,7 @@ impl ApiError {
                 code.is_transient() || (500..600).contains(status)
             }
             ApiError::Transport { .. } => true,
-            ApiError::BadResponse { .. } => false,
+            ApiError::BadResponse { .. } | ApiError::WrongWorkspace { .. } => false,
         }
     }
 
@@ -227,6 +234,33 @@ struct RevokeRequest<'a> {
 #[serde(rename_all = "camelCase")]
 struct ListRequest {
     page_size: u32,
+}
+
+/// A workspace, as `ListWorkspaces` describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Workspace {
+    pub id: String,
+    pub slug: String,
+    /// The caller's permission there (`PERMISSION_READ`, `PERMISSION_WRITE`).
+    pub permission: String,
+}
+
+impl Workspace {
+    /// The caller's permission, when the server says.
+    pub fn permission(&self) -> Option<Permission> {
+        match self.permission.as_str() {
+            "PERMISSION_READ" => Some(Permission::Read),
+            "PERMISSION_WRITE" => Some(Permission::Write),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WorkspaceList {
+    workspaces: Vec<Workspace>,
 }
 
 /// The `tokens` of a `ListTokens` answer.
@@ -440,6 +474,28 @@ impl Client {
             .call("RevokeToken", parent, &RevokeRequest { token_id }, deadline)
             .await?;
         Ok(())
+    }
+
+    /// The workspace a workspace token belongs to, and its permission there
+    /// (`ListWorkspaces`). `None` when the server has no such method: then the
+    /// workspace cannot be checked, only trusted.
+    pub async fn workspace_of(
+        &self,
+        token: &Secret,
+        deadline: Instant,
+    ) -> Result<Option<Workspace>, ApiError> {
+        let answer: Result<WorkspaceList, ApiError> = self
+            .call("ListWorkspaces", token, &serde_json::json!({}), deadline)
+            .await;
+        match answer {
+            Ok(list) => Ok(list.workspaces.into_iter().next()),
+            Err(ApiError::Status { status: 404, .. }) => Ok(None),
+            Err(ApiError::Status {
+                code: Code::Other(code),
+                ..
+            }) if code == "unimplemented" => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `ListTokens` with one page of `page_size`: proves a token is a live workspace token.

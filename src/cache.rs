@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, Client, ExchangeRequest, Minted, Network, deadline_in};
+use crate::api::{ApiError, Client, ExchangeRequest, Minted, Network, Workspace, deadline_in};
 use crate::secret::Secret;
 use crate::token::{Issued, Permission};
 
@@ -366,9 +366,31 @@ fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now: i64) -> Option<Iss
 #[derive(Default)]
 pub struct ApiMinter {
     clients: Mutex<HashMap<(String, Network), Client>>,
+    /// Each parent's workspace (`None`: the server cannot say), by holder id.
+    workspaces: Mutex<HashMap<String, Option<Workspace>>>,
 }
 
 impl ApiMinter {
+    /// The parent's workspace, asked once per parent (by its keyed hash).
+    async fn workspace_of(
+        &self,
+        client: &Client,
+        parent: &Secret,
+        deadline: std::time::Instant,
+    ) -> Result<Option<Workspace>, ApiError> {
+        let id = parent.holder_id();
+        if let Some(known) = self.lock_workspaces().get(&id) {
+            return Ok(known.clone());
+        }
+        let found = client.workspace_of(parent, deadline).await?;
+        self.lock_workspaces().insert(id, found.clone());
+        Ok(found)
+    }
+
+    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Workspace>>> {
+        self.workspaces.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The client for an API base with the asker's network settings.
     fn client(&self, base: &str, network: &Network) -> Result<Client, ApiError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -394,14 +416,37 @@ impl Minter for ApiMinter {
         parent: &Secret,
     ) -> Result<Minted, ApiError> {
         let client = self.client(&key.api, &params.network)?;
+        let deadline = deadline_in(params.timeout);
+        // A parent's repo slugs are relative to its own workspace: never
+        // exchange it for a URL of another one.
+        let workspace = self.workspace_of(&client, parent, deadline).await?;
+        if let Some(ws) = &workspace
+            && ws.slug != key.workspace
+        {
+            return Err(ApiError::WrongWorkspace {
+                token_workspace: ws.slug.clone(),
+                wanted: key.workspace.clone(),
+            });
+        }
         let request = ExchangeRequest {
             repo_allowlist: vec![key.repo.as_str()],
             permission: key.permission,
             ttl_seconds: params.ttl,
             subject: &params.subject,
         };
-        let deadline = deadline_in(params.timeout);
         let minted = client.exchange_token(parent, &request, deadline).await?;
+        if let Some(ws) = &workspace
+            && !minted.record.workspace_id.is_empty()
+            && minted.record.workspace_id != ws.id
+        {
+            return Err(ApiError::BadResponse {
+                host: key.api.clone(),
+                reason: format!(
+                    "the new token is for workspace {}, not {}",
+                    minted.record.workspace_id, ws.id
+                ),
+            });
+        }
         if minted.expires_at <= SystemClock.now() {
             return Err(ApiError::BadResponse {
                 host: key.api.clone(),

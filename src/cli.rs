@@ -263,11 +263,44 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// The line for a command nobody knows, with the closest one when there is one.
+pub fn unknown_command(word: &str) -> String {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let closest = cli
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_owned())
+        .map(|name| (strsim::jaro_winkler(word, &name), name))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let word = crate::ui::printable(word, 60);
+    match closest {
+        Some((_, name)) => format!(
+            "unknown command `{word}`; did you mean `{name}`? (see `git-credential-githosted --help`)"
+        ),
+        None => format!("unknown command `{word}`: see `git-credential-githosted --help`"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn unknown_commands_get_the_closest_one() {
+        for (typed, meant) in [
+            ("statsu", "status"),
+            ("doctr", "doctor"),
+            ("loginn", "login"),
+        ] {
+            let line = unknown_command(typed);
+            assert!(line.contains(&format!("did you mean `{meant}`")), "{line}");
+        }
+        assert!(!unknown_command("frobnicate").contains("did you mean"));
+    }
 
     #[test]
     fn the_definition_is_consistent() {

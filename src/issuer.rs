@@ -45,7 +45,7 @@ pub enum GetError {
         remedy: String,
     },
     #[error(
-        "{api_host} refused a {permission} token for {workspace}/{repo}: the workspace token may be read-only (then use --permission read), belong to another workspace, or not be a workspace token (server: {message})"
+        "{api_host} refused a {permission} token for {workspace}/{repo} ({message}): with a read-only workspace token, run `git-credential-githosted configure{api_flag} --permission auto` (read tokens for fetches); pushes need a write token: `git-credential-githosted login{api_flag} --workspace {workspace}`"
     )]
     PermissionDenied {
         api_host: String,
@@ -53,6 +53,15 @@ pub enum GetError {
         repo: String,
         permission: &'static str,
         message: String,
+        api_flag: String,
+    },
+    #[error(
+        "your token is for {token_workspace}, not {wanted}: check the URL, or `git-credential-githosted login{api_flag} --workspace {wanted}` with a {wanted} token"
+    )]
+    WrongWorkspace {
+        token_workspace: String,
+        wanted: String,
+        api_flag: String,
     },
     #[error(
         "{api_host} has no repo `{repo}` in workspace `{workspace}` that this token can see: check the remote URL, or the token belongs to another workspace (server: {message})"
@@ -358,6 +367,17 @@ fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiErr
         ApiError::Status { message, .. } => message.clone(),
         _ => String::new(),
     };
+    if let ApiError::WrongWorkspace {
+        token_workspace,
+        wanted,
+    } = error
+    {
+        return GetError::WrongWorkspace {
+            token_workspace,
+            wanted,
+            api_flag: settings.api_url_flag(),
+        };
+    }
     match error.code() {
         Some(Code::Unauthenticated) => GetError::ParentRejected {
             remedy: match &parent.source {
@@ -380,6 +400,7 @@ fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiErr
             repo,
             permission: settings.permission.as_str(),
             message,
+            api_flag: settings.api_url_flag(),
         },
         Some(Code::NotFound) => GetError::NotFound {
             api_host,
@@ -679,6 +700,10 @@ mod tests {
         let line = shown(Source::Env, status(Code::PermissionDenied, "too wide"));
         assert!(
             line.contains("refused a write token for acme/app") && line.contains("too wide"),
+            "{line}"
+        );
+        assert!(
+            line.contains("configure --api-url http://127.0.0.1:8080 --permission auto"),
             "{line}"
         );
         let line = shown(Source::Env, status(Code::NotFound, "no such repo"));

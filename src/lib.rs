@@ -14,7 +14,7 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`git`], [`supervise`] | one outside thing each: the process, options, `/proc`, the keychain, HTTP, git, child processes |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`git`], [`supervise`], [`tty`] | one outside thing each: the process, options, `/proc`, the keychain, HTTP, git, child processes, the terminal |
 //! | 3 policy | [`cache`] | what is cached for how long, one mint per key; the API-backed minter |
 //! | 4 transport | [`agent`] | the background process around the cache: socket, peer checks, its wire |
 //! | 5 use cases | [`issuer`], [`sandbox`] | a token for git (agent, fallback, direct), revoking; `exec`'s confinement |
@@ -45,5 +45,7 @@ pub mod settings;
 pub mod supervise;
 pub mod target;
 pub mod token;
+#[cfg(unix)]
+pub mod tty;
 pub mod ui;
 pub mod wipe;

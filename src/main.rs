@@ -5,10 +5,11 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
+use git_credential_githosted::cli;
 use git_credential_githosted::cli::{ApiOptions, Cli, Command, HelperOptions};
 use git_credential_githosted::cmd::configure::{self, Scope};
 use git_credential_githosted::cmd::{doctor, helper, login, scoped, status};
-use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Settings};
+use git_credential_githosted::settings::{self, DEFAULT_TTL_SECS, Settings};
 use git_credential_githosted::{agent, harden, keychain};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -24,6 +25,9 @@ fn main() -> ExitCode {
     harden::process();
     // SAFETY: no other thread exists yet.
     unsafe { keychain::take_env_token() };
+    if let Some(code) = refuse_token_arguments() {
+        return code;
+    }
     let cli = Cli::parse();
     init_tracing(verbosity(&cli));
     match run(cli) {
@@ -127,6 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             true
         }
         Command::Other(words) => {
+            // Git may invent operations: those stay silent. A person typing gets told.
+            if settings::stdin_is_terminal() {
+                let word = words.first().map(String::as_str).unwrap_or_default();
+                git_credential_githosted::say!("{}", cli::unknown_command(word));
+                return Ok(ExitCode::from(2));
+            }
             tracing::debug!(operation = ?words.first(), "unknown operation: ignored");
             true
         }
@@ -165,6 +175,26 @@ fn init_tracing(verbose: u8) {
         )
         .with(filter)
         .init();
+}
+
+/// A token pasted as an argument is refused without being shown (clap would
+/// repeat it in its error), whatever the command.
+fn refuse_token_arguments() -> Option<ExitCode> {
+    let before_command = std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .collect::<Vec<_>>();
+    let pasted = before_command.iter().any(|a| {
+        let a = a.to_string_lossy();
+        let value = a.split_once('=').map_or(a.as_ref(), |(_, v)| v);
+        value.starts_with("gw_") || value.starts_with("gr_")
+    });
+    pasted.then(|| {
+        git_credential_githosted::say!(
+            "a token was given as an argument, where every user can see it (`ps`); tokens are read from stdin: printf %s \"$TOKEN\" | git-credential-githosted login"
+        );
+        ExitCode::from(2)
+    })
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

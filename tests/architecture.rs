@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("api", 2),
     ("git", 2),
     ("supervise", 2),
+    ("tty", 2),
     ("cache", 3),
     ("agent", 4),
     ("issuer", 5),

@@ -36,10 +36,12 @@ fn login_then_clone_then_logout() {
 
     let login = world.helper(&["login", "--api-url", &url], Some(&parent));
     login.assert_ok();
+    // Filed under the workspace the API says the token belongs to.
     assert!(
         login
             .stderr
-            .contains(&format!("for {host} in the Secret Service")),
+            .contains(&format!("for {host}/acme in the Secret Service"))
+            && login.stderr.contains("it can fetch and push"),
         "{}",
         login.stderr
     );
@@ -50,7 +52,7 @@ fn login_then_clone_then_logout() {
         "login checks the token"
     );
     assert_eq!(
-        secret_tool_lookup(&world, &host).as_deref(),
+        secret_tool_lookup(&world, &format!("{host}/acme")).as_deref(),
         Some(parent.as_str())
     );
 
@@ -71,7 +73,7 @@ fn login_then_clone_then_logout() {
     let logout = world.helper(&["logout", "--api-url", &url], None);
     logout.assert_ok();
     assert!(logout.stderr.contains("removed"), "{}", logout.stderr);
-    assert_eq!(secret_tool_lookup(&world, &host), None);
+    assert_eq!(secret_tool_lookup(&world, &format!("{host}/acme")), None);
     let get = world.helper(
         &["--api-url", &url, "get"],
         Some(&request("http", &host, Some("acme/app.git"))),
@@ -141,15 +143,15 @@ fn revoked_stored_parent_says_to_log_in_again() {
     assert!(
         run.stderr
             .contains(&format!("{host} rejected the Secret Service"))
-            && run
-                .stderr
-                .contains(&format!("git-credential-githosted login --api-url {url}")),
+            && run.stderr.contains(&format!(
+                "git-credential-githosted login --api-url {url} --workspace acme"
+            )),
         "{}",
         run.stderr
     );
     // A rejected parent is never deleted by the helper: only logout does that.
     assert_eq!(
-        secret_tool_lookup(&world, &host).as_deref(),
+        secret_tool_lookup(&world, &format!("{host}/acme")).as_deref(),
         Some(parent.as_str())
     );
     world
@@ -251,4 +253,48 @@ fn logout_revokes_every_cached_token_and_empties_the_agent() {
     let get = world.get("app", &[]);
     assert_eq!(field(&get.stdout, "password"), None, "{get:#?}");
     assert_eq!(world.server.exchange_count(), 3);
+}
+
+/// First hour item 2: `login` says what the token can do; a token of another
+/// workspace than `--workspace` says is refused and nothing is stored.
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn login_says_what_the_token_can_do_and_refuses_another_workspace() {
+    let world = World::new();
+    world.server.add_workspace("globex");
+    let url = world.server.base_url();
+    let host = world.server.host();
+    let read_only = world.server.seed_token("acme", TokenSpec::workspace_read());
+    let login = world.helper(&["login", "--api-url", &url], Some(&read_only));
+    login.assert_ok();
+    assert!(
+        login.stderr.contains("it is read-only: fetches only")
+            && login
+                .stderr
+                .contains(&format!("configure --api-url {url} --permission auto")),
+        "{}",
+        login.stderr
+    );
+
+    let acme = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    let run = world.helper(
+        &["login", "--api-url", &url, "--workspace", "globex"],
+        Some(&acme),
+    );
+    run.assert_failed();
+    assert!(
+        run.stderr
+            .contains("this token is for acme, not globex: nothing was stored")
+            && run.stderr.contains("--workspace acme"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(secret_tool_lookup(&world, &format!("{host}/globex")), None);
+    // Two entries now? Only acme's (read-only) one: logout needs no --workspace.
+    world
+        .helper(&["logout", "--api-url", &url], None)
+        .assert_ok();
+    assert_eq!(secret_tool_lookup(&world, &format!("{host}/acme")), None);
 }

@@ -351,6 +351,7 @@ fn repo_token_cannot_call_control_plane() {
     for (method, body) in [
         ("ExchangeToken", json!({"repoAllowlist": ["app"]})),
         ("ListTokens", json!({"pageSize": 1})),
+        ("ListWorkspaces", json!({})),
         (
             "RevokeToken",
             json!({"tokenId": s.record_for(&gr).unwrap().id}),
@@ -370,6 +371,27 @@ fn repo_token_cannot_call_control_plane() {
     }
     assert_eq!(s.exchange_count(), 0);
     assert!(s.record_for(&gr).unwrap().revoked_at.is_none());
+}
+
+/// `ListWorkspaces` (assumed; see the README): a workspace token sees its own
+/// workspace, with its slug and the token's permission there.
+#[test]
+fn list_workspaces_names_the_tokens_workspace_and_permission() {
+    let s = fixture();
+    for (spec, wire) in [
+        (TokenSpec::workspace_write(), "PERMISSION_WRITE"),
+        (TokenSpec::workspace_read(), "PERMISSION_READ"),
+    ] {
+        let gw = s.seed_token("acme", spec);
+        let r = api(&s, Some(&gw), "ListWorkspaces", json!({}));
+        assert_eq!(r.status, 200);
+        let body = r.json();
+        let ws = &body["workspaces"][0];
+        assert_eq!(ws["slug"], "acme");
+        assert_eq!(ws["id"], s.workspace_id("acme").as_str());
+        assert_eq!(ws["permission"], wire);
+        assert_eq!(body["workspaces"].as_array().unwrap().len(), 1);
+    }
 }
 
 #[test]

@@ -79,6 +79,10 @@ pub enum Failure {
         host: String,
         reason: String,
     },
+    WrongWorkspace {
+        token_workspace: String,
+        wanted: String,
+    },
 }
 
 impl From<ApiError> for Failure {
@@ -99,6 +103,13 @@ impl From<ApiError> for Failure {
             },
             ApiError::Transport { host, reason } => Failure::Transport { host, reason },
             ApiError::BadResponse { host, reason } => Failure::BadResponse { host, reason },
+            ApiError::WrongWorkspace {
+                token_workspace,
+                wanted,
+            } => Failure::WrongWorkspace {
+                token_workspace,
+                wanted,
+            },
         }
     }
 }
@@ -121,6 +132,13 @@ impl From<Failure> for ApiError {
             },
             Failure::Transport { host, reason } => ApiError::Transport { host, reason },
             Failure::BadResponse { host, reason } => ApiError::BadResponse { host, reason },
+            Failure::WrongWorkspace {
+                token_workspace,
+                wanted,
+            } => ApiError::WrongWorkspace {
+                token_workspace,
+                wanted,
+            },
         }
     }
 }

@@ -12,17 +12,25 @@ use crate::issuer;
 use crate::keychain::{self, BACKEND};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
+use crate::token::Permission;
+use zeroize::Zeroizing;
 
-/// `login`: read a workspace token from stdin, check it, store it.
+/// `login`: read a workspace token from stdin, check it, find its workspace,
+/// store it under that workspace.
 pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyhow::Result<()> {
     let api_host = settings.service.api_host();
-    let account = keychain::account(api_host, workspace);
-    let token = read_token_from_stdin(&format!("githosted workspace token for {account}: "))
-        .context("reading the token from stdin")?;
+    let whose = workspace.map_or_else(|| api_host.to_owned(), |ws| format!("{ws} on {api_host}"));
+    let Some(token) = read_token(&format!(
+        "githosted workspace token for {whose} (input hidden): "
+    ))
+    .context("reading the token from stdin")?
+    else {
+        bail!("interrupted: nothing was stored");
+    };
     match token.kind() {
         TokenKind::Workspace => {}
         TokenKind::Repo => bail!(
-            "that is a repo token (gr_…); `login` stores a workspace token (gw_…): create one in githosted's workspace settings"
+            "that is a repo token (gr_…); `login` stores a workspace token (gw_…): in githosted, open the workspace → Tokens → Create, kind Workspace"
         ),
         TokenKind::Unknown if token.expose().is_empty() => {
             bail!(
@@ -34,38 +42,23 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
             bail!("that is not a githosted workspace token (they start with gw_)")
         }
     }
-    if verify {
-        let client = api::Client::new(
-            settings.service.api_url(),
-            api_host,
-            &api::Network::from_env(),
-        )?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let deadline = api::deadline_in(settings.timeout);
-        match runtime.block_on(client.list_tokens(&token, 1, deadline)) {
-            Ok(_) => {}
-            Err(e) => match e.code() {
-                Some(Code::Unauthenticated) => {
-                    bail!(
-                        "{api_host} rejected the token {token} (wrong, expired or revoked); nothing was stored"
-                    )
-                }
-                Some(Code::PermissionDenied) => {
-                    bail!(
-                        "{api_host} says the token {token} is not a workspace token; nothing was stored"
-                    )
-                }
-                _ => bail!(
-                    "could not check the token with {api_host}: {}; nothing was stored (use --no-verify to store it unchecked)",
-                    e
-                ),
-            },
-        }
-    }
+    let found = match verify {
+        true => check(settings, &token)?,
+        false => None,
+    };
+    let account = match (&found, workspace) {
+        (Some(ws), Some(wanted)) if ws.slug != wanted => bail!(
+            "this token is for {}, not {wanted}: nothing was stored; run `git-credential-githosted login{} --workspace {}`, or use a {wanted} token",
+            ws.slug,
+            settings.api_url_flag(),
+            ws.slug
+        ),
+        (Some(ws), _) => keychain::account(api_host, Some(&ws.slug)),
+        (None, ws) => keychain::account(api_host, ws),
+    };
     keychain::write(&account, &token)?;
     // Tokens minted from the previous keychain token must not outlive it here.
+    let workspace = found.as_ref().map(|ws| ws.slug.as_str()).or(workspace);
     let dropped = drain_agent(settings, workspace);
     if !dropped.is_empty() {
         tracing::info!(
@@ -73,7 +66,15 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
             "forgot tokens minted from the previous workspace token"
         );
     }
-    crate::say!("stored the workspace token {token} for {account} in the {BACKEND}");
+    let can = match found.as_ref().and_then(|ws| ws.permission()) {
+        Some(Permission::Write) => "; it can fetch and push".to_owned(),
+        Some(Permission::Read) => format!(
+            "; it is read-only: fetches only, pushes need a write token; run `git-credential-githosted configure{} --permission auto` so fetches ask for read tokens",
+            settings.api_url_flag()
+        ),
+        None => String::new(),
+    };
+    crate::say!("stored the workspace token {token} for {account} in the {BACKEND}{can}");
     if keychain::env_token().is_some() {
         crate::say!(
             "note: {} is set in this environment and is used instead of the keychain",
@@ -83,10 +84,43 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
     Ok(())
 }
 
+/// Checks that `token` is a live workspace token of this API and finds its
+/// workspace (`None` when the server cannot say). Errors say nothing was stored.
+pub fn check(settings: &Settings, token: &Secret) -> anyhow::Result<Option<api::Workspace>> {
+    let api_host = settings.service.api_host();
+    let client = api::Client::new(
+        settings.service.api_url(),
+        api_host,
+        &api::Network::from_env(),
+    )?;
+    let runtime = api::runtime()?;
+    let deadline = api::deadline_in(settings.timeout);
+    let checked = runtime.block_on(async {
+        client.list_tokens(token, 1, deadline).await?;
+        client.workspace_of(token, deadline).await
+    });
+    checked.map_err(|e| match e.code() {
+        Some(Code::Unauthenticated) => anyhow::anyhow!(
+            "{api_host} rejected the token {token} (wrong, expired or revoked); nothing was stored"
+        ),
+        Some(Code::PermissionDenied) => anyhow::anyhow!(
+            "{api_host} says the token {token} is not a workspace token; nothing was stored"
+        ),
+        _ => anyhow::anyhow!(
+            "could not check the token with {api_host}: {e}; nothing was stored (use --no-verify to store it unchecked)"
+        ),
+    })
+}
+
 /// `logout`: revoke every live token the agent minted for this API host (and
 /// workspace), empty its cache, and delete the stored workspace token.
 pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()> {
-    let account = keychain::account(settings.service.api_host(), workspace);
+    let api_host = settings.service.api_host();
+    let account = match workspace {
+        Some(ws) => keychain::account(api_host, Some(ws)),
+        None => only_account(settings)?,
+    };
+    let workspace = account.split_once('/').map(|(_, ws)| ws);
     let dropped = drain_agent(settings, workspace);
     // Revoke while the workspace token is still there to revoke with.
     let revoked = issuer::revoke(settings, &dropped);
@@ -104,6 +138,29 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
     Ok(())
 }
 
+/// The one keychain entry for this API host (any workspace); several are an
+/// error that names them.
+fn only_account(settings: &Settings) -> anyhow::Result<String> {
+    let api_host = settings.service.api_host();
+    let ours: Vec<String> = keychain::list()?
+        .into_iter()
+        .map(|(account, _)| account)
+        .filter(|a| a == api_host || a.starts_with(&format!("{api_host}/")))
+        .collect();
+    match ours.as_slice() {
+        [] => Ok(api_host.to_owned()),
+        [one] => Ok(one.clone()),
+        many => bail!(
+            "several workspace tokens are stored for {api_host} ({}): run `git-credential-githosted logout{} --workspace WS`",
+            many.iter()
+                .map(|a| a.split_once('/').map_or("(any workspace)", |(_, ws)| ws))
+                .collect::<Vec<_>>()
+                .join(", "),
+            settings.api_url_flag()
+        ),
+    }
+}
+
 /// Empties the agent's cache for this API (and workspace), if an agent runs.
 fn drain_agent(settings: &Settings, workspace: Option<&str>) -> Vec<Dropped> {
     let api = settings.service.api_url().to_string();
@@ -113,14 +170,33 @@ fn drain_agent(settings: &Settings, workspace: Option<&str>) -> Vec<Dropped> {
 }
 
 /// Reads a token typed (without echo) or piped by the user; at most 64 KiB.
-fn read_token_from_stdin(prompt: &str) -> io::Result<Secret> {
+/// `None`: the person pressed Ctrl-C at the prompt.
+fn read_token(prompt: &str) -> io::Result<Option<Secret>> {
     let value = if settings::stdin_is_terminal() {
-        rpassword::prompt_password(prompt)?
+        match prompt_hidden(prompt)? {
+            Some(value) => value,
+            None => return Ok(None),
+        }
     } else {
-        let mut value = String::new();
+        let mut value = Zeroizing::new(String::new());
         io::Read::take(io::stdin().lock(), 64 * 1024).read_to_string(&mut value)?;
         value
     };
-    let value = zeroize::Zeroizing::new(value);
-    Ok(Secret::new(value.trim().to_owned()))
+    Ok(Some(Secret::new(value.trim().to_owned())))
+}
+
+#[cfg(unix)]
+fn prompt_hidden(prompt: &str) -> io::Result<Option<Zeroizing<String>>> {
+    let mut tty =
+        crate::tty::controlling().ok_or_else(|| io::Error::other("no terminal to ask on"))?;
+    match crate::tty::read_hidden(&mut tty, prompt)? {
+        crate::tty::Answer::Line(line) => Ok(Some(line)),
+        crate::tty::Answer::Closed => Ok(Some(Zeroizing::new(String::new()))),
+        crate::tty::Answer::Interrupted => Ok(None),
+    }
+}
+
+#[cfg(not(unix))]
+fn prompt_hidden(prompt: &str) -> io::Result<Option<Zeroizing<String>>> {
+    rpassword::prompt_password(prompt).map(|v| Some(Zeroizing::new(v)))
 }

@@ -5,6 +5,7 @@
 //! attacks that root would hide, a private Secret Service. Used by the
 //! integration tests, the benchmark and `examples/try_it.rs`.
 
+pub mod pty;
 pub mod server;
 
 use std::ffi::OsString;

@@ -6,7 +6,13 @@ use super::*;
 // Connect-JSON control plane
 // ---------------------------------------------------------------------------------------------
 
-pub(crate) const METHODS: [&str; 4] = ["ExchangeToken", "RevokeToken", "ListTokens", "CreateToken"];
+pub(crate) const METHODS: [&str; 5] = [
+    "ExchangeToken",
+    "RevokeToken",
+    "ListTokens",
+    "CreateToken",
+    "ListWorkspaces",
+];
 
 pub(crate) struct ApiError {
     pub(crate) http: StatusCode,
@@ -170,6 +176,7 @@ pub(crate) async fn api_handler(
             "ExchangeToken" => st.exchange_token(caller, &req, &meta),
             "RevokeToken" => st.revoke_token(caller, &req),
             "ListTokens" => st.list_tokens(caller, &req),
+            "ListWorkspaces" => st.list_workspaces(caller),
             _ => st.create_token(caller, &req),
         }
     })();

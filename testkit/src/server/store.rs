@@ -370,6 +370,21 @@ impl Store {
         Ok(json!({}))
     }
 
+    /// `ListWorkspaces` (not in githosted's published reference, which the
+    /// helper treats as optional): the workspaces the caller can use, with its
+    /// permission in each. A workspace token sees its own workspace.
+    pub(crate) fn list_workspaces(&mut self, caller: usize) -> Result<Value, ApiError> {
+        self.require_workspace_token(caller)?;
+        let token = &self.tokens[caller];
+        let ws = &self.workspaces[token.workspace];
+        Ok(json!({"workspaces": [{
+            "id": ws.id,
+            "slug": ws.slug,
+            "name": ws.slug,
+            "permission": token.permission.wire(),
+        }]}))
+    }
+
     pub(crate) fn list_tokens(&mut self, caller: usize, req: &Req) -> Result<Value, ApiError> {
         self.require_workspace_token(caller)?;
         self.check_refs(caller, req)?;

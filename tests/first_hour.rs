@@ -1,0 +1,149 @@
+//! The first hour of a new user: the right workspace or a clear refusal, what
+//! a read-only token can do, a CLI that answers a person typing.
+//!
+//! Unix only: the harness runs processes as other users, uses Unix sockets and
+//! `git http-backend` (Windows runs the unit tests and `protocol_props`).
+#![cfg(unix)]
+
+use std::time::Duration;
+
+use githosted_testkit::pty::Pty;
+use githosted_testkit::*;
+
+/// Item 1: a parent of another workspace (or a typo of the workspace) is never
+/// exchanged, nothing is cached, and one line says what to do.
+#[test]
+fn another_workspaces_token_is_refused_before_any_exchange() {
+    for options in [&[][..], &["--no-agent"][..]] {
+        let mut world = World::new();
+        world.server.add_workspace("globex");
+        world.server.add_repo("globex", "lib");
+        world.server.add_repo("acme", "lib");
+        world.with_env_parent(); // an acme token
+        let url = world.server.base_url();
+        for (ws, repo) in [("globex", "lib"), ("acmee", "app")] {
+            let path = format!("{ws}/{repo}.git");
+            let run = world.helper(
+                &[&["--api-url", url.as_str()][..], options, &["get"]].concat(),
+                Some(&request("http", &world.server.host(), Some(&path))),
+            );
+            assert_eq!(field(&run.stdout, "password"), None, "{run:#?}");
+            assert!(
+                run.stderr
+                    .contains(&format!("your token is for acme, not {ws}"))
+                    && run
+                        .stderr
+                        .contains(&format!("login --api-url {url} --workspace {ws}")),
+                "{}",
+                run.stderr
+            );
+            assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        }
+        assert_eq!(world.server.exchange_count(), 0, "{options:?}: exchanged");
+        if options.is_empty() {
+            let status = world.helper(&["--api-url", &url, "status"], None);
+            assert!(
+                status.stdout.contains("0 cached tokens"),
+                "{}",
+                status.stdout
+            );
+        }
+        // The right workspace still works.
+        assert!(world.token("app", options).starts_with("gr_"));
+    }
+}
+
+/// Item 2: with a read-only workspace token, a write request fails with the
+/// exact command that fixes it.
+#[test]
+fn a_read_only_parent_says_where_permission_goes() {
+    let mut world = World::new();
+    let parent = world.server.seed_token("acme", TokenSpec::workspace_read());
+    world.set_env("GITHOSTED_TOKEN", &parent);
+    let url = world.server.base_url();
+    let run = world.get("app", &[]);
+    assert_eq!(field(&run.stdout, "password"), None);
+    assert!(
+        run.stderr
+            .contains(&format!("configure --api-url {url} --permission auto")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        world
+            .token("app", &["--permission", "read"])
+            .starts_with("gr_")
+    );
+}
+
+/// Item 3: a person typing a wrong word is told, with the closest command;
+/// git (stdin not a terminal) inventing an operation gets silence.
+#[test]
+fn unknown_words_typed_by_a_person_get_did_you_mean() {
+    let world = World::new();
+    for (typed, meant) in [
+        ("statsu", "status"),
+        ("doctr", "doctor"),
+        ("loginn", "login"),
+    ] {
+        let mut cmd = world.command(helper());
+        cmd.arg(typed);
+        let mut pty = Pty::spawn(cmd);
+        let status = pty.wait(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(2), "{typed}: {}", pty.screen());
+        assert!(
+            pty.screen().contains(&format!("did you mean `{meant}`")),
+            "{}",
+            pty.screen()
+        );
+        // From git (stdin a pipe): quiet success.
+        let run = world.helper(&[typed], Some(""));
+        run.assert_ok();
+        assert_eq!(run.stdout, "");
+        assert_eq!(run.stderr, "");
+    }
+}
+
+/// Item 5: a token pasted as an argument is never echoed back.
+#[test]
+fn a_token_in_argv_is_refused_without_showing_it() {
+    let world = World::new();
+    let secret = "gw_pastedbymistake0123456789";
+    for args in [
+        vec!["login", secret],
+        vec!["login", "--workspace", secret],
+        vec![secret],
+        vec!["--api-url=gr_oops0123456789", "status"],
+    ] {
+        let run = world.helper(&args, None);
+        assert_eq!(run.status.code(), Some(2), "{args:?}");
+        assert!(
+            run.stderr.contains("tokens are read from stdin"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("pastedbymistake") && !run.stderr.contains("oops0123"));
+        assert!(!run.stdout.contains("pastedbymistake"));
+    }
+}
+
+/// Item 5: Ctrl-C at the login prompt leaves the terminal as it was (echo on).
+#[test]
+fn ctrl_c_at_the_login_prompt_restores_the_terminal() {
+    let world = World::new();
+    let mut cmd = world.command(helper());
+    cmd.args(["--api-url", &world.server.base_url(), "login"]);
+    let mut pty = Pty::spawn(cmd);
+    assert!(pty.echoes());
+    pty.expect("(input hidden):", Duration::from_secs(20));
+    pty.send(b"gw_half");
+    pty.send(&[0x03]);
+    let status = pty.wait(Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(pty.echoes(), "the terminal was left with echo off");
+    assert!(pty.screen().contains("interrupted"), "{}", pty.screen());
+    assert!(
+        !pty.screen().contains("gw_half"),
+        "the typed token was echoed"
+    );
+}
