@@ -45,16 +45,10 @@ pub enum GetError {
         remedy: String,
     },
     #[error(
-        "{api_host} refused a {permission} token for {workspace}/{repo} ({message}): with a read-only workspace token, run `git-credential-githosted configure{api_flag} --permission auto` (read tokens for fetches); pushes need a write token: `git-credential-githosted login{api_flag} --workspace {workspace}`"
+        "{} refused a {} token for {}/{} ({}): with a read-only workspace token, run `git-credential-githosted configure{} --permission auto` (read tokens for fetches); pushes need a write token: `git-credential-githosted login{} --workspace {}`",
+        .0.api_host, .0.permission, .0.workspace, .0.repo, .0.message, .0.api_flag, .0.api_flag, .0.workspace
     )]
-    PermissionDenied {
-        api_host: String,
-        workspace: String,
-        repo: String,
-        permission: &'static str,
-        message: String,
-        api_flag: String,
-    },
+    PermissionDenied(Box<Denied>),
     #[error(
         "your token is for {token_workspace}, not {wanted}: check the URL, or `git-credential-githosted login{api_flag} --workspace {wanted}` with a {wanted} token"
     )]
@@ -97,6 +91,17 @@ fn not_a_token_remedy(source: &Source) -> String {
             "store a workspace token with `git-credential-githosted login`".to_owned()
         }
     }
+}
+
+/// A refused permission, and what to say about it.
+#[derive(Debug)]
+pub struct Denied {
+    pub api_host: String,
+    pub workspace: String,
+    pub repo: String,
+    pub permission: &'static str,
+    pub message: String,
+    pub api_flag: String,
 }
 
 /// Where parent tokens come from.
@@ -394,14 +399,14 @@ fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiErr
             api_host,
             origin: parent.source.clone(),
         },
-        Some(Code::PermissionDenied) => GetError::PermissionDenied {
+        Some(Code::PermissionDenied) => GetError::PermissionDenied(Box::new(Denied {
             api_host,
             workspace,
             repo,
             permission: settings.permission.as_str(),
             message,
             api_flag: settings.api_url_flag(),
-        },
+        })),
         Some(Code::NotFound) => GetError::NotFound {
             api_host,
             workspace,
