@@ -119,6 +119,9 @@ pub enum ApiError {
     /// An answer that does not follow the API.
     #[error("{host} sent an answer this helper does not understand: {reason}")]
     BadResponse { host: String, reason: String },
+    /// The API's host name does not resolve: retrying cannot help.
+    #[error("cannot resolve {host} ({reason}): check --api-url and the network")]
+    Unresolvable { host: String, reason: String },
     /// The parent token belongs to another workspace than the one asked for
     /// (checked before any exchange: a token's repo slugs are relative to its workspace).
     #[error("your token is for {token_workspace}, not {wanted}")]
@@ -136,7 +139,9 @@ impl ApiError {
                 code.is_transient() || (500..600).contains(status)
             }
             ApiError::Transport { .. } => true,
-            ApiError::BadResponse { .. } | ApiError::WrongWorkspace { .. } => false,
+            ApiError::BadResponse { .. }
+            | ApiError::Unresolvable { .. }
+            | ApiError::WrongWorkspace { .. } => false,
         }
     }
 
@@ -682,12 +687,30 @@ impl Client {
             // reqwest's own message, without the URL (which holds nothing secret, but is noise).
             e.to_string()
         };
-        // The causes say what to fix: refused, DNS, certificate.
+        // The causes say what to fix: refused, DNS, certificate. Each once.
+        let mut causes = Vec::new();
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {
-            reason.push_str(": ");
-            reason.push_str(&printable(&cause.to_string(), 200));
+            causes.push(printable(&cause.to_string(), 200));
             source = cause.source();
+        }
+        let dns = causes
+            .iter()
+            .any(|c| c.starts_with("dns error") || c.contains("failed to lookup address"));
+        if dns {
+            let innermost = causes.last().map(String::as_str).unwrap_or("no such host");
+            return ApiError::Unresolvable {
+                host: self.host.clone(),
+                reason: innermost
+                    .trim_start_matches("failed to lookup address information: ")
+                    .to_owned(),
+            };
+        }
+        for cause in causes {
+            if !reason.contains(&cause) {
+                reason.push_str(": ");
+                reason.push_str(&cause);
+            }
         }
         ApiError::Transport {
             host: self.host.clone(),

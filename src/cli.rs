@@ -263,6 +263,60 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// Names the API when `--api-url` does not.
+pub const API_URL_ENV: &str = "GITHOSTED_API_URL";
+
+/// The helper options on a helper line this program's `configure` wrote
+/// (`/path/git-credential-githosted --api-url X --permission auto`); `None`
+/// for any other helper.
+pub fn options_of_line(line: &str) -> Option<HelperOptions> {
+    let mut words = line.split_whitespace();
+    let first = words.next()?;
+    if first != "githosted" && !first.ends_with("/git-credential-githosted") {
+        return None;
+    }
+    let args = std::iter::once("x")
+        .chain(words)
+        .chain(std::iter::once("get"));
+    let cli = Cli::try_parse_from(args).ok()?;
+    match &cli.command {
+        Command::Get(later) => Some(cli.options.and(later)),
+        _ => None,
+    }
+}
+
+/// The options `configure` wrote into git's config, when it configured
+/// exactly one API (then commands other than git's own default to it).
+pub fn configured(helper_lines: impl IntoIterator<Item = String>) -> Option<HelperOptions> {
+    let mut found: Vec<HelperOptions> = helper_lines
+        .into_iter()
+        .filter_map(|line| options_of_line(&line))
+        .collect();
+    found.dedup_by(|a, b| a.api.api_url == b.api.api_url);
+    let first = found.first()?;
+    found
+        .iter()
+        .all(|o| o.api.api_url == first.api.api_url)
+        .then(|| first.clone())
+}
+
+impl HelperOptions {
+    /// These options, with the API named by `GITHOSTED_API_URL`, then by
+    /// `configured`, when none was given.
+    pub fn or_defaults(
+        mut self,
+        configured: impl FnOnce() -> Option<HelperOptions>,
+    ) -> HelperOptions {
+        if self.api.api_url.is_none() {
+            self.api.api_url = std::env::var(API_URL_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| configured().and_then(|o| o.api.api_url));
+        }
+        self
+    }
+}
+
 /// The line for a command nobody knows, with the closest one when there is one.
 pub fn unknown_command(word: &str) -> String {
     use clap::CommandFactory;
@@ -300,6 +354,26 @@ mod tests {
             assert!(line.contains(&format!("did you mean `{meant}`")), "{line}");
         }
         assert!(!unknown_command("frobnicate").contains("did you mean"));
+    }
+
+    #[test]
+    fn configure_wrote_options_are_read_back() {
+        let line = "/home/a/.local/bin/git-credential-githosted --api-url http://127.0.0.1:9 --permission auto";
+        let o = options_of_line(line).unwrap();
+        assert_eq!(o.api.api_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(o.permission, Some(PermissionArg::Auto));
+        assert!(options_of_line("store").is_none());
+        assert!(options_of_line("!f() { echo; }; f").is_none());
+        let one = configured(vec![line.to_owned(), "cache".into(), line.to_owned()]);
+        assert_eq!(
+            one.unwrap().api.api_url.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        let two = configured(vec![
+            line.to_owned(),
+            "githosted --api-url https://api.corp.example".into(),
+        ]);
+        assert!(two.is_none(), "two APIs: no default");
     }
 
     #[test]

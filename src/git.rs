@@ -156,6 +156,18 @@ pub fn config_list() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every credential helper value in the effective config, in order.
+pub fn helper_lines() -> Vec<String> {
+    config_list()
+        .into_iter()
+        .filter(|(key, _)| {
+            let key = key.to_ascii_lowercase();
+            key.starts_with("credential.") && key.ends_with(".helper")
+        })
+        .map(|(_, value)| value)
+        .collect()
+}
+
 /// What git will use for credentials for `url`: the helpers it asks, in
 /// order (an empty `helper =` clears the list so far), and `useHttpPath`.
 pub fn credential_config(url: &str) -> (Vec<String>, bool) {

@@ -67,18 +67,19 @@ pub enum GetError {
         message: String,
     },
     #[error(
-        "could not get a token for {workspace}/{repo}: {source}; try again later, or check --api-url"
+        "could not get a token for {workspace}/{repo}: {cause}{advice}",
+        advice = if cause.is_transient() { "; try again later, or check --api-url" } else { "" }
     )]
     Api {
         workspace: String,
         repo: String,
-        source: Box<ApiError>,
+        cause: Box<ApiError>,
     },
-    #[error("could not read the workspace token for {workspace} on {api_host}: {source}")]
+    #[error("could not read the workspace token for {workspace} on {api_host}: {cause}")]
     Keychain {
         api_host: String,
         workspace: String,
-        source: KeychainError,
+        cause: KeychainError,
     },
     #[error("{0} does not hold a githosted token (gw_… or gr_…); {remedy}", remedy = not_a_token_remedy(.0))]
     NotAToken(Source),
@@ -271,10 +272,10 @@ fn find_parent(
     let api_host = settings.service.api_host();
     parents
         .parent(api_host, &target.workspace)
-        .map_err(|source| GetError::Keychain {
+        .map_err(|cause| GetError::Keychain {
             api_host: api_host.to_owned(),
             workspace: target.workspace.clone(),
-            source,
+            cause,
         })?
         .ok_or_else(|| GetError::NoToken {
             api_host: api_host.to_owned(),
@@ -416,7 +417,7 @@ fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiErr
         _ => GetError::Api {
             workspace,
             repo,
-            source: Box::new(error),
+            cause: Box::new(error),
         },
     }
 }

@@ -66,31 +66,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     };
-    let helper = |later: &HelperOptions, default_ttl| {
-        Settings::new(&top.and(later).requested(), default_ttl)
+    // git's own operations get their options from the helper line; a person's
+    // commands default to the API `configure` wrote, when there is one.
+    let configured = || cli::configured(git_credential_githosted::git::helper_lines());
+    let for_git = |later: &HelperOptions| top.and(later).or_defaults(|| None);
+    let for_person = |later: &HelperOptions| top.and(later).or_defaults(configured);
+    let helper =
+        |options: HelperOptions, default_ttl| Settings::new(&options.requested(), default_ttl);
+    let api = |later: &ApiOptions| {
+        let options = HelperOptions {
+            api: top.api.and(later),
+            ..HelperOptions::default()
+        };
+        Settings::new(&for_person(&options).api.requested(), DEFAULT_TTL_SECS)
     };
-    let api = |later: &ApiOptions| Settings::new(&top.api.and(later).requested(), DEFAULT_TTL_SECS);
     let ok = match &cli.command {
         Command::Get(o) => {
-            let settings = helper(o, DEFAULT_TTL_SECS)?;
+            let settings = helper(for_git(o), DEFAULT_TTL_SECS)?;
             helper::get(&settings, &mut io::stdin().lock(), &mut io::stdout().lock())?
         }
         Command::Store(_) => helper::store(&mut io::stdin().lock()).map(|()| true)?,
         Command::Erase(o) => {
-            let settings = helper(o, DEFAULT_TTL_SECS)?;
+            let settings = helper(for_git(o), DEFAULT_TTL_SECS)?;
             helper::erase(&settings, &mut io::stdin().lock()).map(|()| true)?
         }
         Command::Token(a) => {
-            let settings = helper(&a.helper, DEFAULT_TTL_SECS)?;
+            let settings = helper(for_person(&a.helper), DEFAULT_TTL_SECS)?;
             scoped::token(&settings, a.repo.as_deref(), &mut io::stdout().lock())?;
             true
         }
         Command::Exec(a) => {
-            let settings = helper(&a.helper, scoped::EXEC_TTL_SECS)?;
+            let settings = helper(for_person(&a.helper), scoped::EXEC_TTL_SECS)?;
             return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate);
         }
         Command::Configure(a) => {
-            let settings = helper(&a.helper, DEFAULT_TTL_SECS)?;
+            // Running it again keeps what it wrote before, unless told otherwise.
+            let given = for_person(&a.helper);
+            let options = match configured() {
+                Some(before) if before.api.api_url == given.api.api_url => before.and(&given),
+                _ => given,
+            };
+            let settings = helper(options, DEFAULT_TTL_SECS)?;
             let scope = if a.local { Scope::Local } else { Scope::Global };
             configure::run(&settings, &a.hosts, scope, a.remove)?;
             true

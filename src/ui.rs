@@ -35,9 +35,13 @@ pub fn printable(text: &str, max: usize) -> String {
     let mut rest = text;
     while let Some(at) = rest.find("gw_").into_iter().chain(rest.find("gr_")).min() {
         out.push_str(&rest[..at + 3]);
+        rest = &rest[at + 3..];
+        // A fingerprint (`gr_…1a2b3c4d`) is shown as it is.
+        if rest.starts_with('…') {
+            continue;
+        }
         out.push('…');
-        rest = rest[at + 3..]
-            .trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     }
     out.push_str(rest);
     out.chars().filter(|c| !c.is_control()).take(max).collect()
@@ -56,6 +60,7 @@ mod tests {
             "bad header: Bearer gw_… and gr_…."
         );
         assert_eq!(printable("gw_", 10), "gw_…");
+        assert_eq!(printable("cached gr_…1a2b3c4d", 100), "cached gr_…1a2b3c4d");
     }
 
     #[test]

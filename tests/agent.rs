@@ -201,7 +201,12 @@ fn a_killed_agent_is_replaced() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // The socket file of the dead agent is still there: it must be replaced.
-    assert!(world.agent_dir().join("agent.sock").exists());
+    assert!(
+        world
+            .agent_dir()
+            .join(git_credential_githosted::agent::SOCKET_NAME)
+            .exists()
+    );
     let second = world.token("app", &[]);
     assert_ne!(second, first, "a new agent starts empty");
     let now = world.agent_pids();
@@ -237,7 +242,12 @@ fn no_agent_mints_every_time_and_starts_nothing() {
     world.git(GIT_NEW, None, &["ls-remote", &url]).assert_ok();
     assert_eq!(world.server.exchange_count(), 2);
     assert!(world.agent_pids().is_empty());
-    assert!(!world.agent_dir().join("agent.sock").exists());
+    assert!(
+        !world
+            .agent_dir()
+            .join(git_credential_githosted::agent::SOCKET_NAME)
+            .exists()
+    );
 }
 
 #[test]
@@ -284,7 +294,10 @@ fn the_agent_exits_when_idle_and_empty() {
     }
     assert!(world.agent_pids().is_empty(), "the agent is still running");
     assert!(
-        !world.agent_dir().join("agent.sock").exists(),
+        !world
+            .agent_dir()
+            .join(git_credential_githosted::agent::SOCKET_NAME)
+            .exists(),
         "socket left behind"
     );
 }
@@ -299,7 +312,9 @@ fn a_connection_from_another_uid_is_refused() {
     let mut world = World::new();
     world.with_env_parent();
     world.token("app", &[]);
-    let socket = world.agent_dir().join("agent.sock");
+    let socket = world
+        .agent_dir()
+        .join(git_credential_githosted::agent::SOCKET_NAME);
     for dir in [
         world.dir.path().to_owned(),
         world.runtime_dir(),

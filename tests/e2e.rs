@@ -235,7 +235,7 @@ fn parent_of_another_workspace_names_repo_and_workspace() {
     let run = world.git(GIT_NEW, None, &["ls-remote", &world.url("app")]);
     run.assert_failed();
     assert!(
-        run.stderr.contains("`app`") && run.stderr.contains("`acme`"),
+        run.stderr.contains("your token is for other, not acme"),
         "{}",
         run.stderr
     );
@@ -251,7 +251,7 @@ fn read_only_parent_asked_for_write_says_so() {
     run.assert_failed();
     assert!(
         run.stderr.contains("refused a write token for acme/app")
-            && run.stderr.contains("--permission read"),
+            && run.stderr.contains("--permission auto"),
         "{}",
         run.stderr
     );

@@ -330,7 +330,10 @@ fn the_fallback_gets_what_is_left_of_the_deadline() {
     let dir = world.agent_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    let listener = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(
+        dir.join(git_credential_githosted::agent::SOCKET_NAME),
+    )
+    .unwrap();
     // A wedged agent: "Miss" to the lookup, then silence.
     std::thread::spawn(move || {
         let mut held = Vec::new();

@@ -147,3 +147,68 @@ fn ctrl_c_at_the_login_prompt_restores_the_terminal() {
         "the typed token was echoed"
     );
 }
+
+/// Item 7: the API need not be repeated: GITHOSTED_API_URL, else (for a
+/// person's commands) the one API `configure` wrote.
+#[test]
+fn the_api_is_remembered() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    // Not configured, not named: the public API (and no token for it here).
+    let run = world.helper(&["token", "--repo", "acme/app"], None);
+    run.assert_failed();
+    world.set_env("GITHOSTED_API_URL", &url);
+    let run = world.helper(&["token", "--repo", "acme/app"], None);
+    run.assert_ok();
+    assert!(run.stdout.starts_with("gr_"));
+
+    let mut world = World::configured(&["--permission", "read"]);
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let run = world.helper(&["token", "--repo", "acme/app"], None);
+    run.assert_ok();
+    let status = world.helper(&["status"], None);
+    assert!(
+        status.stdout.contains(&format!("git: {url}/ helpers = ")),
+        "{}",
+        status.stdout
+    );
+    // git's own `get` takes its options from the helper line, as always.
+    let run = world.git(GIT_NEW, None, &["ls-remote", &world.url("app")]);
+    run.assert_ok();
+}
+
+/// Item 7: a host that does not resolve fails at once, in one line, each
+/// cause once.
+#[test]
+fn a_host_that_does_not_resolve_fails_at_once() {
+    let mut world = World::new();
+    world.with_env_parent();
+    for options in [&[][..], &["--no-agent"][..]] {
+        let mut args = vec![
+            "--api-url",
+            "https://no-such-host.invalid",
+            "token",
+            "--repo",
+            "acme/app",
+        ];
+        args.extend_from_slice(options);
+        let run = world.helper(&args, None);
+        run.assert_failed();
+        assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("cannot resolve no-such-host.invalid"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("try again later"), "{}", run.stderr);
+        assert_eq!(
+            run.stderr.matches("no-such-host.invalid").count(),
+            1,
+            "{}",
+            run.stderr
+        );
+    }
+}

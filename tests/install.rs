@@ -180,7 +180,22 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
         ],
     );
     assert_eq!(helpers.stdout, "\ngithosted --permission read\n");
+    // Run again, it keeps what it wrote (first hour item 7); told otherwise, it changes.
     world.helper(&["configure"], None).assert_ok();
+    let again = world.git(
+        GIT_NEW,
+        None,
+        &[
+            "config",
+            "--global",
+            "--get-all",
+            "credential.https://githosted.dev.helper",
+        ],
+    );
+    assert_eq!(again.stdout, "\ngithosted --permission read\n");
+    world
+        .helper(&["configure", "--permission", "write"], None)
+        .assert_ok();
     assert_eq!(global_config(&world), configured);
 
     world.helper(&["configure", "--remove"], None).assert_ok();

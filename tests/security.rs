@@ -104,7 +104,9 @@ git ls-remote $URL/acme/lib.git >/dev/null 2>&1 && echo lib=ok || echo lib=fail
     world.set_env("ORIG_BUS", &orig_bus);
     world.set_env("HOST", &host);
     world.set_env("URL", &url);
-    let sock = world.agent_dir().join("agent.sock");
+    let sock = world
+        .agent_dir()
+        .join(git_credential_githosted::agent::SOCKET_NAME);
     world.set_env("AGENT_SOCK", &sock.to_string_lossy());
     let run = world.helper(
         &[
@@ -222,7 +224,7 @@ fn the_helper_sends_nothing_to_an_impostor_agent() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     chown_tree(&dir, user);
-    let socket = dir.join("agent.sock");
+    let socket = dir.join(git_credential_githosted::agent::SOCKET_NAME);
     let listener = UnixListener::bind(&socket).unwrap();
     std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -332,7 +334,12 @@ fn printed_fingerprints_do_not_unlock_the_agent() {
             "api": api, "workspace": "acme", "repo": "app",
             "permission": "PERMISSION_WRITE", "parent": guess}, "min_ttl": null}});
         let body = serde_json::to_vec(&request).unwrap();
-        let mut conn = UnixStream::connect(world.agent_dir().join("agent.sock")).unwrap();
+        let mut conn = UnixStream::connect(
+            world
+                .agent_dir()
+                .join(git_credential_githosted::agent::SOCKET_NAME),
+        )
+        .unwrap();
         conn.write_all(&(body.len() as u32).to_be_bytes()).unwrap();
         conn.write_all(&body).unwrap();
         let mut len = [0u8; 4];
@@ -566,7 +573,9 @@ fn a_flood_of_idle_connections_does_not_spin_the_agent() {
             .collect();
         fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     };
-    let socket = world.agent_dir().join("agent.sock");
+    let socket = world
+        .agent_dir()
+        .join(git_credential_githosted::agent::SOCKET_NAME);
     let conns: Vec<UnixStream> = (0..100)
         .filter_map(|_| UnixStream::connect(&socket).ok())
         .collect();

@@ -56,11 +56,18 @@ pub enum AgentError {
     #[error("cannot start the agent: {0}")]
     Spawn(String),
     #[error("talking to the agent: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error(
         "the agent answered something unexpected (an older version?); kill it, the next get starts a new one"
     )]
     Unexpected,
+}
+
+// Not `#[from]`: the message holds the cause already (no source, no repeats).
+impl From<std::io::Error> for AgentError {
+    fn from(e: std::io::Error) -> AgentError {
+        AgentError::Io(e)
+    }
 }
 
 impl AgentError {

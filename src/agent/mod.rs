@@ -105,10 +105,11 @@ use std::path::PathBuf;
 
 /// The directory name under the runtime or cache directory.
 pub const DIR_NAME: &str = "git-credential-githosted";
-/// The socket's file name.
-pub const SOCKET_NAME: &str = "agent.sock";
-/// The lock held by the one agent that serves.
-pub const LOCK_NAME: &str = "agent.lock";
+/// The socket's file name. Each version has its own agent: an upgraded helper
+/// never speaks to an older agent (the old one exits when idle).
+pub const SOCKET_NAME: &str = concat!("agent-", env!("CARGO_PKG_VERSION"), ".sock");
+/// The lock held by the one agent (of this version) that serves.
+pub const LOCK_NAME: &str = concat!("agent-", env!("CARGO_PKG_VERSION"), ".lock");
 
 /// Why the agent's directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +136,10 @@ pub enum DirError {
     TooOpen { path: PathBuf, mode: u32 },
     #[error("the agent directory {path} belongs to uid {owner}, not to you (uid {me}); remove it")]
     NotOwned { path: PathBuf, owner: u32, me: u32 },
-    #[error("cannot use the agent directory {path}: {source}")]
+    #[error("cannot use the agent directory {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -182,7 +183,7 @@ impl AgentDir {
         use rustix::io::Errno;
         let io = |p: &Path, e: Errno| DirError::Io {
             path: p.to_owned(),
-            source: e.into(),
+            error: e.into(),
         };
         let (Some(base), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(DirError::NotADir(path.to_owned()));
@@ -190,9 +191,9 @@ impl AgentDir {
         let me = rustix::process::getuid().as_raw();
         // ~/.cache may not exist yet; intermediate symlinks are the user's own business.
         if !base.exists() {
-            std::fs::create_dir_all(base).map_err(|source| DirError::Io {
+            std::fs::create_dir_all(base).map_err(|error| DirError::Io {
                 path: base.to_owned(),
-                source,
+                error,
             })?;
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;

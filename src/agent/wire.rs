@@ -83,6 +83,10 @@ pub enum Failure {
         token_workspace: String,
         wanted: String,
     },
+    Unresolvable {
+        host: String,
+        reason: String,
+    },
 }
 
 impl From<ApiError> for Failure {
@@ -103,6 +107,7 @@ impl From<ApiError> for Failure {
             },
             ApiError::Transport { host, reason } => Failure::Transport { host, reason },
             ApiError::BadResponse { host, reason } => Failure::BadResponse { host, reason },
+            ApiError::Unresolvable { host, reason } => Failure::Unresolvable { host, reason },
             ApiError::WrongWorkspace {
                 token_workspace,
                 wanted,
@@ -132,6 +137,7 @@ impl From<Failure> for ApiError {
             },
             Failure::Transport { host, reason } => ApiError::Transport { host, reason },
             Failure::BadResponse { host, reason } => ApiError::BadResponse { host, reason },
+            Failure::Unresolvable { host, reason } => ApiError::Unresolvable { host, reason },
             Failure::WrongWorkspace {
                 token_workspace,
                 wanted,

@@ -148,7 +148,10 @@ fn check_helper_chain(report: &mut Report, settings: &Settings, host: &str) {
     if !use_path {
         report.line(
             Level::Fail,
-            format!("{url}: credential.useHttpPath is off, so git does not say which repo; run `git-credential-githosted configure`"),
+            format!(
+                "{url}: credential.useHttpPath is off, so git does not say which repo; run `git-credential-githosted configure{}`",
+                settings.api_url_flag()
+            ),
         );
     } else if clean {
         report.line(
@@ -161,8 +164,15 @@ fn check_helper_chain(report: &mut Report, settings: &Settings, host: &str) {
     }
 }
 
-/// Where parent tokens come from; returns (label, token) for each to probe.
-fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<(String, Secret)> {
+/// A parent token to probe: what to call it, and the command that replaces it.
+struct Probe {
+    label: String,
+    token: Secret,
+    fix: String,
+}
+
+/// Where parent tokens come from; returns each to probe.
+fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<Probe> {
     let api_host = settings.service.api_host();
     if let Some(token) = keychain::env_token() {
         report.line(
@@ -172,7 +182,14 @@ fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<(String
                 keychain::ENV_TOKEN
             ),
         );
-        return vec![(keychain::ENV_TOKEN.to_owned(), token)];
+        return vec![Probe {
+            label: keychain::ENV_TOKEN.to_owned(),
+            token,
+            fix: format!(
+                "set {} to a live workspace token (gw_…)",
+                keychain::ENV_TOKEN
+            ),
+        }];
     }
     let entries = match keychain::list() {
         Ok(entries) => entries,
@@ -204,7 +221,18 @@ fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<(String
                     Level::Ok,
                     format!("keychain ({BACKEND}): {account} holds {token}"),
                 );
-                parents.push((format!("the keychain entry {account}"), token));
+                let workspace = account
+                    .split_once('/')
+                    .map(|(_, ws)| format!(" --workspace {ws}"))
+                    .unwrap_or_default();
+                parents.push(Probe {
+                    label: format!("the keychain entry {account}"),
+                    token,
+                    fix: format!(
+                        "store a new one: printf %s \"$TOKEN\" | git-credential-githosted login{}{workspace}",
+                        settings.api_url_flag()
+                    ),
+                });
             }
             Ok(None) => {}
             Err(e) => report.line(Level::Fail, format!("keychain: {account}: {e}")),
@@ -232,7 +260,7 @@ fn check_agent(report: &mut Report) {
     }
 }
 
-fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<(String, Secret)>) {
+fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<Probe>) {
     let api_host = settings.service.api_host();
     let client = match api::Client::new(
         settings.service.api_url(),
@@ -245,20 +273,42 @@ fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<(String, 
     let Ok(runtime) = api::runtime() else {
         return report.line(Level::Fail, "API: cannot start the I/O runtime");
     };
-    for (label, token) in parents {
+    for Probe { label, token, fix } in parents {
         let deadline = api::deadline_in(settings.timeout);
-        match runtime.block_on(client.list_tokens(&token, 1, deadline)) {
-            Ok(_) => report.line(Level::Ok, format!("API {api_host}: reachable; {label} ({token}) is a live workspace token")),
+        let checked = runtime.block_on(async {
+            client.list_tokens(&token, 1, deadline).await?;
+            client.workspace_of(&token, deadline).await
+        });
+        match checked {
+            Ok(workspace) => {
+                let of = match workspace {
+                    Some(ws) => format!(
+                        " of {} ({})",
+                        ws.slug,
+                        ws.permission().map_or("?", |p| p.as_str())
+                    ),
+                    None => String::new(),
+                };
+                report.line(
+                    Level::Ok,
+                    format!(
+                        "API {api_host}: reachable; {label} ({token}) is a live workspace token{of}"
+                    ),
+                )
+            }
             Err(e) => match e.code() {
                 Some(Code::Unauthenticated) => report.line(
                     Level::Fail,
-                    format!("API {api_host}: {label} ({token}) is expired or revoked; store a new one with `git-credential-githosted login{}`", settings.api_url_flag()),
+                    format!("API {api_host}: {label} ({token}) is expired or revoked; {fix}"),
                 ),
                 Some(Code::PermissionDenied) => report.line(
                     Level::Fail,
-                    format!("API {api_host}: {label} ({token}) is not a workspace token; create a gw_ token and `login`"),
+                    format!("API {api_host}: {label} ({token}) is not a workspace token; {fix}"),
                 ),
-                _ => report.line(Level::Fail, format!("API {api_host}: {e}; check the network or --api-url")),
+                _ => report.line(
+                    Level::Fail,
+                    format!("API {api_host}: {e}; check the network or --api-url"),
+                ),
             },
         }
     }
