@@ -157,13 +157,26 @@ pub enum Command {
     )]
     Configure(ConfigureArgs),
     /// Show what is stored, cached and configured (fingerprints only)
-    #[command(after_help = "Example:\n  git-credential-githosted status")]
-    Status(ApiOptions),
+    #[command(
+        after_help = "Examples:\n  git-credential-githosted status\n  git-credential-githosted status --json | jq .agent"
+    )]
+    Status(ReportArgs),
     /// Check git, the helper chain, the keychain, the agent, the API and the token; say the fix
     #[command(
-        after_help = "Example:\n  git-credential-githosted doctor\n  git-credential-githosted doctor --api-url http://127.0.0.1:8080"
+        after_help = "Examples:\n  git-credential-githosted doctor\n  git-credential-githosted doctor --api-url http://127.0.0.1:8080 --json"
     )]
-    Doctor(ApiOptions),
+    Doctor(ReportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example:\n  git-credential-githosted completions bash > ~/.local/share/bash-completion/completions/git-credential-githosted"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// (internal) Print the man page (roff); ./install puts it in place
+    #[command(hide = true)]
+    Man,
     /// Print one short-lived repo token (for scripts, http.extraHeader, SDK clients)
     #[command(
         after_help = "Examples:\n  git-credential-githosted token --repo acme/app --permission read --ttl 600\n\n  \
@@ -197,6 +210,53 @@ pub enum Command {
     /// Any other operation git may invent: ignored
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+/// `status` and `doctor`: what they look at, and how they print it.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// Print JSON (stable fields, documented in the README) instead of lines
+    #[arg(long)]
+    pub json: bool,
+    /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour what goes to stdout.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "git-credential-githosted", out);
+}
+
+/// The man page, in roff.
+pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 #[derive(Debug, Args)]
@@ -243,7 +303,7 @@ pub struct ConfigureArgs {
 pub struct TokenArgs {
     #[command(flatten)]
     pub helper: HelperOptions,
-    /// The repository, as WORKSPACE/REPO
+    /// The repository, as WORKSPACE/REPO [default: this clone's githosted remote: origin, or the only one]
     #[arg(long = "repo", value_name = "WS/REPO")]
     pub repo: Option<String>,
 }

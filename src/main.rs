@@ -47,7 +47,7 @@ fn verbosity(cli: &Cli) -> u8 {
         Command::Login(a) => a.api.verbose,
         Command::Logout(a) => a.api.verbose,
         Command::Configure(a) => a.helper.api.verbose,
-        Command::Status(a) | Command::Doctor(a) => a.verbose,
+        Command::Status(a) | Command::Doctor(a) => a.api.verbose,
         Command::Token(a) => a.helper.api.verbose,
         Command::Exec(a) => a.helper.api.verbose,
         _ => 0,
@@ -125,12 +125,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(a) => {
             no_token_options("status")?;
-            status::run(&api(a)?, &mut io::stdout().lock())?;
+            let output = status::Output {
+                json: a.json,
+                color: a.color.enabled(),
+            };
+            status::run(&api(&a.api)?, output, &mut io::stdout().lock())?;
             true
         }
         Command::Doctor(a) => {
             no_token_options("doctor")?;
-            return doctor::run(&api(a)?, &mut io::stdout().lock());
+            let output = doctor::Output {
+                json: a.json,
+                color: a.color.enabled(),
+            };
+            return doctor::run(&api(&a.api)?, output, &mut io::stdout().lock());
+        }
+        Command::Completions { shell } => {
+            cli::completions(*shell, &mut io::stdout().lock());
+            true
+        }
+        Command::Man => {
+            cli::man_page(&mut io::stdout().lock())?;
+            true
         }
         #[cfg(unix)]
         Command::SandboxInit { command } => {

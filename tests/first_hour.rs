@@ -212,3 +212,104 @@ fn a_host_that_does_not_resolve_fails_at_once() {
         );
     }
 }
+
+/// Item 8: inside a clone, `token` needs no --repo (origin, or the only
+/// githosted remote), as `gh` does.
+#[test]
+fn token_in_a_clone_finds_the_repo() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    world.server.add_repo("acme", "lib");
+    let clone = world.clone(GIT_NEW, &world.url("lib"), "lib");
+    let mut cmd = std::process::Command::new(helper());
+    cmd.arg("token").current_dir(&clone);
+    let run = world.run(cmd, None);
+    run.assert_ok();
+    let record = world
+        .server
+        .record_for(run.stdout.trim())
+        .expect("a minted token");
+    assert_eq!(record.repo_allowlist, vec!["lib".to_string()]);
+    // Outside a clone it says what to do.
+    let run = world.helper(&["token"], None);
+    run.assert_failed();
+    assert!(
+        run.stderr.contains("--repo WORKSPACE/REPO"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Items 9 and 10: each command's help lists its own options; status and
+/// doctor speak JSON with stable fields and never a secret; colour only when
+/// asked for (or on a terminal without NO_COLOR); completions and a man page
+/// come from the same definition.
+#[test]
+fn conventions_people_expect() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    world.token("app", &[]);
+    let help = |cmd: &str| world.helper(&[cmd, "--help"], None).stdout;
+    let login = help("login");
+    assert!(
+        login.contains("--workspace") && login.contains("--no-verify"),
+        "{login}"
+    );
+    assert!(!login.contains("--repo") && !login.contains("--remove") && !login.contains("--ttl"));
+    let get = help("get");
+    assert!(
+        !get.contains("--remove") && !get.contains("--workspace"),
+        "{get}"
+    );
+    let exec = help("exec");
+    assert!(exec.contains("for the --repo repos only"), "{exec}");
+    assert!(!exec.contains("in GITHOSTED_TOKEN, revoked"), "{exec}");
+
+    let status = world.helper(&["status", "--json"], None);
+    status.assert_ok();
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
+    assert_eq!(json["agent"]["running"], true);
+    assert_eq!(json["agent"]["tokens"][0]["repo"], "app");
+    assert!(
+        json["agent"]["tokens"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("gr_…")
+    );
+    assert!(json["env_token"].as_str().unwrap().starts_with("gw_…"));
+    assert!(json["git"][0]["helpers"].is_array());
+    let doctor = world.helper(&["doctor", "--json"], None);
+    let json: serde_json::Value = serde_json::from_str(&doctor.stdout).expect("doctor --json");
+    assert!(
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["level"].is_string())
+    );
+    assert_eq!(json["ok"], doctor.ok());
+
+    let plain = world.helper(&["doctor"], None).stdout;
+    assert!(!plain.contains('\u{1b}'), "colour without a terminal");
+    let coloured = world.helper(&["doctor", "--color", "always"], None).stdout;
+    assert!(coloured.contains("\u{1b}[32mOK"), "{coloured}");
+    world.set_env("NO_COLOR", "1");
+    let mut cmd = world.command(helper());
+    cmd.arg("doctor");
+    let mut pty = githosted_testkit::pty::Pty::spawn(cmd);
+    pty.wait(Duration::from_secs(30));
+    assert!(
+        !pty.screen().contains('\u{1b}'),
+        "NO_COLOR on a terminal: {}",
+        pty.screen()
+    );
+
+    let bash = world.helper(&["completions", "bash"], None);
+    assert!(bash.stdout.contains("git-credential-githosted") && bash.stdout.contains("--api-url"));
+    let man = world.helper(&["man"], None);
+    assert!(
+        man.stdout.contains(".TH git-credential-githosted"),
+        "{}",
+        &man.stdout[..200.min(man.stdout.len())]
+    );
+}

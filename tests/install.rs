@@ -55,9 +55,36 @@ fn install_into_a_temporary_home_twice() {
         world.run_within(cmd, None, std::time::Duration::from_secs(1200))
     };
 
+    let list = |world: &World| {
+        world
+            .git(GIT_NEW, None, &["config", "--global", "--list"])
+            .stdout
+    };
+    let before = list(&world);
     let first = run();
     first.assert_ok();
+    assert!(
+        first.stdout.contains("takes a few minutes") || first.stdout.contains("a few minutes"),
+        "{}",
+        first.stdout
+    );
     let bin = world.home.join(".local/bin/git-credential-githosted");
+    let man = world
+        .home
+        .join(".local/share/man/man1/git-credential-githosted.1");
+    let completion = world
+        .home
+        .join(".local/share/bash-completion/completions/git-credential-githosted");
+    assert!(
+        std::fs::read_to_string(&man)
+            .unwrap()
+            .contains(".TH git-credential-githosted")
+    );
+    assert!(
+        std::fs::read_to_string(&completion)
+            .unwrap()
+            .contains("--api-url")
+    );
     assert!(
         first
             .stdout
@@ -123,6 +150,31 @@ fn install_into_a_temporary_home_twice() {
         "{}",
         fill.stderr
     );
+
+    // First hour item 11: --uninstall removes the files and exactly the config.
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args([script.to_str().unwrap(), "--uninstall"]);
+    world.run(cmd, None).assert_ok();
+    for gone in [&bin, &man, &completion] {
+        assert!(!gone.exists(), "{} is still there", gone.display());
+    }
+    assert_eq!(list(&world), before, "--uninstall left config behind");
+}
+
+/// First hour item 11: without cargo, ./install says how to get Rust.
+#[test]
+fn install_without_cargo_says_how_to_get_rust() {
+    let mut world = World::new();
+    // A PATH with what the script needs before it looks for cargo, and no cargo.
+    let bin = world.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/dirname", bin.join("dirname")).unwrap();
+    world.set_env("PATH", &bin.to_string_lossy());
+    let mut cmd = std::process::Command::new("/bin/bash");
+    cmd.arg(repo_root().join("install"));
+    let run = world.run(cmd, None);
+    assert_eq!(run.status.code(), Some(1), "{run:#?}");
+    assert!(run.stderr.contains("https://rustup.rs"), "{}", run.stderr);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `doctor`: find what would go wrong before git does. One line per check —
 //! `OK`, `WARN` or `FAIL` with the fix — and a non-zero exit on any `FAIL`.
+//! `--json`: `{"ok": bool, "checks": [{"level": "ok"|"warn"|"fail", "text": …}]}`.
 //! Never prints a secret.
 
 use std::io::Write;
@@ -11,34 +12,55 @@ use crate::keychain::{self, BACKEND};
 use crate::secret::Secret;
 use crate::settings::Settings;
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 enum Level {
     Ok,
     Warn,
     Fail,
 }
 
+/// How to print.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output {
+    pub json: bool,
+    pub color: bool,
+}
+
+/// One check's outcome (`--json`: `{"level": "ok"|"warn"|"fail", "text": …}`).
+#[derive(serde::Serialize)]
+struct Check {
+    level: Level,
+    text: String,
+}
+
 struct Report<'a> {
     worst: Level,
+    output: Output,
     out: &'a mut dyn Write,
+    checks: Vec<Check>,
     /// The first failure to write (a closed pipe): reported once at the end.
     broken: Option<std::io::Error>,
 }
 
 impl Report<'_> {
     fn line(&mut self, level: Level, text: impl AsRef<str>) {
-        let tag = match level {
-            Level::Ok => "OK  ",
-            Level::Warn => "WARN",
-            Level::Fail => "FAIL",
-        };
         self.worst = self.worst.max(level);
+        let text = crate::ui::printable(text.as_ref(), 400);
+        if self.output.json {
+            self.checks.push(Check { level, text });
+            return;
+        }
+        let tag = match (level, self.output.color) {
+            (Level::Ok, false) => "OK  ",
+            (Level::Warn, false) => "WARN",
+            (Level::Fail, false) => "FAIL",
+            (Level::Ok, true) => "\x1b[32mOK\x1b[0m  ",
+            (Level::Warn, true) => "\x1b[33mWARN\x1b[0m",
+            (Level::Fail, true) => "\x1b[31;1mFAIL\x1b[0m",
+        };
         if self.broken.is_none()
-            && let Err(e) = writeln!(
-                self.out,
-                "{tag} {}",
-                crate::ui::printable(text.as_ref(), 400)
-            )
+            && let Err(e) = writeln!(self.out, "{tag} {text}")
         {
             self.broken = Some(e);
         }
@@ -46,10 +68,12 @@ impl Report<'_> {
 }
 
 /// Runs every check for the configured API and its git hosts.
-pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let mut report = Report {
         worst: Level::Ok,
+        output,
         out,
+        checks: Vec::new(),
         broken: None,
     };
     check_git(&mut report);
@@ -61,6 +85,14 @@ pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<ExitCode>
     check_tokens(&mut report, settings, parents);
     if let Some(e) = report.broken {
         return Err(e.into());
+    }
+    if output.json {
+        let json = serde_json::json!({
+            "ok": report.worst != Level::Fail,
+            "checks": report.checks,
+        });
+        serde_json::to_writer_pretty(&mut *report.out, &json)?;
+        writeln!(report.out)?;
     }
     Ok(if report.worst == Level::Fail {
         ExitCode::FAILURE

@@ -18,7 +18,7 @@ use crate::keychain;
 use crate::sandbox::Sandbox;
 use crate::secret::TokenKind;
 use crate::settings::{self, Settings};
-use crate::target::Target;
+use crate::target::{Resolution, Target};
 
 /// The repos named by `--repo`, which must all be in one workspace.
 fn targets(repos: &[String]) -> anyhow::Result<Vec<Target>> {
@@ -41,10 +41,11 @@ pub fn token(
     repo: Option<&str>,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    let Some(repo) = repo else {
-        bail!("name the repository: --repo WORKSPACE/REPO");
+    let repo = match repo {
+        Some(repo) => repo.to_owned(),
+        None => repo_of_this_clone(settings)?,
     };
-    let targets = targets(&[repo.to_owned()])?;
+    let targets = targets(&[repo])?;
     let [target] = targets.as_slice() else {
         bail!("`token` makes a token for one repo; use `exec` for several");
     };
@@ -53,6 +54,57 @@ pub fn token(
     out.write_all(line.as_bytes())?;
     out.flush()?;
     Ok(())
+}
+
+/// The repo of the clone we are in (as `gh` does): the `origin` remote if it is
+/// a githosted repo, else the only githosted remote.
+fn repo_of_this_clone(settings: &Settings) -> anyhow::Result<String> {
+    let listing =
+        crate::git::output(&["config", "--get-regexp", r"^remote\..*\.url$"]).unwrap_or_default();
+    let mut ours: Vec<(String, Target)> = Vec::new();
+    for line in listing.lines() {
+        let Some((key, url)) = line.split_once(' ') else {
+            continue;
+        };
+        let name = key
+            .strip_prefix("remote.")
+            .and_then(|k| k.strip_suffix(".url"))
+            .unwrap_or(key);
+        let Ok(url) = url::Url::parse(url.trim()) else {
+            continue;
+        };
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => continue,
+        };
+        let path = url.path().trim_start_matches('/');
+        if let Resolution::Repo(target) =
+            settings
+                .service
+                .resolve(Some(url.scheme()), Some(&host), Some(path))
+        {
+            ours.push((name.to_owned(), target));
+        }
+    }
+    let pick = match ours.iter().find(|(name, _)| name == "origin") {
+        Some((_, target)) => Some(target),
+        None if ours.len() == 1 => ours.first().map(|(_, t)| t),
+        None => None,
+    };
+    match pick {
+        Some(t) => Ok(format!("{}/{}", t.workspace, t.repo)),
+        None if ours.is_empty() => bail!(
+            "name the repository: --repo WORKSPACE/REPO (or run `token` in a clone of a githosted repository)"
+        ),
+        None => bail!(
+            "this clone has several githosted remotes ({}): name one with --repo WORKSPACE/REPO",
+            ours.iter()
+                .map(|(name, t)| format!("{name} = {}/{}", t.workspace, t.repo))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// The lifetime of an `exec` token unless `--ttl` says otherwise.

@@ -1,79 +1,228 @@
 //! `status`: what is stored, cached and configured. Fingerprints only.
+//!
+//! `--json` prints one object with stable fields (documented in the README):
+//! `agent` (`running`, `pid`, `uptime_secs`, `exchanges`, `tokens`: `api`,
+//! `workspace`, `repo`, `permission`, `expires_at`, `fingerprint`),
+//! `env_token` (a fingerprint, or null), `keychain` (`backend`, `entries`:
+//! `account`, `fingerprint`; `error`), `git` (`url`, `helpers`, `use_http_path`).
 
 use std::io::Write;
 
-use crate::agent::client::Agent;
+use serde::Serialize;
+
+use crate::agent::client::{Agent, AgentError};
 use crate::cache::{Clock, SystemClock};
 use crate::keychain::{self, BACKEND};
 use crate::settings::Settings;
 
+/// How to print.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output {
+    pub json: bool,
+    pub color: bool,
+}
+
+#[derive(Serialize)]
+struct Status {
+    agent: AgentReport,
+    env_token: Option<String>,
+    keychain: KeychainReport,
+    git: Vec<GitReport>,
+}
+
+#[derive(Serialize)]
+struct AgentReport {
+    running: bool,
+    pid: Option<u32>,
+    uptime_secs: Option<u64>,
+    exchanges: Option<u64>,
+    tokens: Vec<TokenReport>,
+    /// Why it cannot be reached, when that is worth saying.
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenReport {
+    api: String,
+    workspace: String,
+    repo: String,
+    permission: &'static str,
+    expires_at: i64,
+    fingerprint: String,
+}
+
+#[derive(Serialize)]
+struct KeychainReport {
+    backend: &'static str,
+    entries: Vec<EntryReport>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EntryReport {
+    account: String,
+    fingerprint: String,
+}
+
+#[derive(Serialize)]
+struct GitReport {
+    url: String,
+    helpers: Vec<String>,
+    use_http_path: bool,
+}
+
 /// Prints the agent, its cached tokens, the keychain entries and the git config
 /// for the configured hosts.
-pub fn run(settings: &Settings, out: &mut dyn Write) -> anyhow::Result<()> {
-    let now = SystemClock.now();
-    let mut lines = Vec::new();
-    match Agent::connect().and_then(|mut a| a.status()) {
-        Ok(s) => {
-            lines.push(format!(
-                "agent: pid {}, up {}, {} exchanges, {} cached tokens",
-                s.pid,
-                duration(i64::try_from(s.uptime_secs).unwrap_or(i64::MAX)),
-                s.exchanges,
-                s.entries.len()
-            ));
-            for e in &s.entries {
-                let left = match e.expires_at > now {
-                    true => duration(e.expires_at.saturating_sub(now)),
-                    false => "expired".into(),
-                };
-                lines.push(format!(
-                    "  {}/{}  {}  expires in {left}  {}  ({})",
-                    e.workspace,
-                    e.repo,
-                    e.permission.as_str(),
-                    e.fingerprint,
-                    e.api.trim_end_matches('/')
-                ));
-            }
-        }
-        Err(crate::agent::client::AgentError::NotRunning) => {
-            lines.push("agent: not running (the next get starts it)".into())
-        }
-        Err(e) => lines.push(format!("agent: {e}")),
+pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+    let status = gather(settings);
+    if output.json {
+        serde_json::to_writer_pretty(&mut *out, &status)?;
+        writeln!(out)?;
+        return Ok(());
     }
-    if let Some(token) = keychain::env_token() {
-        lines.push(format!(
-            "{}: {token} (used instead of the keychain)",
-            keychain::ENV_TOKEN
-        ));
-    }
-    match keychain::list() {
-        Ok(entries) if entries.is_empty() => {
-            lines.push(format!("keychain ({BACKEND}): no workspace tokens"))
-        }
-        Ok(entries) => {
-            lines.push(format!("keychain ({BACKEND}):"));
-            for (account, fingerprint) in entries {
-                lines.push(format!("  {account}  {fingerprint}"));
-            }
-        }
-        Err(e) => lines.push(format!("keychain: {e}")),
-    }
-    for host in settings.service.git_hosts() {
-        let url = format!("{}://{host}/", settings.service.scheme());
-        let (helpers, use_path) = crate::git::credential_config(&url);
-        let helpers = match helpers.is_empty() {
-            true => "(none)".to_owned(),
-            false => helpers.join(", "),
-        };
-        lines.push(format!(
-            "git: {url} helpers = {helpers}, useHttpPath = {use_path}"
-        ));
-    }
-    for line in lines {
-        writeln!(out, "{}", crate::ui::printable(&line, 1000))?;
+    for line in lines(&status, output.color) {
+        writeln!(out, "{line}")?;
     }
     Ok(())
+}
+
+fn gather(settings: &Settings) -> Status {
+    let agent = match Agent::connect().and_then(|mut a| a.status()) {
+        Ok(s) => AgentReport {
+            running: true,
+            pid: Some(s.pid),
+            uptime_secs: Some(s.uptime_secs),
+            exchanges: Some(s.exchanges),
+            tokens: s
+                .entries
+                .into_iter()
+                .map(|e| TokenReport {
+                    api: e.api.trim_end_matches('/').to_owned(),
+                    workspace: e.workspace,
+                    repo: e.repo,
+                    permission: e.permission.as_str(),
+                    expires_at: e.expires_at,
+                    fingerprint: e.fingerprint,
+                })
+                .collect(),
+            error: None,
+        },
+        Err(e) => AgentReport {
+            running: false,
+            pid: None,
+            uptime_secs: None,
+            exchanges: None,
+            tokens: Vec::new(),
+            error: (!matches!(e, AgentError::NotRunning)).then(|| e.to_string()),
+        },
+    };
+    let keychain = match keychain::list() {
+        Ok(entries) => KeychainReport {
+            backend: BACKEND,
+            entries: entries
+                .into_iter()
+                .map(|(account, fingerprint)| EntryReport {
+                    account,
+                    fingerprint,
+                })
+                .collect(),
+            error: None,
+        },
+        Err(e) => KeychainReport {
+            backend: BACKEND,
+            entries: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    };
+    let git = settings
+        .service
+        .git_hosts()
+        .iter()
+        .map(|host| {
+            let url = format!("{}://{host}/", settings.service.scheme());
+            let (helpers, use_http_path) = crate::git::credential_config(&url);
+            GitReport {
+                url,
+                helpers,
+                use_http_path,
+            }
+        })
+        .collect();
+    Status {
+        agent,
+        env_token: keychain::env_token().map(|t| t.fingerprint()),
+        keychain,
+        git,
+    }
+}
+
+/// The report as lines for a person: sanitised, then coloured.
+fn lines(s: &Status, color: bool) -> Vec<String> {
+    let now = SystemClock.now();
+    let head = |text: &str| match color {
+        true => format!("\x1b[1m{text}\x1b[0m"),
+        false => text.to_owned(),
+    };
+    let clean = |text: String| crate::ui::printable(&text, 1000);
+    let mut out = Vec::new();
+    match (&s.agent.pid, &s.agent.error) {
+        (Some(pid), _) => {
+            out.push(format!(
+                "{} pid {pid}, up {}, {} exchanges, {} cached tokens",
+                head("agent:"),
+                duration(i64::try_from(s.agent.uptime_secs.unwrap_or(0)).unwrap_or(i64::MAX)),
+                s.agent.exchanges.unwrap_or(0),
+                s.agent.tokens.len()
+            ));
+            for t in &s.agent.tokens {
+                let left = match t.expires_at > now {
+                    true => format!("expires in {}", duration(t.expires_at.saturating_sub(now))),
+                    false => "expired".into(),
+                };
+                out.push(clean(format!(
+                    "  {}/{}  {}  {left}  {}  ({})",
+                    t.workspace, t.repo, t.permission, t.fingerprint, t.api
+                )));
+            }
+        }
+        (None, Some(error)) => out.push(format!("{} {}", head("agent:"), clean(error.clone()))),
+        (None, None) => out.push(format!(
+            "{} not running (the next get starts it)",
+            head("agent:")
+        )),
+    }
+    if let Some(fingerprint) = &s.env_token {
+        out.push(format!(
+            "{} {fingerprint} (used instead of the keychain)",
+            head(&format!("{}:", keychain::ENV_TOKEN))
+        ));
+    }
+    let label = head(&format!("keychain ({}):", s.keychain.backend));
+    match (&s.keychain.error, s.keychain.entries.is_empty()) {
+        (Some(error), _) => out.push(format!("{label} {}", clean(error.clone()))),
+        (None, true) => out.push(format!("{label} no workspace tokens")),
+        (None, false) => {
+            out.push(label);
+            for e in &s.keychain.entries {
+                out.push(clean(format!("  {}  {}", e.account, e.fingerprint)));
+            }
+        }
+    }
+    for g in &s.git {
+        let helpers = match g.helpers.is_empty() {
+            true => "(none)".to_owned(),
+            false => g.helpers.join(", "),
+        };
+        out.push(format!(
+            "{} {}",
+            head("git:"),
+            clean(format!(
+                "{} helpers = {helpers}, useHttpPath = {}",
+                g.url, g.use_http_path
+            ))
+        ));
+    }
+    out
 }
 
 /// `1h02m`, `4m10s`, `12s`.
