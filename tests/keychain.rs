@@ -298,3 +298,33 @@ fn login_says_what_the_token_can_do_and_refuses_another_workspace() {
         .assert_ok();
     assert_eq!(secret_tool_lookup(&world, &format!("{host}/acme")), None);
 }
+
+/// First hour item 6: on a terminal, with no parent for the workspace, the
+/// first clone asks on /dev/tty (never git's own `Username for …` prompt),
+/// stores the token for that workspace, and the next clone does not ask.
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn the_first_clone_asks_once_on_the_terminal() {
+    use githosted_testkit::pty::Pty;
+    use std::time::Duration;
+    let mut world = World::configured(&[]);
+    world.set_env("GIT_TERMINAL_PROMPT", "1");
+    let parent = world.server.seed_token("acme", TokenSpec::workspace_write());
+    let mut cmd = world.command(GIT_NEW);
+    cmd.args(["clone", "-q", &world.url("app"), "first"]);
+    let mut pty = Pty::spawn(cmd);
+    pty.expect("Paste it here (input hidden", Duration::from_secs(60));
+    assert!(!pty.screen().contains("Username for"), "{}", pty.screen());
+    pty.send(format!("{parent}\r").as_bytes());
+    let status = pty.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", pty.screen());
+    assert!(!pty.screen().contains(&parent), "the token was echoed");
+    assert!(pty.screen().contains("git will not ask again"), "{}", pty.screen());
+    let host = world.server.host();
+    assert_eq!(
+        secret_tool_lookup(&world, &format!("{host}/acme")).as_deref(),
+        Some(parent.as_str())
+    );
+    // The next one does not ask (and needs no terminal).
+    world.clone(GIT_NEW, &world.url("app"), "second");
+}

@@ -54,7 +54,16 @@ pub fn get(
         }
         Resolution::Repo(target) => target,
     };
-    match issuer::issue(settings, &target) {
+    let issued = match issuer::issue(settings, &target) {
+        // The first clone on this machine: ask once, on the terminal, as git would.
+        Err(issuer::GetError::NoToken { .. }) if settings::interactive() => {
+            ask_for_a_parent(settings, &target).and_then(|()| {
+                issuer::issue(settings, &target).map_err(|e| anyhow::anyhow!("{e}"))
+            })
+        }
+        other => other.map_err(|e| anyhow::anyhow!("{e}")),
+    };
+    match issued {
         Ok(issued) => {
             let response = if request.has_capability("authtype") {
                 Response {
@@ -74,7 +83,7 @@ pub fn get(
             Ok(true)
         }
         Err(e) => {
-            crate::say!("{e}");
+            crate::say!("{e:#}");
             if !settings::interactive() {
                 // Nobody can answer a prompt: tell git to stop now.
                 Response {
@@ -86,6 +95,50 @@ pub fn get(
             Ok(false)
         }
     }
+}
+
+/// Asks the person at the terminal for the workspace's token (without echo),
+/// checks it, and stores it in the keychain for that workspace: asked once.
+#[cfg(unix)]
+fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyhow::Result<()> {
+    use crate::tty::{Answer, controlling, read_hidden};
+    let api_host = settings.service.api_host();
+    let ws = &target.workspace;
+    let Some(mut tty) = controlling() else {
+        anyhow::bail!("no terminal to ask on");
+    };
+    let host = settings.service.git_hosts().first().map_or(api_host, String::as_str);
+    let prompt = format!(
+        "git-credential-githosted: no workspace token for {ws} on {api_host} yet.\n  \
+         Create one on {host}: workspace {ws} → Tokens → Create (kind Workspace, permission Write).\n  \
+         Paste it here (input hidden; Ctrl-C to stop): "
+    );
+    let token = match read_hidden(&mut tty, &prompt)? {
+        Answer::Line(line) => crate::secret::Secret::new(line.trim().to_owned()),
+        Answer::Interrupted | Answer::Closed => anyhow::bail!("no token given: nothing was stored"),
+    };
+    if token.kind() != crate::secret::TokenKind::Workspace {
+        anyhow::bail!("that is not a workspace token (gw_…): nothing was stored");
+    }
+    let found = super::login::check(settings, &token)?;
+    if let Some(found) = found.filter(|found| &found.slug != ws) {
+        anyhow::bail!(
+            "that token is for {}, not {ws}: nothing was stored; check the URL, or paste a {ws} token",
+            found.slug
+        );
+    }
+    let account = crate::keychain::account(api_host, Some(ws));
+    crate::keychain::write(&account, &token)?;
+    crate::say!(
+        "stored the workspace token {token} for {account} in the {}; git will not ask again",
+        crate::keychain::BACKEND
+    );
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn ask_for_a_parent(_: &Settings, _: &crate::target::Target) -> anyhow::Result<()> {
+    anyhow::bail!("no terminal to ask on")
 }
 
 /// `store`: git reports that a credential worked. For our own `gr_` the agent
