@@ -2,7 +2,7 @@
 //!
 //! Every call is `POST {base}/githosted.v1.ApiService/{Method}` with a bearer
 //! token and a proto3-JSON body; a non-200 answer carries
-//! `{"code": "...", "message": "..."}`. See `reference/githosted-api.md`.
+//! `{"code": "...", "message": "..."}` (githosted's API documentation and official SDKs).
 //! Only the three methods the helper needs are here: [`Client::exchange_token`],
 //! [`Client::revoke_token`] and [`Client::list_tokens`].
 

@@ -2,7 +2,7 @@
 //!
 //! Git writes a request on the helper's stdin (ended by EOF, or by a blank line
 //! when a `git credential` caller sends one) and, for `get`, reads the answer from
-//! its stdout. See `git help credential` and `reference/git-credential-protocol.md`.
+//! its stdout. See `git help credential` (gitcredentials(7) and git-credential(1)).
 //!
 //! This module is strict where a mistake could leak or smuggle something:
 //! - a line longer than [`MAX_LINE`] bytes, a NUL byte anywhere, or invalid UTF-8

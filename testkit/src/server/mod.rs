@@ -1,6 +1,6 @@
 //! A local, githosted-compatible server for the integration tests.
 //!
-//! It follows `reference/githosted-api.md`:
+//! It follows githosted's documented API (and its official SDKs):
 //! - the Connect-JSON control plane, `POST /githosted.v1.ApiService/{Method}` with
 //!   `Authorization: Bearer <token>` (ExchangeToken, RevokeToken, ListTokens, CreateToken);
 //! - git's smart HTTP, served by `git http-backend` (CGI) under `/<ws>/<repo>.git/...` and
@@ -345,13 +345,19 @@ pub struct Server {
 impl Server {
     /// Binds 127.0.0.1 on a random port and starts serving on a new thread.
     pub fn start() -> Server {
+        Server::start_on(0)
+    }
+
+    /// [`Server::start`] on a given loopback port (0: any free one).
+    pub fn start_on(port: u16) -> Server {
         let dir = tempfile::tempdir().expect("temp dir for the test server");
         let root = dir.path().join("repos");
         let home = dir.path().join("home");
         std::fs::create_dir_all(&root).expect("create repo root");
         std::fs::create_dir_all(&home).expect("create server HOME");
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
