@@ -21,7 +21,7 @@ use crate::token::Permission;
         and one permission, and only that reaches git.",
     after_help = "Set up on a laptop:\n  \
         git-credential-githosted configure\n  \
-        printf %s \"$TOKEN\" | git-credential-githosted login\n  \
+        git-credential-githosted login                  # paste a workspace token (input hidden)\n  \
         git clone https://githosted.dev/acme/app.git"
 )]
 pub struct Cli {
@@ -145,7 +145,7 @@ pub enum Command {
     Erase(HelperOptions),
     /// Store a workspace token (read from stdin, never from argv) in the OS keychain
     #[command(
-        after_help = "Example:\n  printf %s \"$TOKEN\" | git-credential-githosted login --workspace acme"
+        after_help = "Examples:\n  git-credential-githosted login                         # paste the token (input hidden)\n  git-credential-githosted login < token-file             # or from a file or pipe"
     )]
     Login(LoginArgs),
     /// Revoke the tokens minted from the stored workspace token, then delete it
