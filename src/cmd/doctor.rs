@@ -239,7 +239,7 @@ fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<Probe> 
         report.line(
             Level::Fail,
             format!(
-                "keychain ({BACKEND}): no workspace token for {api_host}; run `printf %s \"$TOKEN\" | git-credential-githosted login{}`",
+                "keychain ({BACKEND}): no workspace token for {api_host}; run `git-credential-githosted login{}` (paste the token when asked)",
                 settings.api_url_flag()
             ),
         );
@@ -261,7 +261,7 @@ fn check_parent_sources(report: &mut Report, settings: &Settings) -> Vec<Probe> 
                     label: format!("the keychain entry {account}"),
                     token,
                     fix: format!(
-                        "store a new one: printf %s \"$TOKEN\" | git-credential-githosted login{}{workspace}",
+                        "store a new one: `git-credential-githosted login{}{workspace}`",
                         settings.api_url_flag()
                     ),
                 });
