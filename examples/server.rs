@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     println!("  git clone {url}/acme/app.git");
     println!("  git-credential-githosted status");
     println!();
-    println!("Ctrl-C stops it; then `git-credential-githosted configure --remove` undoes the configure.");
+    println!(
+        "Ctrl-C stops it; then `git-credential-githosted configure --remove` undoes the configure."
+    );
     loop {
         std::thread::park();
     }

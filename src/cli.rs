@@ -330,13 +330,13 @@ pub const API_URL_ENV: &str = "GITHOSTED_API_URL";
 /// (`/path/git-credential-githosted --api-url X --permission auto`); `None`
 /// for any other helper.
 pub fn options_of_line(line: &str) -> Option<HelperOptions> {
-    let mut words = line.split_whitespace();
-    let first = words.next()?;
+    let words = shlex::split(line)?;
+    let (first, rest) = words.split_first()?;
     if first != "githosted" && !first.ends_with("/git-credential-githosted") {
         return None;
     }
     let args = std::iter::once("x")
-        .chain(words)
+        .chain(rest.iter().map(String::as_str))
         .chain(std::iter::once("get"));
     let cli = Cli::try_parse_from(args).ok()?;
     match &cli.command {

@@ -22,7 +22,7 @@ fn a_healthy_setup_passes() {
     let host = world.server.host();
     for wanted in [
         "OK   git ",
-        &format!("OK   http://{host}/: git asks `githosted --api-url"),
+        &format!("OK   http://{host}/: git asks `{} --api-url", helper()),
         "OK   GITHOSTED_TOKEN: set (gw_…",
         "OK   agent: pid ",
         &format!("OK   API {host}: reachable; GITHOSTED_TOKEN (gw_…"),
@@ -134,4 +134,78 @@ fn an_unreachable_api_fails() {
     let run = world.helper(&["--api-url", &url, "--timeout", "2", "doctor"], None);
     run.assert_failed();
     assert!(run.stdout.contains("could not reach"), "{}", run.stdout);
+}
+
+/// Fast path item 1: the configured helper must exist and be this version; a
+/// `helper = githosted` line (through PATH) is a warning; so is another
+/// `git-credential-githosted` on PATH.
+#[test]
+fn the_configured_program_is_this_one() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let key = format!("credential.{url}.helper");
+    let set = |world: &World, line: &str| {
+        world.git(GIT_NEW, None, &["config", "--global", "--unset-all", &key]);
+        world
+            .git(GIT_NEW, None, &["config", "--global", "--add", &key, ""])
+            .assert_ok();
+        world
+            .git(GIT_NEW, None, &["config", "--global", "--add", &key, line])
+            .assert_ok();
+    };
+    set(
+        &world,
+        &format!("/nonexistent/git-credential-githosted --api-url {url}"),
+    );
+    let run = doctor(&world);
+    run.assert_failed();
+    assert!(
+        run.stdout
+            .contains("/nonexistent/git-credential-githosted does not exist")
+            && run.stdout.contains(&format!("configure --api-url {url}")),
+        "{}",
+        run.stdout
+    );
+
+    // Another version: a script that says it is one.
+    let other = world.path("other/git-credential-githosted");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::write(&other, "#!/bin/sh\necho git-credential-githosted 0.0.1\n").unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    set(&world, &format!("{} --api-url {url}", other.display()));
+    let run = doctor(&world);
+    run.assert_failed();
+    assert!(
+        run.stdout
+            .contains("is `git-credential-githosted 0.0.1`, not this"),
+        "{}",
+        run.stdout
+    );
+
+    // Through PATH: a warning with the fix; and that other one on PATH: a warning.
+    set(&world, &format!("githosted --api-url {url}"));
+    let path = format!(
+        "{}:{}:/usr/local/bin:/usr/bin:/bin",
+        std::path::Path::new(helper()).parent().unwrap().display(),
+        other.parent().unwrap().display()
+    );
+    world.set_env("PATH", &path);
+    let run = doctor(&world);
+    assert!(
+        run.stdout.contains("WARN")
+            && run
+                .stdout
+                .contains("whichever git-credential-githosted comes first on PATH"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "another git-credential-githosted is on PATH: {}",
+            other.display()
+        )),
+        "{}",
+        run.stdout
+    );
 }

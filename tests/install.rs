@@ -110,7 +110,8 @@ fn install_into_a_temporary_home_twice() {
     for host in ["githosted.dev", "api.githosted.dev"] {
         let key = format!("credential.https://{host}.helper");
         let helpers = world.git(GIT_NEW, None, &["config", "--global", "--get-all", &key]);
-        assert_eq!(helpers.stdout, "\ngithosted\n", "{config}");
+        // The installed binary by absolute path (issue: as git runs it).
+        assert_eq!(helpers.stdout, format!("\n{}\n", bin.display()), "{config}");
         let path = world.git(
             GIT_NEW,
             None,
@@ -132,14 +133,8 @@ fn install_into_a_temporary_home_twice() {
         "a second install changed the config"
     );
 
-    // Git resolves `helper = githosted` through PATH: with the install dir on
-    // PATH, git's own `credential fill` reaches the installed binary.
-    let mut world = world;
-    let path = format!(
-        "{}:/usr/local/bin:/usr/bin:/bin",
-        bin.parent().unwrap().display()
-    );
-    world.set_env("PATH", &path);
+    // The helper is configured by absolute path: git's own `credential fill`
+    // reaches the installed binary although its directory is not on PATH.
     let mut cmd = std::process::Command::new(GIT_NEW);
     cmd.args(["credential", "fill"]);
     let fill = world.run(cmd, Some("protocol=https\nhost=githosted.dev\n"));
@@ -215,7 +210,7 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
             "https://githosted.dev/acme/app.git",
         ],
     );
-    assert_eq!(helpers.stdout.trim(), "githosted", "{}", helpers.stdout);
+    assert_eq!(helpers.stdout.trim(), helper(), "{}", helpers.stdout);
 
     // Other options: the helper line is replaced, not added to.
     world
@@ -231,7 +226,10 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
             "credential.https://githosted.dev.helper",
         ],
     );
-    assert_eq!(helpers.stdout, "\ngithosted --permission read\n");
+    assert_eq!(
+        helpers.stdout,
+        format!("\n{} --permission read\n", helper())
+    );
     // Run again, it keeps what it wrote (first hour item 7); told otherwise, it changes.
     world.helper(&["configure"], None).assert_ok();
     let again = world.git(
@@ -244,7 +242,7 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
             "credential.https://githosted.dev.helper",
         ],
     );
-    assert_eq!(again.stdout, "\ngithosted --permission read\n");
+    assert_eq!(again.stdout, format!("\n{} --permission read\n", helper()));
     world
         .helper(&["configure", "--permission", "write"], None)
         .assert_ok();
@@ -265,7 +263,7 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
     world.helper(&["configure"], None).assert_ok();
     assert_eq!(global_config(&world), once);
     let helpers = world.git(GIT_NEW, None, &["config", "--global", "--get-all", key]);
-    assert_eq!(helpers.stdout, "mine\n\ngithosted\n");
+    assert_eq!(helpers.stdout, format!("mine\n\n{}\n", helper()));
     world.helper(&["configure", "--remove"], None).assert_ok();
     assert_eq!(global_config(&world), with_own);
 
@@ -292,7 +290,7 @@ fn configure_is_idempotent_and_remove_undoes_exactly_it() {
     );
     assert_eq!(
         local.stdout,
-        format!("\ngithosted --api-url {url} --permission read\n")
+        format!("\n{} --api-url {url} --permission read\n", helper())
     );
     assert_eq!(
         global_config(&world),
@@ -324,9 +322,9 @@ fn configure_remove_keeps_the_users_own_reset() {
     assert_eq!(helpers(&world), "\ncache\n");
 
     world.helper(&["configure"], None).assert_ok();
-    assert_eq!(helpers(&world), "\ncache\n\ngithosted\n");
+    assert_eq!(helpers(&world), format!("\ncache\n\n{}\n", helper()));
     world.helper(&["configure"], None).assert_ok();
-    assert_eq!(helpers(&world), "\ncache\n\ngithosted\n");
+    assert_eq!(helpers(&world), format!("\ncache\n\n{}\n", helper()));
 
     world.helper(&["configure", "--remove"], None).assert_ok();
     assert_eq!(global_config(&world), before);
@@ -342,4 +340,35 @@ fn configure_remove_keeps_the_users_own_reset() {
         ],
     );
     assert_eq!(run.stdout.trim(), "cache");
+}
+
+/// Issue "fast path" item 1: an old `helper = githosted` line (and its reset)
+/// is replaced by this binary's absolute path, not kept beside it.
+#[test]
+fn configure_migrates_a_helper_line_that_goes_through_path() {
+    let world = World::new();
+    let key = "credential.https://githosted.dev.helper";
+    world
+        .git(GIT_NEW, None, &["config", "--global", "--add", key, ""])
+        .assert_ok();
+    world
+        .git(
+            GIT_NEW,
+            None,
+            &[
+                "config",
+                "--global",
+                "--add",
+                key,
+                "githosted --permission auto",
+            ],
+        )
+        .assert_ok();
+    world.helper(&["configure"], None).assert_ok();
+    let helpers = world.git(GIT_NEW, None, &["config", "--global", "--get-all", key]);
+    // The options it had are kept (first hour item 7), the program is now by path.
+    assert_eq!(
+        helpers.stdout,
+        format!("\n{} --permission auto\n", helper())
+    );
 }

@@ -309,7 +309,9 @@ fn the_first_clone_asks_once_on_the_terminal() {
     use std::time::Duration;
     let mut world = World::configured(&[]);
     world.set_env("GIT_TERMINAL_PROMPT", "1");
-    let parent = world.server.seed_token("acme", TokenSpec::workspace_write());
+    let parent = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
     let mut cmd = world.command(GIT_NEW);
     cmd.args(["clone", "-q", &world.url("app"), "first"]);
     let mut pty = Pty::spawn(cmd);
@@ -319,7 +321,11 @@ fn the_first_clone_asks_once_on_the_terminal() {
     let status = pty.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", pty.screen());
     assert!(!pty.screen().contains(&parent), "the token was echoed");
-    assert!(pty.screen().contains("git will not ask again"), "{}", pty.screen());
+    assert!(
+        pty.screen().contains("git will not ask again"),
+        "{}",
+        pty.screen()
+    );
     let host = world.server.host();
     assert_eq!(
         secret_tool_lookup(&world, &format!("{host}/acme")).as_deref(),

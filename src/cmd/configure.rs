@@ -11,7 +11,7 @@
 //!
 //! Running it again changes nothing; `--remove` takes out exactly these lines.
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::git::Config;
 pub use crate::git::Scope;
@@ -27,7 +27,11 @@ pub fn shell_safe_url(url: &str) -> bool {
 /// The `helper = …` value: the helper's name and the options worth repeating.
 /// Git runs it through the shell, so the URL may hold no shell syntax.
 pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
-    let mut line = String::from("githosted");
+    let program = installed_program()?;
+    let Some(quoted) = shlex::try_quote(&program).ok() else {
+        bail!("the helper's path {program} cannot be written into git config (it holds a NUL)");
+    };
+    let mut line = quoted.into_owned();
     if let Some(url) = &settings.api_url_arg {
         if !shell_safe_url(url) {
             bail!(
@@ -51,6 +55,30 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
         line.push_str(" --no-agent");
     }
     Ok(line)
+}
+
+/// The program git should run: this one, by absolute path (no second git
+/// process, no other `git-credential-githosted` on PATH answering instead).
+/// The full program calls itself `…-core`; git runs the front beside it.
+pub fn installed_program() -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let exe = match exe.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name.ends_with("-core") => exe.with_file_name(PROGRAM),
+        _ => exe,
+    };
+    Ok(exe.to_string_lossy().into_owned())
+}
+
+/// The name git knows the helper by.
+pub const PROGRAM: &str = "git-credential-githosted";
+
+/// A helper value this program's `configure` wrote: `githosted…` (older
+/// versions), or a `git-credential-githosted` by path.
+pub fn is_ours(value: &str) -> bool {
+    let first = shlex::split(value)
+        .and_then(|words| words.into_iter().next())
+        .unwrap_or_default();
+    first == "githosted" || first.ends_with(&format!("/{PROGRAM}"))
 }
 
 /// Writes (or with `remove`, removes) the helper config for each host.
@@ -95,12 +123,6 @@ fn configure_host(config: &Config, section: &str, line: &str) -> anyhow::Result<
     Ok(())
 }
 
-/// A helper value this program wrote: `githosted…`, or this binary by path.
-fn is_ours(value: &str) -> bool {
-    let first = value.split_whitespace().next().unwrap_or("");
-    first == "githosted" || first.ends_with("/git-credential-githosted")
-}
-
 /// `values` without what `configure` added: each helper line of ours and the
 /// empty reset written just before it. A reset of the user's own (one not
 /// followed by ours) stays, as does everything else.
@@ -135,8 +157,9 @@ mod tests {
 
     #[test]
     fn helper_line_repeats_only_non_defaults() {
+        let program = installed_program().unwrap();
         let s = settings_for(None).unwrap();
-        assert_eq!(helper_line(&s).unwrap(), "githosted");
+        assert_eq!(helper_line(&s).unwrap(), program);
         let requested = crate::settings::Requested {
             api_url: Some("http://127.0.0.1:9".into()),
             permission: Some(Permission::Read),
@@ -148,7 +171,9 @@ mod tests {
         let s = Settings::new(&requested, DEFAULT_TTL_SECS).unwrap();
         assert_eq!(
             helper_line(&s).unwrap(),
-            "githosted --api-url http://127.0.0.1:9 --permission read --ttl 600 --min-ttl 60 --no-agent"
+            format!(
+                "{program} --api-url http://127.0.0.1:9 --permission read --ttl 600 --min-ttl 60 --no-agent"
+            )
         );
     }
 
@@ -164,10 +189,21 @@ mod tests {
             }
         }
         let s = settings_for(Some("http://[::1]:8080/base")).unwrap();
-        assert_eq!(
-            helper_line(&s).unwrap(),
-            "githosted --api-url http://[::1]:8080/base"
+        assert!(
+            helper_line(&s)
+                .unwrap()
+                .ends_with(" --api-url http://[::1]:8080/base")
         );
+    }
+
+    #[test]
+    fn a_path_with_spaces_is_quoted_for_the_shell_and_still_ours() {
+        let quoted = shlex::try_quote("/home/a b/bin/git-credential-githosted").unwrap();
+        assert_eq!(quoted, "'/home/a b/bin/git-credential-githosted'");
+        assert!(is_ours(&format!("{quoted} --permission auto")));
+        assert!(is_ours("githosted --api-url http://127.0.0.1:1"));
+        assert!(!is_ours("cache --timeout 900"));
+        assert!(!is_ours("/usr/bin/git-credential-githostedx"));
     }
 
     #[test]

@@ -77,9 +77,19 @@ pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::
         broken: None,
     };
     check_git(&mut report);
+    let mut configured = Vec::new();
     for host in settings.service.git_hosts() {
         check_helper_chain(&mut report, settings, host);
+        let url = format!("{}://{host}/", settings.service.scheme());
+        configured.extend(
+            crate::git::credential_config(&url)
+                .0
+                .into_iter()
+                .filter(|h| is_ours(h))
+                .filter_map(|h| shlex::split(&h).and_then(|w| w.into_iter().next())),
+        );
     }
+    check_path_for_others(&mut report, &configured);
     let parents = check_parent_sources(&mut report, settings);
     check_agent(&mut report);
     check_tokens(&mut report, settings, parents);
@@ -122,9 +132,71 @@ fn check_git(report: &mut Report) {
     }
 }
 
-fn is_ours(helper: &str) -> bool {
-    let first = helper.split_whitespace().next().unwrap_or("");
-    first == "githosted" || first.ends_with("/git-credential-githosted")
+use super::configure::is_ours;
+
+/// Whether the helper git runs for this host is this program, by path.
+fn check_helper_program(report: &mut Report, settings: &Settings, url: &str, helper: &str) {
+    let program = shlex::split(helper)
+        .and_then(|w| w.into_iter().next())
+        .unwrap_or_default();
+    let fix = format!(
+        "run `git-credential-githosted configure{}`",
+        settings.api_url_flag()
+    );
+    if program == "githosted" {
+        report.line(
+            Level::Warn,
+            format!("{url}: `helper = githosted` runs whichever git-credential-githosted comes first on PATH (and a second git process each time); {fix} to name this one by path"),
+        );
+        return;
+    }
+    let path = std::path::Path::new(&program);
+    if !path.is_file() {
+        report.line(
+            Level::Fail,
+            format!("{url}: the configured helper {program} does not exist (moved, or uninstalled?); {fix}"),
+        );
+        return;
+    }
+    let theirs = std::process::Command::new(path)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let ours = format!("git-credential-githosted {}", env!("CARGO_PKG_VERSION"));
+    if theirs != ours {
+        report.line(
+            Level::Fail,
+            format!(
+                "{url}: the configured helper {program} is `{theirs}`, not this `{ours}`; {fix}"
+            ),
+        );
+    }
+}
+
+/// Other `git-credential-githosted` programs on PATH than the configured one.
+fn check_path_for_others(report: &mut Report, configured: &[String]) {
+    let Some(path) = std::env::var_os("PATH") else {
+        return;
+    };
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let mine: Vec<_> = configured
+        .iter()
+        .filter_map(|p| canonical(std::path::Path::new(p)))
+        .collect();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(super::configure::PROGRAM);
+        if candidate.is_file() && !canonical(&candidate).is_some_and(|c| mine.contains(&c)) {
+            report.line(
+                Level::Warn,
+                format!(
+                    "another git-credential-githosted is on PATH: {} (git runs the configured one by path; a `helper = githosted` line elsewhere would run that one)",
+                    candidate.display()
+                ),
+            );
+        }
+    }
 }
 
 fn check_helper_chain(report: &mut Report, settings: &Settings, host: &str) {
@@ -141,6 +213,7 @@ fn check_helper_chain(report: &mut Report, settings: &Settings, host: &str) {
         );
         return;
     };
+    check_helper_program(report, settings, &url, &helpers[position]);
     let mut clean = true;
     for (i, helper) in helpers.iter().enumerate().filter(|(_, h)| !is_ours(h)) {
         let name = helper.split_whitespace().next().unwrap_or("");

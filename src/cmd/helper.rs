@@ -57,9 +57,8 @@ pub fn get(
     let issued = match issuer::issue(settings, &target) {
         // The first clone on this machine: ask once, on the terminal, as git would.
         Err(issuer::GetError::NoToken { .. }) if settings::interactive() => {
-            ask_for_a_parent(settings, &target).and_then(|()| {
-                issuer::issue(settings, &target).map_err(|e| anyhow::anyhow!("{e}"))
-            })
+            ask_for_a_parent(settings, &target)
+                .and_then(|()| issuer::issue(settings, &target).map_err(|e| anyhow::anyhow!("{e}")))
         }
         other => other.map_err(|e| anyhow::anyhow!("{e}")),
     };
@@ -107,7 +106,11 @@ fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyh
     let Some(mut tty) = controlling() else {
         anyhow::bail!("no terminal to ask on");
     };
-    let host = settings.service.git_hosts().first().map_or(api_host, String::as_str);
+    let host = settings
+        .service
+        .git_hosts()
+        .first()
+        .map_or(api_host, String::as_str);
     let prompt = format!(
         "git-credential-githosted: no workspace token for {ws} on {api_host} yet.\n  \
          Create one on {host}: workspace {ws} → Tokens → Create (kind Workspace, permission Write).\n  \

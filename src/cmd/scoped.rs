@@ -319,24 +319,12 @@ fn sandbox_pid(info: std::fs::File) -> Option<rustix::process::Pid> {
 /// `GIT_CONFIG_*` variables that point git inside the command at this helper
 /// for the service's hosts, so it uses the scoped token even without `configure`.
 fn git_config_env(settings: &Settings) -> Vec<(String, String)> {
-    let Ok(exe) = std::env::current_exe() else {
-        return Vec::new();
-    };
-    let exe = exe.to_string_lossy().into_owned();
-    // Git runs the helper line through the shell.
-    if !exe
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
-    {
-        tracing::debug!(
-            "exec: helper path has shell characters; not configuring git for the command"
-        );
-        return Vec::new();
-    }
-    let helper = match &settings.api_url_arg {
-        Some(url) if crate::cmd::configure::shell_safe_url(url) => format!("{exe} --api-url {url}"),
-        Some(_) => return Vec::new(),
-        None => exe,
+    let helper = match crate::cmd::configure::helper_line(settings) {
+        Ok(line) => line,
+        Err(e) => {
+            tracing::debug!("exec: not configuring git for the command: {e}");
+            return Vec::new();
+        }
     };
     let mut entries = Vec::new();
     for host in settings.service.git_hosts() {
