@@ -4,6 +4,10 @@
 //! their output checked for leaked tokens, users without privileges for the
 //! attacks that root would hide, a private Secret Service. Used by the
 //! integration tests, the benchmark and `examples/try_it.rs`.
+//!
+//! Unix only, like the tests that use it (users, terminals and sockets of
+//! Unix); on Windows the crate is empty (README, Platforms).
+#![cfg(unix)]
 
 pub mod pty;
 pub mod server;

@@ -22,8 +22,16 @@ impl Pty {
     /// Starts `cmd` on a new terminal.
     pub fn spawn(mut cmd: Command) -> Pty {
         use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        // Not inherited by the command: only its own side of the terminal is.
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
         let master =
             openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+        #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+        let master = {
+            let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).expect("openpt");
+            rustix::io::fcntl_setfd(&master, rustix::io::FdFlags::CLOEXEC).expect("FD_CLOEXEC");
+            master
+        };
         grantpt(&master).expect("grantpt");
         unlockpt(&master).expect("unlockpt");
         let name = ptsname(&master, Vec::new()).expect("ptsname");
