@@ -1,21 +1,23 @@
 //! Performance of the helper and its agent, against git's own credential cache.
 //!
 //! `cargo bench --locked --bench agent` prints one compact report:
-//! - (a) a warm `get` (served from the agent's cache) against `git credential-cache get`
-//!   holding a stored credential, as whole-process wall times, interleaved;
+//! - (a) warm `git credential fill` — what git does before every fetch and push — with
+//!   `helper = cache` holding a stored credential, with our configured helper line (the agent
+//!   holding a token), and with a std-only floor program (`agent/floor.rs`: read stdin, one
+//!   Unix-socket round trip, two lines out); interleaved, ratios per round;
 //! - (b) a cold `get` (one ExchangeToken) minus the test server's own handler time: with a
 //!   running agent, with `--no-agent`, and with no agent running yet;
 //! - (c) 64 simultaneous cold `get`s for one repo: exchanges made, distinct tokens answered;
 //! - (d) the agent's memory with 1 and with 1000 cached tokens.
 //!
-//! Every process runs with a cleared environment, a private HOME and XDG_RUNTIME_DIR in a
-//! temp dir; removing those at the end makes the agents exit. No token is ever printed.
+//! Every process runs in a testkit `World` (cleared environment, private HOME and runtime dir);
+//! the agents exit when those go. No token is ever printed.
 //!
-//! The helper measured is the one cargo builds for the bench, which has the dev-dependencies'
-//! features unified in (tokio `full`, hyper's server side for axum): a bigger binary than a
-//! plain `cargo build --release`, and a little slower to start. To measure what ships, copy a
-//! release build elsewhere (`cargo bench` rebuilds `target/release`) and name it:
-//! `GITHOSTED_BENCH_HELPER=/tmp/git-credential-githosted cargo bench --locked --bench agent`.
+//! The helper measured is `target/release/git-credential-githosted` (and the core beside it)
+//! as cargo builds it for the bench: the front (what answers warm) has no dev-dependency in it;
+//! the core is built with the dev-dependencies' features unified (a little bigger). To measure
+//! an installed copy: `GITHOSTED_BENCH_HELPER=~/.local/bin/git-credential-githosted cargo bench
+//! --locked --bench agent` (the core must sit beside it).
 
 #[cfg(unix)]
 #[path = "agent/unix.rs"]

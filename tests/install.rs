@@ -69,6 +69,8 @@ fn install_into_a_temporary_home_twice() {
         first.stdout
     );
     let bin = world.home.join(".local/bin/git-credential-githosted");
+    // The front git runs hands all but a warm `get` to the core beside it.
+    let core = world.home.join(".local/bin/git-credential-githosted-core");
     let man = world
         .home
         .join(".local/share/man/man1/git-credential-githosted.1");
@@ -96,6 +98,7 @@ fn install_into_a_temporary_home_twice() {
         "{}",
         first.stderr
     );
+    assert!(core.is_file(), "{} is missing", core.display());
     let mut cmd = std::process::Command::new(&bin);
     cmd.arg("--version");
     let version = world.run(cmd, None);
@@ -139,7 +142,8 @@ fn install_into_a_temporary_home_twice() {
     cmd.args(["credential", "fill"]);
     let fill = world.run(cmd, Some("protocol=https\nhost=githosted.dev\n"));
     // No path was sent (useHttpPath applies to URLs, not to raw fill input), so
-    // the helper explains itself: proof that git ran it.
+    // the helper explains itself: proof that git ran it, and that the front
+    // found the installed core (only the core says this).
     assert!(
         fill.stderr.contains("git sent no repository path"),
         "{}",
@@ -150,7 +154,7 @@ fn install_into_a_temporary_home_twice() {
     let mut cmd = std::process::Command::new("bash");
     cmd.args([script.to_str().unwrap(), "--uninstall"]);
     world.run(cmd, None).assert_ok();
-    for gone in [&bin, &man, &completion] {
+    for gone in [&bin, &core, &man, &completion] {
         assert!(!gone.exists(), "{} is still there", gone.display());
     }
     assert_eq!(list(&world), before, "--uninstall left config behind");

@@ -184,7 +184,7 @@ fn helper_pid_of_exec(marker: &str) -> u32 {
         if ppid == me
             && has_marker
             && args.iter().any(|a| *a == b"exec")
-            && args[0].ends_with(b"git-credential-githosted")
+            && args[0].ends_with(b"git-credential-githosted-core")
         {
             return pid;
         }

@@ -85,8 +85,12 @@ pub struct Agent {
 impl Agent {
     /// Connects to a running agent, without starting one.
     pub fn connect() -> Result<Agent, AgentError> {
-        let dir = AgentDir::open()?;
-        connect_at(&dir)?.ok_or(AgentError::NotRunning)
+        Agent::connect_in(&AgentDir::open()?)
+    }
+
+    /// Connects to the agent running in `dir`, without starting one.
+    pub fn connect_in(dir: &AgentDir) -> Result<Agent, AgentError> {
+        connect_at(dir)?.ok_or(AgentError::NotRunning)
     }
 
     /// Connects to the agent, starting it first if none is running.
