@@ -237,8 +237,10 @@ struct RevokeRequest<'a> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ListRequest {
+struct ListRequest<'a> {
     page_size: u32,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    page_token: &'a str,
 }
 
 /// A workspace, as `ListWorkspaces` describes it.
@@ -510,8 +512,22 @@ impl Client {
         page_size: u32,
         deadline: Instant,
     ) -> Result<TokenList, ApiError> {
-        self.call("ListTokens", token, &ListRequest { page_size }, deadline)
-            .await
+        self.list_tokens_page(token, page_size, "", deadline).await
+    }
+
+    /// One page of `ListTokens`, from `page_token` (empty: the first).
+    pub async fn list_tokens_page(
+        &self,
+        token: &Secret,
+        page_size: u32,
+        page_token: &str,
+        deadline: Instant,
+    ) -> Result<TokenList, ApiError> {
+        let request = ListRequest {
+            page_size,
+            page_token,
+        };
+        self.call("ListTokens", token, &request, deadline).await
     }
 
     /// One method call, retried while that can help and `deadline` allows:

@@ -49,6 +49,45 @@ pub struct HelperOptions {
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
     #[arg(long)]
     pub no_agent: bool,
+    #[command(flatten)]
+    pub broker: BrokerOptions,
+}
+
+/// CI: tokens from a broker, for the job's OIDC ID token (no workspace token at all).
+#[derive(Debug, Clone, Default, Args)]
+pub struct BrokerOptions {
+    /// Get tokens from this token broker with the job's OIDC ID token (also: GITHOSTED_BROKER)
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Read the job's ID token from this file (GitLab id_tokens, Kubernetes) [default: GitHub Actions' endpoint]
+    #[arg(long, value_name = "PATH")]
+    pub oidc_token_file: Option<std::path::PathBuf>,
+    /// Read the job's ID token from this environment variable
+    #[arg(long, value_name = "NAME")]
+    pub oidc_token_env: Option<String>,
+    /// The audience to ask the ID token for [default: githosted-broker]
+    #[arg(long, value_name = "AUD")]
+    pub oidc_audience: Option<String>,
+}
+
+impl BrokerOptions {
+    fn and(&self, later: &BrokerOptions) -> BrokerOptions {
+        BrokerOptions {
+            broker: later.broker.clone().or_else(|| self.broker.clone()),
+            oidc_token_file: later
+                .oidc_token_file
+                .clone()
+                .or_else(|| self.oidc_token_file.clone()),
+            oidc_token_env: later
+                .oidc_token_env
+                .clone()
+                .or_else(|| self.oidc_token_env.clone()),
+            oidc_audience: later
+                .oidc_audience
+                .clone()
+                .or_else(|| self.oidc_audience.clone()),
+        }
+    }
 }
 
 /// The options of every command that talks to the API.
@@ -82,6 +121,7 @@ impl HelperOptions {
             ttl: later.ttl.or(self.ttl),
             min_ttl: later.min_ttl.or(self.min_ttl),
             no_agent: self.no_agent || later.no_agent,
+            broker: self.broker.and(&later.broker),
         }
     }
 
@@ -98,6 +138,12 @@ impl HelperOptions {
             ttl_secs: self.ttl,
             min_ttl_secs: self.min_ttl,
             no_agent: self.no_agent,
+            broker: crate::settings::BrokerRequested {
+                url: self.broker.broker.clone(),
+                token_file: self.broker.oidc_token_file.clone(),
+                token_env: self.broker.oidc_token_env.clone(),
+                audience: self.broker.oidc_audience.clone(),
+            },
             ..self.api.requested()
         }
     }
@@ -193,6 +239,12 @@ pub enum Command {
             Examples:\n  git-credential-githosted exec --repo acme/app -- git clone https://githosted.dev/acme/app.git\n  git-credential-githosted exec --repo acme/app --repo acme/lib --permission read --ttl 600 -- ./agent-sandbox.sh"
     )]
     Exec(ExecArgs),
+    /// Run the CI token broker: a job's OIDC ID token in, a short-lived repo token out
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  git-credential-githosted broker --policy policy.toml --token-file /run/secrets/githosted-token\n  git-credential-githosted broker check --policy policy.toml\n  git-credential-githosted broker check --policy policy.toml --claims claims.json --repo acme/app --permission write"
+    )]
+    Broker(BrokerArgs),
     /// (internal) Run the background agent; the helper starts it on demand
     #[command(hide = true)]
     Agent {
@@ -210,6 +262,56 @@ pub enum Command {
     /// Any other operation git may invent: ignored
     #[command(external_subcommand)]
     Other(Vec<String>),
+}
+
+/// `broker`: serve, or `broker check`.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    #[command(subcommand)]
+    pub check: Option<BrokerCommand>,
+    /// Address to listen on (plain http: loopback only, unless --behind-proxy)
+    #[arg(long, value_name = "ADDR", default_value = crate::broker::DEFAULT_LISTEN)]
+    pub listen: String,
+    /// The policy file (TOML): which identities may have which repo tokens
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<std::path::PathBuf>,
+    /// The audience ID tokens must be for
+    #[arg(long, value_name = "AUD", default_value = crate::broker::DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// githosted API base URL [default: https://api.githosted.dev]
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Read the workspace token from this file (a mounted secret) [default: GITHOSTED_TOKEN, then the keychain]
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Serve plain http on a non-loopback address: TLS ends at a proxy in front
+    #[arg(long)]
+    pub behind_proxy: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
+    /// Check a policy file and explain each rule; with --claims, say which rule allows a request
+    Check {
+        /// The policy file (TOML)
+        #[arg(long, value_name = "FILE", required = true)]
+        policy: std::path::PathBuf,
+        /// A JSON object of ID-token claims (iss, sub, …) to decide for
+        #[arg(long, value_name = "FILE")]
+        claims: Option<std::path::PathBuf>,
+        /// The repository asked for, as WS/REPO
+        #[arg(long, value_name = "WS/REPO")]
+        repo: Option<String>,
+        /// The permission asked for
+        #[arg(long, value_enum, default_value_t = BrokerPermission::Write)]
+        permission: BrokerPermission,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BrokerPermission {
+    Read,
+    Write,
 }
 
 /// `status` and `doctor`: what they look at, and how they print it.

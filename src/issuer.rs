@@ -83,6 +83,9 @@ pub enum GetError {
     },
     #[error("{0} does not hold a githosted token (gw_… or gr_…); {remedy}", remedy = not_a_token_remedy(.0))]
     NotAToken(Source),
+    /// Getting a token from a broker failed: one line naming the broker and its reason.
+    #[error("{0}")]
+    Broker(String),
 }
 
 fn not_a_token_remedy(source: &Source) -> String {
@@ -175,6 +178,9 @@ pub fn agent(settings: &Settings) -> Option<Agent> {
 
 /// A token for `target` with the system's parents, agent and API.
 pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
+    if let Some(broker) = &settings.broker {
+        return from_broker(settings, broker, target);
+    }
     let env = keychain::env_token();
     // A repo token in the environment needs no agent at all.
     let mut link = match env.as_ref().map(Secret::kind) {
@@ -255,6 +261,51 @@ pub fn issue_with(
     // Whatever time the agent used is gone: the fallback gets what is left.
     params.timeout = deadline.saturating_duration_since(Instant::now());
     mint_here(settings, target, &key, &params, &parent, minter)
+}
+
+/// A token from the broker, for the job's ID token (no workspace token anywhere).
+fn from_broker(
+    settings: &Settings,
+    broker: &settings::BrokerSettings,
+    target: &Target,
+) -> Result<Issued, GetError> {
+    let deadline = api::deadline_in(settings.timeout);
+    let source = crate::oidc::Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref())
+        .ok_or_else(|| {
+            GetError::Broker(format!(
+                "--broker {} needs the job's OIDC ID token: on GitHub Actions give the job `permissions: id-token: write`; elsewhere add --oidc-token-file PATH or --oidc-token-env NAME",
+                broker.url_arg
+            ))
+        })?;
+    let runtime = api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
+    runtime.block_on(async {
+        let id_token = source
+            .fetch(&broker.audience, deadline)
+            .await
+            .map_err(|e| {
+                GetError::Broker(format!(
+                    "no ID token for the broker {}: {e}",
+                    broker.url_arg
+                ))
+            })?;
+        let repo = format!("{}/{}", target.workspace, target.repo);
+        let ttl = Some(settings.ttl_secs);
+        let granted = crate::broker::client::request(
+            &broker.url,
+            &id_token,
+            &repo,
+            settings.permission,
+            ttl,
+            deadline,
+        )
+        .await
+        .map_err(GetError::Broker)?;
+        tracing::debug!(token = %granted.token, id = %granted.id, "minted by the broker");
+        Ok(Issued {
+            token: granted.token,
+            expires_at: granted.expires_at,
+        })
+    })
 }
 
 fn passed_through(token: Secret) -> Issued {

@@ -14,10 +14,10 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`git`], [`supervise`], [`tty`] | one outside thing each: the process, options, `/proc`, the keychain, HTTP, git, child processes, the terminal |
-//! | 3 policy | [`cache`] | what is cached for how long, one mint per key; the API-backed minter |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`git`], [`supervise`], [`tty`] | one outside thing each: the process, options, `/proc`, the keychain, HTTP, OIDC issuers, git, child processes, the terminal |
+//! | 3 policy | [`cache`], [`policy`] | what is cached for how long, one mint per key; the API-backed minter; the broker's rules |
 //! | 4 transport | [`agent`] | the background process around the cache: socket, peer checks, its wire |
-//! | 5 use cases | [`issuer`], [`sandbox`] | a token for git (agent, fallback, direct), revoking; `exec`'s confinement |
+//! | 5 use cases | [`issuer`], [`sandbox`], [`broker`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement; the CI token broker |
 //! | 6 commands | [`cmd`] | one module per command: what it prints and how it fails |
 //! | 7 entry | [`cli`] | the command line |
 //!
@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod broker;
 pub mod cache;
 pub mod cli;
 pub mod cmd;
@@ -36,7 +37,9 @@ pub mod git;
 pub mod harden;
 pub mod issuer;
 pub mod keychain;
+pub mod oidc;
 pub mod permission;
+pub mod policy;
 pub mod protocol;
 pub mod sandbox;
 pub mod secret;

@@ -140,6 +140,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             return doctor::run(&api(&a.api)?, output, &mut io::stdout().lock());
         }
+        Command::Broker(a) => {
+            use git_credential_githosted::cli::{BrokerCommand, BrokerPermission};
+            use git_credential_githosted::cmd::broker;
+            if let Some(BrokerCommand::Check {
+                policy,
+                claims,
+                repo,
+                permission,
+            }) = &a.check
+            {
+                let permission = match permission {
+                    BrokerPermission::Read => git_credential_githosted::token::Permission::Read,
+                    BrokerPermission::Write => git_credential_githosted::token::Permission::Write,
+                };
+                broker::check(
+                    policy,
+                    claims.as_deref(),
+                    repo.as_deref(),
+                    permission,
+                    &mut io::stdout().lock(),
+                )?
+            } else {
+                let Some(policy) = a.policy.as_deref() else {
+                    anyhow::bail!(
+                        "the broker needs a policy: git-credential-githosted broker --policy FILE (see `broker check --help`)"
+                    );
+                };
+                let api_url = a.api_url.clone().or_else(|| {
+                    std::env::var(cli::API_URL_ENV)
+                        .ok()
+                        .filter(|v| !v.trim().is_empty())
+                });
+                broker::serve(&broker::Serve {
+                    listen: &a.listen,
+                    policy,
+                    audience: &a.audience,
+                    api_url: api_url.as_deref(),
+                    token_file: a.token_file.as_deref(),
+                    behind_proxy: a.behind_proxy,
+                })?;
+                true
+            }
+        }
         Command::Completions { shell } => {
             cli::completions(*shell, &mut io::stdout().lock());
             true

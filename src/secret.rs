@@ -76,12 +76,18 @@ impl Secret {
     /// from `GITHOSTED_TOKEN` under it; unlike the [fingerprint](Secret::fingerprint),
     /// nothing ever printed lets anyone derive it.
     pub fn holder_id(&self) -> String {
+        self.keyed_hex(b"git-credential-githosted agent cache key v1")
+    }
+
+    /// HMAC-SHA-256 of `message` keyed with this secret, in hex: an identifier
+    /// only the secret's holder can compute.
+    pub fn keyed_hex(&self, message: &[u8]) -> String {
         use hmac::Mac;
         let Ok(mut mac) = hmac::Hmac::<Sha256>::new_from_slice(self.0.as_bytes()) else {
             // HMAC takes keys of any length; this cannot happen.
             return String::new();
         };
-        mac.update(b"git-credential-githosted agent cache key v1");
+        mac.update(message);
         let digest = mac.finalize().into_bytes();
         let mut hex = String::with_capacity(64);
         for byte in digest {

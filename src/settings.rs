@@ -35,6 +35,36 @@ pub struct Settings {
     pub no_agent: bool,
     /// The longest a `get` may take, retries included.
     pub timeout: std::time::Duration,
+    /// Tokens come from a broker (CI), not from a workspace token.
+    pub broker: Option<BrokerSettings>,
+}
+
+/// Where a CI job's tokens come from: a broker, for the job's OIDC ID token.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// As given (`--broker` or `GITHOSTED_BROKER`), to repeat in config and hints.
+    pub url_arg: String,
+    pub url: url::Url,
+    /// `--oidc-token-file`.
+    pub token_file: Option<std::path::PathBuf>,
+    /// `--oidc-token-env`.
+    pub token_env: Option<String>,
+    /// The audience asked for; `githosted-broker` unless told.
+    pub audience: String,
+}
+
+/// Names the broker when `--broker` does not.
+pub const BROKER_ENV: &str = "GITHOSTED_BROKER";
+/// The audience ID tokens are asked for by default.
+pub const DEFAULT_OIDC_AUDIENCE: &str = "githosted-broker";
+
+/// What `--broker` and its options asked for.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerRequested {
+    pub url: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
+    pub token_env: Option<String>,
+    pub audience: Option<String>,
 }
 
 /// What a run was asked for, before defaults and checks: the options as the
@@ -51,13 +81,16 @@ pub struct Requested {
     pub min_ttl_secs: Option<u64>,
     pub no_agent: bool,
     pub timeout_secs: Option<u64>,
+    pub broker: BrokerRequested,
 }
 
 impl Settings {
     /// The settings for `requested`, with `default_ttl_secs` when it names none.
     pub fn new(requested: &Requested, default_ttl_secs: u64) -> Result<Settings, ApiUrlError> {
         let api_url = requested.api_url.as_deref();
+        let broker = broker_settings(&requested.broker)?;
         Ok(Settings {
+            broker,
             service: Service::new(api_url)?,
             api_url_arg: api_url.map(str::to_owned),
             permission: requested.permission.unwrap_or(Permission::Write),
@@ -79,6 +112,14 @@ impl Settings {
         })
     }
 
+    /// ` --broker URL` when tokens come from a broker.
+    pub fn broker_flag(&self) -> String {
+        self.broker
+            .as_ref()
+            .map(|b| format!(" --broker {}", b.url_arg))
+            .unwrap_or_default()
+    }
+
     /// The settings for an API URL and nothing else (tests, examples).
     pub fn for_api(api_url: Option<&str>) -> Result<Settings, ApiUrlError> {
         Settings::new(
@@ -97,6 +138,41 @@ impl Settings {
             .map(|url| format!(" --api-url {url}"))
             .unwrap_or_default()
     }
+}
+
+/// The broker settings asked for, from the options or `GITHOSTED_BROKER`.
+fn broker_settings(requested: &BrokerRequested) -> Result<Option<BrokerSettings>, ApiUrlError> {
+    let url_arg = match requested.url.clone().or_else(|| {
+        std::env::var(BROKER_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    }) {
+        Some(url) => url.trim().to_owned(),
+        None => return Ok(None),
+    };
+    // The broker gets an ID token: https, or http on this machine only.
+    let url = url::Url::parse(&url_arg)
+        .ok()
+        .filter(|u| crate::target::is_secure_url(u.as_str()))
+        .ok_or_else(|| ApiUrlError::Broker(url_arg.clone()))?;
+    // `join` keeps the last path segment only with a trailing slash.
+    let url = if url.path().ends_with('/') {
+        url
+    } else {
+        let mut u = url.clone();
+        u.set_path(&format!("{}/", url.path()));
+        u
+    };
+    Ok(Some(BrokerSettings {
+        url_arg,
+        url,
+        token_file: requested.token_file.clone(),
+        token_env: requested.token_env.clone(),
+        audience: requested
+            .audience
+            .clone()
+            .unwrap_or_else(|| DEFAULT_OIDC_AUDIENCE.to_owned()),
+    }))
 }
 
 /// The audit `subject` sent with every exchange: helper, local user and host.

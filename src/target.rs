@@ -30,6 +30,22 @@ pub enum ApiUrlError {
     InsecureHttp(String),
     #[error("`{0}` must use https (or http on a loopback host)")]
     Scheme(String),
+    #[error("broker URL `{0}` must be https (or http on 127.0.0.1, ::1 or localhost)")]
+    Broker(String),
+}
+
+/// An https URL with a host, or http on loopback: where a token may be sent.
+pub fn is_secure_url(text: &str) -> bool {
+    match Url::parse(text) {
+        Ok(u) if u.scheme() == "https" => u.host_str().is_some_and(|h| !h.is_empty()),
+        Ok(u) if u.scheme() == "http" => match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// One githosted API and the git hosts it serves.

@@ -54,6 +54,31 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
     if settings.no_agent {
         line.push_str(" --no-agent");
     }
+    if let Some(broker) = &settings.broker {
+        for (flag, value) in [
+            ("--broker", Some(broker.url.as_str().to_owned())),
+            (
+                "--oidc-token-file",
+                broker
+                    .token_file
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            ),
+            ("--oidc-token-env", broker.token_env.clone()),
+            (
+                "--oidc-audience",
+                Some(broker.audience.clone())
+                    .filter(|a| a != crate::settings::DEFAULT_OIDC_AUDIENCE),
+            ),
+        ] {
+            if let Some(value) = value {
+                let Ok(quoted) = shlex::try_quote(&value) else {
+                    bail!("{flag} {value:?} cannot be written into git config (it holds a NUL)");
+                };
+                line.push_str(&format!(" {flag} {quoted}"));
+            }
+        }
+    }
     Ok(line)
 }
 

@@ -9,6 +9,7 @@
 //! Unix); on Windows the crate is empty (README, Platforms).
 #![cfg(unix)]
 
+pub mod oidc;
 pub mod pty;
 pub mod server;
 

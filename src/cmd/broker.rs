@@ -1,0 +1,156 @@
+//! `broker` (run the CI token broker) and `broker check` (explain a policy).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::broker::{self, Broker, Config};
+use crate::keychain;
+use crate::policy::{Ask, Policy};
+use crate::secret::{Secret, TokenKind};
+use crate::target::Service;
+use crate::token::Permission;
+
+/// What `broker` is asked to do.
+pub struct Serve<'a> {
+    pub listen: &'a str,
+    pub policy: &'a Path,
+    pub audience: &'a str,
+    pub api_url: Option<&'a str>,
+    pub token_file: Option<&'a Path>,
+    pub behind_proxy: bool,
+}
+
+/// Runs the broker until it is stopped.
+pub fn serve(args: &Serve<'_>) -> anyhow::Result<()> {
+    let listen: SocketAddr = args.listen.parse().with_context(|| {
+        format!(
+            "--listen {} is not an address: give IP:PORT, e.g. 127.0.0.1:8700",
+            args.listen
+        )
+    })?;
+    if !broker::is_loopback(&listen) && !args.behind_proxy {
+        bail!(
+            "refusing to serve plain http on {listen}: ID tokens and repo tokens would cross the network in clear; put a TLS-terminating proxy in front and add --behind-proxy, or listen on 127.0.0.1"
+        );
+    }
+    let policy = Policy::load(args.policy).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    let service = Service::new(args.api_url)?;
+    let parent = parent(args.token_file, service.api_host())?;
+    let broker = Broker::new(Config {
+        policy,
+        audience: args.audience.to_owned(),
+        api_url: service.api_url().clone(),
+        parent,
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime
+        .block_on(broker::serve(broker, listen))
+        .with_context(|| format!("serving on {listen}"))
+}
+
+/// The broker's workspace token: `--token-file`, `GITHOSTED_TOKEN`, or the keychain.
+fn parent(token_file: Option<&Path>, api_host: &str) -> anyhow::Result<Secret> {
+    let token = if let Some(path) = token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the workspace token from {}", path.display()))?;
+        Secret::new(text.trim().to_owned())
+    } else if let Some(token) = keychain::env_token() {
+        token
+    } else {
+        let account = keychain::account(api_host, None);
+        let found = keychain::read(&account)?.or_else(|| {
+            // A single workspace entry for this host will do.
+            let entries = keychain::list().ok()?;
+            let mut ours = entries
+                .iter()
+                .filter(|(account, _)| account.starts_with(&format!("{api_host}/")));
+            match (ours.next(), ours.next()) {
+                (Some((account, _)), None) => keychain::read(account).ok().flatten(),
+                _ => None,
+            }
+        });
+        found.with_context(|| {
+            format!(
+                "no workspace token for the broker: mount one and pass --token-file PATH, set {}, or run `git-credential-githosted login --api-url {api_host}`",
+                keychain::ENV_TOKEN
+            )
+        })?
+    };
+    if token.kind() != TokenKind::Workspace {
+        bail!(
+            "the broker's token is not a workspace token (gw_…): create one in the workspace's Tokens page"
+        );
+    }
+    Ok(token)
+}
+
+/// `broker check`: the policy's rules, one line each; with a request, which
+/// rule allows it or why none does.
+pub fn check(
+    policy: &Path,
+    claims: Option<&Path>,
+    repo: Option<&str>,
+    permission: Permission,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
+    let policy = Policy::load(policy).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+    if policy.rules.is_empty() {
+        writeln!(out, "no rules: every request is refused")?;
+    }
+    for rule in &policy.rules {
+        writeln!(out, "{}", rule.explain())?;
+    }
+    let Some(claims_path) = claims else {
+        return Ok(true);
+    };
+    let Some(repo) = repo else {
+        bail!("--claims needs --repo WS/REPO (and --permission, default write)");
+    };
+    let text = std::fs::read_to_string(claims_path)
+        .with_context(|| format!("reading {}", claims_path.display()))?;
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON object of claims", claims_path.display()))?;
+    let field = |name: &str| {
+        claims
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (issuer, subject) = (field("iss"), field("sub"));
+    let decision = policy.decide(&Ask {
+        issuer: &issuer,
+        subject: &subject,
+        claims: &claims,
+        repo,
+        permission,
+    });
+    match decision {
+        Ok(rule) => {
+            writeln!(
+                out,
+                "allowed by rule {}: {} {repo} for {subject:?}, up to {} s",
+                rule.number,
+                permission.as_str(),
+                rule.max_ttl_seconds
+            )?;
+            Ok(true)
+        }
+        Err(denied) => {
+            writeln!(
+                out,
+                "refused ({}): {}",
+                denied.dimension.as_str(),
+                denied.message
+            )?;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! OIDC ID tokens: checking them (the broker) and getting one (a CI job).
+//!
+//! Checking: the issuer must be one the policy names; its keys come from
+//! `<issuer>/.well-known/openid-configuration` → `jwks_uri`, cached, fetched
+//! again at most once per [`REFETCH_COOLDOWN`] when a token names an unknown
+//! `kid`; RS256 and ES256 only; `iss` exact, `aud` containing the audience,
+//! `exp`/`nbf`/`iat` with [`LEEWAY_SECS`] of leeway. Every fetch is bounded in
+//! time and size; an issuer that is down leaves its cached keys in use.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::secret::Secret;
+
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: u64 = 60;
+/// The least time between two fetches of an issuer's keys for an unknown `kid`.
+pub const REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+/// The most of a discovery document or key set read.
+const MAX_DOCUMENT: usize = 256 * 1024;
+/// Each fetch from an issuer.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why an ID token is refused: the check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the ID token is not a JWT")]
+    Malformed,
+    #[error("alg: only RS256 and ES256 are accepted, not {0}")]
+    Alg(String),
+    #[error("iss: {0}")]
+    Iss(String),
+    #[error("kid: {0}")]
+    Kid(String),
+    #[error("signature: the ID token's signature does not verify")]
+    Signature,
+    #[error("aud: the ID token is not for audience {0:?}")]
+    Aud(String),
+    #[error("exp: the ID token has expired")]
+    Exp,
+    #[error("nbf: the ID token is not valid yet")]
+    Nbf,
+    #[error("iat: the ID token was issued in the future")]
+    Iat,
+    #[error("claims: {0}")]
+    Claims(String),
+    /// The issuer's keys could not be had (and none are cached).
+    #[error("the keys of {issuer} are unavailable: {reason}")]
+    KeysUnavailable { issuer: String, reason: String },
+}
+
+impl Refusal {
+    /// The check's short name (the API's `error` code after `invalid_`).
+    pub fn check(&self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::Alg(_) => "alg",
+            Refusal::Iss(_) => "iss",
+            Refusal::Kid(_) => "kid",
+            Refusal::Signature => "signature",
+            Refusal::Aud(_) => "aud",
+            Refusal::Exp => "exp",
+            Refusal::Nbf => "nbf",
+            Refusal::Iat => "iat",
+            Refusal::Claims(_) => "claims",
+            Refusal::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+}
+
+/// A verified ID token's identity and claims.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Default)]
+struct Keys {
+    set: Option<JwkSet>,
+    /// The last fetch for an unknown kid (the first fetch does not count).
+    last_refetch: Option<Instant>,
+}
+
+/// Checks ID tokens against the issuers a policy names.
+pub struct Verifier {
+    http: reqwest::Client,
+    audience: String,
+    issuers: HashMap<String, Mutex<Keys>>,
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+}
+
+impl Verifier {
+    pub fn new(issuers: &[String], audience: &str) -> Result<Verifier, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .connect_timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Verifier {
+            http,
+            audience: audience.to_owned(),
+            issuers: issuers
+                .iter()
+                .map(|i| (i.clone(), Mutex::new(Keys::default())))
+                .collect(),
+            refreshes: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// How many times keys were fetched.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Verifies `token` and returns who it names.
+    pub async fn verify(&self, token: &Secret) -> Result<Identity, Refusal> {
+        let token = token.expose();
+        // A header the library cannot read may still name an alg (`none`, `HS999`).
+        let header = jsonwebtoken::decode_header(token).map_err(|_| match alg_of(token) {
+            Some(alg) if alg != "RS256" && alg != "ES256" => Refusal::Alg(alg),
+            _ => Refusal::Malformed,
+        })?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(Refusal::Alg(format!("{:?}", header.alg)));
+        }
+        #[derive(Deserialize)]
+        struct Unverified {
+            iss: Option<String>,
+        }
+        let unverified: Unverified = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| Refusal::Malformed)?;
+        let issuer = unverified
+            .iss
+            .ok_or_else(|| Refusal::Iss("the ID token names no issuer".into()))?;
+        let keys = self.issuers.get(&issuer).ok_or_else(|| {
+            Refusal::Iss(format!("{issuer:?} is not an issuer the policy trusts"))
+        })?;
+        let kid = header
+            .kid
+            .clone()
+            .ok_or_else(|| Refusal::Kid("the ID token names no key (kid)".into()))?;
+        let key = self.key_for(&issuer, keys, &kid).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => Refusal::Signature,
+            ErrorKind::ExpiredSignature => Refusal::Exp,
+            ErrorKind::ImmatureSignature => Refusal::Nbf,
+            ErrorKind::InvalidAudience => Refusal::Aud(self.audience.clone()),
+            ErrorKind::InvalidIssuer => Refusal::Iss("iss does not match".into()),
+            ErrorKind::InvalidAlgorithm => Refusal::Alg(format!(
+                "{:?} (the key {kid} is for another algorithm)",
+                header.alg
+            )),
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => Refusal::Aud(self.audience.clone()),
+            ErrorKind::MissingRequiredClaim(c) => Refusal::Claims(format!("no {c} claim")),
+            _ => Refusal::Signature,
+        })?;
+        let claims = data.claims;
+        if let Some(iat) = claims.get("iat").and_then(serde_json::Value::as_u64) {
+            let now = jsonwebtoken::get_current_timestamp();
+            if iat > now.saturating_add(LEEWAY_SECS) {
+                return Err(Refusal::Iat);
+            }
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Refusal::Claims("sub is not a string".into()))?
+            .to_owned();
+        Ok(Identity {
+            issuer,
+            subject,
+            claims,
+        })
+    }
+
+    /// The key `kid` of `issuer`: cached, or fetched (at most once per cooldown).
+    async fn key_for(
+        &self,
+        issuer: &str,
+        keys: &Mutex<Keys>,
+        kid: &str,
+    ) -> Result<DecodingKey, Refusal> {
+        let mut keys = keys.lock().await;
+        if let Some(jwk) = keys.set.as_ref().and_then(|s| s.find(kid)) {
+            return DecodingKey::from_jwk(jwk)
+                .map_err(|_| Refusal::Kid(format!("key {kid} of {issuer} is not usable")));
+        }
+        // The first fetch always; a refetch for an unknown kid at most once per cooldown.
+        let may_fetch = keys.set.is_none()
+            || keys
+                .last_refetch
+                .is_none_or(|t| t.elapsed() >= REFETCH_COOLDOWN);
+        if !may_fetch {
+            return Err(Refusal::Kid(format!(
+                "{issuer} has no key {kid} (its keys were refetched less than {} s ago)",
+                REFETCH_COOLDOWN.as_secs()
+            )));
+        }
+        if keys.set.is_some() {
+            keys.last_refetch = Some(Instant::now());
+        }
+        self.refreshes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.fetch_keys(issuer).await {
+            Ok(set) => keys.set = Some(set),
+            // Keep what is cached: an issuer that is down does not stop tokens
+            // signed by keys already known.
+            Err(reason) if keys.set.is_none() => {
+                return Err(Refusal::KeysUnavailable {
+                    issuer: issuer.to_owned(),
+                    reason,
+                });
+            }
+            Err(_) => {}
+        }
+        match keys.set.as_ref().and_then(|s| s.find(kid)) {
+            Some(jwk) => DecodingKey::from_jwk(jwk)
+                .map_err(|_| Refusal::Kid(format!("key {kid} of {issuer} is not usable"))),
+            None => Err(Refusal::Kid(format!("{issuer} has no key {kid}"))),
+        }
+    }
+
+    async fn fetch_keys(&self, issuer: &str) -> Result<JwkSet, String> {
+        let discovery_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let discovery: Discovery = self.fetch_json(&discovery_url).await?;
+        if discovery.issuer != issuer {
+            return Err(format!(
+                "its discovery document names issuer {:?}",
+                discovery.issuer
+            ));
+        }
+        if !crate::target::is_secure_url(&discovery.jwks_uri) {
+            return Err("its jwks_uri is not https".into());
+        }
+        self.fetch_json(&discovery.jwks_uri).await
+    }
+
+    async fn fetch_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, String> {
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", crate::ui::printable(&e.to_string(), 300)))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+            if body.len().saturating_add(chunk.len()) > MAX_DOCUMENT {
+                return Err(format!("{url}: larger than {MAX_DOCUMENT} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not the JSON expected: {e}"))
+    }
+}
+
+/// The `alg` a header names, when it is not one the JWT library knows (e.g. `none`).
+fn alg_of(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value
+        .get("alg")
+        .and_then(serde_json::Value::as_str)
+        .map(|s| crate::ui::printable(s, 16))
+}
+
+/// Where a CI job gets its ID token.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// GitHub Actions: `ACTIONS_ID_TOKEN_REQUEST_URL` + `ACTIONS_ID_TOKEN_REQUEST_TOKEN`.
+    GithubActions,
+    /// A file the platform writes (GitLab `id_tokens`, Kubernetes projected tokens).
+    File(std::path::PathBuf),
+    /// An environment variable holding the token.
+    Env(String),
+}
+
+impl Source {
+    /// The source to use: the one asked for, else GitHub Actions when its variables are set.
+    pub fn choose(file: Option<&std::path::Path>, env: Option<&str>) -> Option<Source> {
+        if let Some(f) = file {
+            return Some(Source::File(f.to_owned()));
+        }
+        if let Some(e) = env {
+            return Some(Source::Env(e.to_owned()));
+        }
+        if std::env::var_os("ACTIONS_ID_TOKEN_REQUEST_URL").is_some() {
+            return Some(Source::GithubActions);
+        }
+        None
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Source::GithubActions => "GitHub Actions' ID-token endpoint".into(),
+            Source::File(p) => format!("the file {}", p.display()),
+            Source::Env(n) => format!("${n}"),
+        }
+    }
+
+    /// The job's ID token for `audience`.
+    pub async fn fetch(&self, audience: &str, deadline: Instant) -> Result<Secret, String> {
+        match self {
+            Source::File(path) => std::fs::read_to_string(path)
+                .map(|t| Secret::new(t.trim().to_owned()))
+                .map_err(|e| format!("cannot read the ID token from {}: {e}", path.display())),
+            Source::Env(name) => std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| Secret::new(v.trim().to_owned()))
+                .ok_or_else(|| format!("${name} is empty or not set")),
+            Source::GithubActions => {
+                let url = std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL")
+                    .map_err(|_| "ACTIONS_ID_TOKEN_REQUEST_URL is not set".to_owned())?;
+                let bearer = std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").map_err(|_| {
+                    "ACTIONS_ID_TOKEN_REQUEST_TOKEN is not set: give the job `permissions: id-token: write`"
+                        .to_owned()
+                })?;
+                let bearer = Secret::new(bearer);
+                let mut url = url::Url::parse(&url)
+                    .map_err(|e| format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))?;
+                url.query_pairs_mut().append_pair("audience", audience);
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let http = reqwest::Client::builder()
+                    .timeout(left.min(FETCH_TIMEOUT))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+                #[derive(Deserialize)]
+                struct Answer {
+                    value: Option<String>,
+                }
+                let response = http
+                    .get(url)
+                    .bearer_auth(bearer.expose())
+                    .send()
+                    .await
+                    .map_err(|e| format!("GitHub's ID-token endpoint: {e}"))?;
+                if !response.status().is_success() {
+                    return Err(format!(
+                        "GitHub's ID-token endpoint answered {}",
+                        response.status()
+                    ));
+                }
+                let answer: Answer = response
+                    .json()
+                    .await
+                    .map_err(|e| format!("GitHub's ID-token endpoint: {e}"))?;
+                answer
+                    .value
+                    .map(Secret::new)
+                    .ok_or_else(|| "GitHub's ID-token endpoint sent no token".to_owned())
+            }
+        }
+    }
+}

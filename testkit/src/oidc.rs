@@ -1,0 +1,262 @@
+//! A local OIDC issuer for the broker's tests: discovery, a JWKS, and a
+//! GitHub-Actions-compatible ID-token request endpoint. Keys (ES256) are
+//! generated at start; tokens are signed on demand with any claims and header,
+//! so tests can forge exactly the token an attacker would.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use serde_json::{Value, json};
+
+/// The audience the helper asks for by default.
+pub const AUDIENCE: &str = "githosted-broker";
+
+/// One signing key.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: String,
+    pkcs8: Vec<u8>,
+    /// The uncompressed public point (0x04 ‖ x ‖ y).
+    pub public: Vec<u8>,
+}
+
+impl Key {
+    fn generate(kid: &str) -> Key {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("generate a P-256 key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("read the key back");
+        Key {
+            kid: kid.to_owned(),
+            pkcs8: pkcs8.as_ref().to_vec(),
+            public: pair.public_key().as_ref().to_vec(),
+        }
+    }
+
+    fn jwk(&self) -> Value {
+        json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(&self.public[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&self.public[33..65]),
+        })
+    }
+
+    /// Signs `claims` as an ES256 JWT naming this key.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).expect("sign")
+    }
+}
+
+struct Shared {
+    issuer: Mutex<String>,
+    /// Keys published in the JWKS.
+    published: Mutex<Vec<Key>>,
+    /// The key tokens are signed with.
+    current: Mutex<Key>,
+    down: AtomicBool,
+    jwks_fetches: AtomicUsize,
+    request_token: String,
+    /// The `sub` of tokens from the Actions endpoint.
+    job_subject: Mutex<String>,
+}
+
+/// A running issuer on a loopback port.
+pub struct Issuer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Issuer {
+    pub fn start() -> Issuer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let key = Key::generate("key-1");
+        let shared = Arc::new(Shared {
+            issuer: Mutex::new(format!("http://{addr}")),
+            published: Mutex::new(vec![key.clone()]),
+            current: Mutex::new(key),
+            down: AtomicBool::new(false),
+            jwks_fetches: AtomicUsize::new(0),
+            request_token: format!("actions-request-{}", rand::random::<u64>()),
+            job_subject: Mutex::new("repo:acme-org/app:ref:refs/heads/main".into()),
+        });
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/actions-token", get(actions_token))
+            .with_state(shared.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let serve = std::future::IntoFuture::into_future(axum::serve(listener, app));
+                tokio::select! {
+                    _ = serve => {}
+                    _ = rx => {}
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        });
+        Issuer {
+            shared,
+            addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// The issuer URL (`iss`), `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.shared.issuer.lock().unwrap().clone()
+    }
+
+    /// Claims of a valid token for `sub`, now.
+    pub fn claims(&self, sub: &str) -> Value {
+        let now = now();
+        json!({
+            "iss": self.url(), "sub": sub, "aud": AUDIENCE,
+            "iat": now, "nbf": now, "exp": now + 300,
+            "repository_owner": "acme-org",
+        })
+    }
+
+    /// A valid ID token for `sub`.
+    pub fn token(&self, sub: &str) -> String {
+        self.sign(&self.claims(sub))
+    }
+
+    /// Signs any claims with the current key.
+    pub fn sign(&self, claims: &Value) -> String {
+        self.shared.current.lock().unwrap().sign(claims)
+    }
+
+    /// The current signing key (to forge with its public half).
+    pub fn key(&self) -> Key {
+        self.shared.current.lock().unwrap().clone()
+    }
+
+    /// Signs with a new key: published in the JWKS when `publish`, else unknown.
+    pub fn rotate(&self, kid: &str, publish: bool) {
+        let key = Key::generate(kid);
+        if publish {
+            self.shared.published.lock().unwrap().push(key.clone());
+        }
+        *self.shared.current.lock().unwrap() = key;
+    }
+
+    /// Makes every endpoint answer 503 (or recover).
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::SeqCst);
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> usize {
+        self.shared.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// The `sub` of tokens the Actions endpoint hands out.
+    pub fn set_job_subject(&self, sub: &str) {
+        *self.shared.job_subject.lock().unwrap() = sub.to_owned();
+    }
+
+    /// What GitHub Actions puts in a job's environment for `id-token: write`.
+    pub fn actions_env(&self) -> [(&'static str, String); 2] {
+        [
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                format!("http://{}/actions-token?api-version=2.0", self.addr),
+            ),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                self.shared.request_token.clone(),
+            ),
+        ]
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+}
+
+async fn discovery(State(s): State<Arc<Shared>>) -> Response {
+    if s.down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    let issuer = s.issuer.lock().unwrap().clone();
+    Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")})).into_response()
+}
+
+async fn jwks(State(s): State<Arc<Shared>>) -> Response {
+    if s.down.load(Ordering::SeqCst) {
+        return unavailable();
+    }
+    s.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let keys: Vec<Value> = s.published.lock().unwrap().iter().map(Key::jwk).collect();
+    Json(json!({ "keys": keys })).into_response()
+}
+
+async fn actions_token(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let expected = format!("Bearer {}", s.request_token);
+    if headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v != expected)
+    {
+        return (StatusCode::UNAUTHORIZED, "bad request token").into_response();
+    }
+    let now = now();
+    let claims = json!({
+        "iss": s.issuer.lock().unwrap().clone(),
+        "sub": s.job_subject.lock().unwrap().clone(),
+        "aud": query.get("audience").cloned().unwrap_or_default(),
+        "iat": now, "nbf": now, "exp": now + 300,
+        "repository_owner": "acme-org",
+    });
+    let token = s.current.lock().unwrap().sign(&claims);
+    Json(json!({ "count": 1, "value": token })).into_response()
+}

@@ -1,0 +1,621 @@
+//! The CI token broker, attacked as a CI job would be: forged, expired and
+//! misdirected ID tokens, requests beyond the policy, revoking another job's
+//! token, an issuer or an API that is down — and a job that clones and pushes
+//! with real git holding nothing but its ID-token request variables.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use githosted_testkit::oidc::{AUDIENCE, Issuer};
+use githosted_testkit::server::Fault;
+use githosted_testkit::{GIT_NEW, World, helper};
+use serde_json::{Value, json};
+
+const MAIN: &str = "repo:acme-org/app:ref:refs/heads/main";
+
+/// A running broker, its audit lines collected from stdout.
+struct Broker {
+    child: Child,
+    url: String,
+    audit: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    fn audit(&self) -> String {
+        std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+}
+
+fn policy_for(issuer: &Issuer) -> String {
+    format!(
+        r#"
+[[allow]]
+issuer = "{iss}"
+subject = "{MAIN}"
+claims = {{ repository_owner = "acme-org" }}
+repos = ["acme/app", "acme/lib-*"]
+permission = "write"
+max_ttl_seconds = 600
+
+[[allow]]
+issuer = "{iss}"
+subject_pattern = "^repo:acme-org/.*$"
+repos = ["acme/app"]
+permission = "read"
+"#,
+        iss = issuer.url()
+    )
+}
+
+/// Starts `broker` in `world` with `policy`, the parent in GITHOSTED_TOKEN.
+fn start_broker(world: &World, policy: &str) -> Result<Broker, String> {
+    let parent = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    let path = world.path(&format!("policy-{}.toml", rand::random::<u32>()));
+    std::fs::write(&path, policy).unwrap();
+    let audit = world.path(&format!("audit-{}.jsonl", rand::random::<u32>()));
+    let mut cmd = world.command(helper());
+    cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&path)
+        .args(["--api-url", &world.server.base_url()])
+        .env("GITHOSTED_TOKEN", &parent)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&audit).unwrap())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("start the broker");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let Some(url) = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+    else {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        let _ = child.wait();
+        return Err(format!("{line}{rest}"));
+    };
+    let url = url.to_owned();
+    // Keep draining stderr so the broker never blocks on it.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    assert!(!line.contains(&parent));
+    Ok(Broker { child, url, audit })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// POSTs `body` to `path` with `bearer`; returns status, headers' Retry-After and JSON body.
+fn post(
+    broker: &Broker,
+    path: &str,
+    bearer: Option<&str>,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    runtime().block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut request = client.post(format!("{}{path}", broker.url)).json(body);
+        if let Some(b) = bearer {
+            request = request.bearer_auth(b);
+        }
+        let response = request.send().await.expect("the broker answers");
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, retry, body)
+    })
+}
+
+fn ask(repo: &str, permission: &str) -> Value {
+    json!({"repo": repo, "permission": permission})
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Asserts a refusal: status, error code, and words of its message.
+#[track_caller]
+fn refused(answer: (u16, Option<String>, Value), status: u16, error: &str, words: &str) {
+    let (got, _, body) = answer;
+    assert_eq!(got, status, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(words),
+        "{message:?} does not say {words:?}"
+    );
+    assert!(body.get("token").is_none(), "{body}");
+    println!("{status} {error}: {message}");
+}
+
+#[test]
+fn forged_misdirected_and_stale_id_tokens_are_refused_naming_the_check() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let exchanges = world.server.exchange_count();
+    let body = ask("acme/app", "read");
+
+    refused(
+        post(&broker, "/v1/token", None, &body),
+        401,
+        "unauthenticated",
+        "no Authorization",
+    );
+    refused(
+        post(&broker, "/v1/token", Some("not-a-jwt"), &body),
+        401,
+        "invalid_token",
+        "not a JWT",
+    );
+
+    // alg none: a header and claims, no signature.
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": "key-1"})),
+        b64(&issuer.claims(MAIN))
+    );
+    refused(
+        post(&broker, "/v1/token", Some(&none), &body),
+        401,
+        "invalid_token",
+        "alg",
+    );
+
+    // HS256 "signed" with the issuer's public key: the classic confusion.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("key-1".into());
+    let hs = jsonwebtoken::encode(
+        &header,
+        &issuer.claims(MAIN),
+        &jsonwebtoken::EncodingKey::from_secret(&issuer.key().public).unwrap(),
+    )
+    .unwrap();
+    refused(
+        post(&broker, "/v1/token", Some(&hs), &body),
+        401,
+        "invalid_token",
+        "alg",
+    );
+
+    // A valid token whose signature was made by another key under the same kid.
+    let good = issuer.token(MAIN);
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let other = githosted_testkit::oidc::Issuer::start();
+    let forged_sig = other.token(MAIN);
+    parts[2] = forged_sig.rsplit('.').next().unwrap();
+    refused(
+        post(&broker, "/v1/token", Some(&parts.join(".")), &body),
+        401,
+        "invalid_token",
+        "signature",
+    );
+
+    // Another issuer (its own valid keys): not one the policy names.
+    refused(
+        post(&broker, "/v1/token", Some(&other.token(MAIN)), &body),
+        401,
+        "invalid_token",
+        "iss",
+    );
+    let mut claims = issuer.claims(MAIN);
+    claims["iss"] = json!(other.url());
+    refused(
+        post(&broker, "/v1/token", Some(&issuer.sign(&claims)), &body),
+        401,
+        "invalid_token",
+        "iss",
+    );
+
+    let mut claims = issuer.claims(MAIN);
+    claims["aud"] = json!("someone-else");
+    refused(
+        post(&broker, "/v1/token", Some(&issuer.sign(&claims)), &body),
+        401,
+        "invalid_token",
+        "aud",
+    );
+
+    let mut claims = issuer.claims(MAIN);
+    claims["exp"] = json!(now() - 3600);
+    refused(
+        post(&broker, "/v1/token", Some(&issuer.sign(&claims)), &body),
+        401,
+        "invalid_token",
+        "exp",
+    );
+
+    let mut claims = issuer.claims(MAIN);
+    claims["nbf"] = json!(now() + 3600);
+    refused(
+        post(&broker, "/v1/token", Some(&issuer.sign(&claims)), &body),
+        401,
+        "invalid_token",
+        "nbf",
+    );
+
+    // Unknown kid: one refetch of the keys, then refused; again at once: no refetch.
+    let fetches = issuer.jwks_fetches();
+    issuer.rotate("key-unpublished", false);
+    refused(
+        post(&broker, "/v1/token", Some(&issuer.token(MAIN)), &body),
+        401,
+        "invalid_token",
+        "kid",
+    );
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches + 1,
+        "one refetch for an unknown kid"
+    );
+    refused(
+        post(&broker, "/v1/token", Some(&issuer.token(MAIN)), &body),
+        401,
+        "invalid_token",
+        "kid",
+    );
+    assert_eq!(
+        issuer.jwks_fetches(),
+        fetches + 1,
+        "no second refetch within the cooldown"
+    );
+
+    assert_eq!(
+        world.server.exchange_count(),
+        exchanges,
+        "a refused request reached the API"
+    );
+    let audit = broker.audit();
+    assert!(audit.lines().count() >= 12, "{audit}");
+    for line in audit.lines() {
+        let v: Value = serde_json::from_str(line).expect("one JSON object per line");
+        assert_eq!(v["outcome"], "refused", "{line}");
+        assert!(
+            v["time"].is_string() && v["request_id"].is_string(),
+            "{line}"
+        );
+        assert!(
+            !line.contains(&good) && !line.contains("eyJ"),
+            "an ID token in the audit: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_policy_decides_subject_repo_permission_and_ttl() {
+    let world = World::new();
+    world.server.add_repo("acme", "lib-x");
+    world.server.add_repo("acme", "secret");
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let main = issuer.token(MAIN);
+    let branch = issuer.token("repo:acme-org/app:ref:refs/heads/feature");
+    let stranger = issuer.token("repo:evil-org/app:ref:refs/heads/main");
+
+    refused(
+        post(
+            &broker,
+            "/v1/token",
+            Some(&stranger),
+            &ask("acme/app", "read"),
+        ),
+        403,
+        "subject_not_allowed",
+        "subject",
+    );
+    refused(
+        post(
+            &broker,
+            "/v1/token",
+            Some(&main),
+            &ask("acme/secret", "read"),
+        ),
+        403,
+        "repo_not_allowed",
+        "acme/secret",
+    );
+    refused(
+        post(
+            &broker,
+            "/v1/token",
+            Some(&branch),
+            &ask("acme/app", "write"),
+        ),
+        403,
+        "permission_not_allowed",
+        "not write",
+    );
+    assert_eq!(
+        world.server.exchange_count(),
+        0,
+        "a refused request reached the API"
+    );
+
+    // Allowed; a TTL above the rule's maximum is clamped to it.
+    let (status, _, body) = post(
+        &broker,
+        "/v1/token",
+        Some(&main),
+        &json!({"repo": "acme/lib-x", "permission": "write", "ttl_seconds": 86400}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    assert!(token.starts_with("gr_"));
+    let seen = world.server.exchanges();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].ttl_seconds, 600,
+        "the TTL was not clamped to the rule's 600 s"
+    );
+    assert_eq!(seen[0].allowlist, vec!["lib-x".to_owned()]);
+    let record = world.server.record_for(token).unwrap();
+    assert_eq!(body["id"], record.id);
+    let expires = time::OffsetDateTime::parse(
+        body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(expires.unix_timestamp() <= now() as i64 + 601);
+    // The read rule: any acme-org branch, read only, default TTL (the rule's 3600).
+    let (status, _, body) = post(
+        &broker,
+        "/v1/token",
+        Some(&branch),
+        &ask("acme/app", "read"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.server.exchanges()[1].ttl_seconds, 3600);
+
+    let audit = broker.audit();
+    let issued: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &Value| v["outcome"] == "issued")
+        .collect();
+    assert_eq!(issued.len(), 2, "{audit}");
+    assert_eq!(issued[0]["subject"], MAIN);
+    assert_eq!(issued[0]["repo"], "acme/lib-x");
+    assert_eq!(issued[0]["token_id"], record.id);
+    assert!(
+        issued[0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("gr_…")
+    );
+    assert!(!audit.contains(token), "a token in the audit");
+}
+
+#[test]
+fn a_job_revokes_its_own_tokens_and_nobody_elses() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let main = issuer.token(MAIN);
+    let other = issuer.token("repo:acme-org/other:ref:refs/heads/main");
+    let (_, _, mine) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+    let id = mine["id"].as_str().unwrap().to_owned();
+    refused(
+        post(&broker, "/v1/revoke", Some(&other), &json!({"id": id})),
+        403,
+        "not_yours",
+        "your identity",
+    );
+    assert!(world.server.revoked_via_api().is_empty());
+    let (status, _, body) = post(&broker, "/v1/revoke", Some(&main), &json!({"id": id}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.server.revoked_via_api(), vec![id]);
+}
+
+#[test]
+fn faults_issuer_down_api_down_and_a_bad_policy() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let main = issuer.token(MAIN);
+    let (status, _, body) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+    assert_eq!(status, 200, "{body}");
+    // The issuer goes down: its cached keys still verify.
+    issuer.set_down(true);
+    let (status, _, body) = post(
+        &broker,
+        "/v1/token",
+        Some(&issuer.token(MAIN)),
+        &ask("acme/app", "read"),
+    );
+    assert_eq!(status, 200, "{body}");
+    // The API goes down: 503 with Retry-After, no token.
+    world.server.inject_fault(Fault::status(
+        Some("ExchangeToken"),
+        100,
+        503,
+        "unavailable",
+    ));
+    let (status, retry, body) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "api_unavailable", "{body}");
+    assert!(retry.is_some(), "no Retry-After");
+    world.server.clear_faults();
+
+    // An invalid policy stops start-up with file, line and column.
+    let bad = format!(
+        "[[allow]]\nissuer = \"{}\"\nsubject = \"x\"\nrepos = [\"acme/app\"]\npermission = \"admin\"\n",
+        issuer.url()
+    );
+    let error = start_broker(&world, &bad)
+        .err()
+        .expect("a broker with a bad policy started");
+    assert!(error.contains(".toml:5:14:"), "{error}");
+    // Plain http on a non-loopback address is refused.
+    let mut cmd = world.command(helper());
+    cmd.args(["broker", "--listen", "0.0.0.0:0", "--policy", "/dev/null"]);
+    let run = world.run(cmd, None);
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("--behind-proxy"), "{}", run.stderr);
+}
+
+#[test]
+fn broker_check_explains_rules_and_decisions() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let policy = world.path("policy.toml");
+    std::fs::write(&policy, policy_for(&issuer)).unwrap();
+    let claims = world.path("claims.json");
+    std::fs::write(
+        &claims,
+        issuer
+            .claims("repo:acme-org/x:ref:refs/heads/dev")
+            .to_string(),
+    )
+    .unwrap();
+    let run = world.helper(
+        &["broker", "check", "--policy", policy.to_str().unwrap()],
+        None,
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout.lines().count(), 2, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("rule 1")
+            && run.stdout.contains(MAIN)
+            && run.stdout.contains("acme/lib-*"),
+        "{}",
+        run.stdout
+    );
+    let run = world.helper(
+        &[
+            "broker",
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--claims",
+            claims.to_str().unwrap(),
+            "--repo",
+            "acme/app",
+            "--permission",
+            "write",
+        ],
+        None,
+    );
+    assert!(!run.status.success());
+    assert!(
+        run.stdout
+            .contains("refused (permission): rule 2 allows read"),
+        "{}",
+        run.stdout
+    );
+    let run = world.helper(
+        &[
+            "broker",
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--claims",
+            claims.to_str().unwrap(),
+            "--repo",
+            "acme/app",
+            "--permission",
+            "read",
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert!(run.stdout.contains("allowed by rule 2"), "{}", run.stdout);
+}
+
+#[test]
+fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
+    // The job runs in a world whose environment holds nothing but the
+    // ID-token request variables of GitHub Actions (the broker, started
+    // above, got its parent through its own environment only).
+    let mut job = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    job.configure(&["--broker", &broker.url]);
+    let config = std::fs::read_to_string(job.home.join(".gitconfig")).unwrap();
+    assert!(
+        config.contains(&format!("--broker {}", broker.url)),
+        "{config}"
+    );
+    let server = &job.server;
+
+    let url = server.repo_url("acme", "app");
+    job.git(GIT_NEW, None, &["clone", &url, "app"]).assert_ok();
+    let repo = job.path("app");
+    std::fs::write(repo.join("ci.txt"), "built\n").unwrap();
+    job.git(GIT_NEW, Some(&repo), &["add", "ci.txt"])
+        .assert_ok();
+    job.git(
+        GIT_NEW,
+        Some(&repo),
+        &[
+            "-c",
+            "user.name=ci",
+            "-c",
+            "user.email=ci@example.com",
+            "commit",
+            "-m",
+            "ci",
+        ],
+    )
+    .assert_ok();
+    job.git(GIT_NEW, Some(&repo), &["push", "origin", "HEAD"])
+        .assert_ok();
+
+    // Every token git used came from the broker, minted for this job's identity.
+    let exchanges = server.exchanges();
+    assert!(!exchanges.is_empty());
+    assert!(
+        exchanges
+            .iter()
+            .all(|e| e.subject.starts_with("githosted-broker:")),
+        "{exchanges:?}"
+    );
+    // No workspace token in the job's files: git's config and the clone.
+    for token in server.issued_tokens() {
+        for file in [job.home.join(".gitconfig"), repo.join(".git/config")] {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            assert!(!text.contains(&token), "a token in {}", file.display());
+        }
+    }
+    // Wrong audience asked by the helper: the broker refuses, and git says which.
+    job.configure(&["--broker", &broker.url, "--oidc-audience", "elsewhere"]);
+    let run = job.git(GIT_NEW, Some(&repo), &["fetch"]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("refused (401 invalid_token): aud"),
+        "{}",
+        run.stderr
+    );
+    let _ = AUDIENCE;
+    drop(broker);
+    std::thread::sleep(Duration::from_millis(10));
+}
