@@ -255,31 +255,49 @@ async fn token(
     body: axum::body::Bytes,
 ) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let mut record = json!({"request_id": request_id, "action": "token"});
+    let mut record = new_record("token");
     let outcome = issue(&broker, &headers, &body, &mut record).await;
-    broker.observe(started);
-    let (response, outcome_name) = match outcome {
-        Ok(response) => {
-            broker.metrics.issued.fetch_add(1, Ordering::Relaxed);
-            (response, "issued")
-        }
-        Err(f) => {
-            let name = if f.status.is_server_error() || f.status == StatusCode::BAD_GATEWAY {
-                broker.metrics.error.fetch_add(1, Ordering::Relaxed);
-                "error"
-            } else {
-                broker.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                "refused"
-            };
-            record["status"] = f.status.as_u16().into();
-            record["reason"] = f.message.clone().into();
-            (f.into_response(), name)
-        }
-    };
-    record["outcome"] = outcome_name.into();
-    audit(record);
-    response
+    broker.finish(started, record, outcome, "issued", &broker.metrics.issued)
+}
+
+/// A new audit record for `action`, with a fresh request id.
+fn new_record(action: &str) -> serde_json::Value {
+    json!({"request_id": uuid::Uuid::new_v4().to_string(), "action": action})
+}
+
+impl Broker {
+    /// Counts, audits and answers one request's outcome.
+    fn finish(
+        &self,
+        started: Instant,
+        mut record: serde_json::Value,
+        outcome: Result<Response, Failure>,
+        success: &str,
+        successes: &AtomicU64,
+    ) -> Response {
+        self.observe(started);
+        let response = match outcome {
+            Ok(response) => {
+                successes.fetch_add(1, Ordering::Relaxed);
+                record["outcome"] = success.into();
+                response
+            }
+            Err(f) => {
+                let (name, counter) = if f.status.is_server_error() {
+                    ("error", &self.metrics.error)
+                } else {
+                    ("refused", &self.metrics.refused)
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                record["outcome"] = name.into();
+                record["status"] = f.status.as_u16().into();
+                record["reason"] = f.message.clone().into();
+                f.into_response()
+            }
+        };
+        audit(record);
+        response
+    }
 }
 
 async fn issue(
@@ -404,32 +422,11 @@ async fn revoke(
     body: axum::body::Bytes,
 ) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let mut record = json!({"request_id": request_id, "action": "revoke"});
-    let outcome = revoke_one(&broker, &headers, &body, &mut record).await;
-    broker.observe(started);
-    let response = match outcome {
-        Ok(()) => {
-            broker.metrics.revoked.fetch_add(1, Ordering::Relaxed);
-            record["outcome"] = "revoked".into();
-            (StatusCode::OK, Json(json!({}))).into_response()
-        }
-        Err(f) => {
-            record["outcome"] = if f.status.is_server_error() {
-                broker.metrics.error.fetch_add(1, Ordering::Relaxed);
-                "error"
-            } else {
-                broker.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                "refused"
-            }
-            .into();
-            record["status"] = f.status.as_u16().into();
-            record["reason"] = f.message.clone().into();
-            f.into_response()
-        }
-    };
-    audit(record);
-    response
+    let mut record = new_record("revoke");
+    let outcome = revoke_one(&broker, &headers, &body, &mut record)
+        .await
+        .map(|()| (StatusCode::OK, Json(json!({}))).into_response());
+    broker.finish(started, record, outcome, "revoked", &broker.metrics.revoked)
 }
 
 async fn revoke_one(
