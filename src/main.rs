@@ -138,7 +138,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json: a.json,
                 color: a.color.enabled(),
             };
-            return doctor::run(&api(&a.api)?, output, &mut io::stdout().lock());
+            // A broker on the configured helper line: check it instead of a workspace token.
+            let broker = configured()
+                .map(|o| Settings::new(&o.requested(), DEFAULT_TTL_SECS))
+                .transpose()?
+                .and_then(|s| s.broker);
+            return doctor::run(
+                &api(&a.api)?,
+                broker.as_ref(),
+                output,
+                &mut io::stdout().lock(),
+            );
         }
         Command::Broker(a) => {
             use git_credential_githosted::cli::{BrokerCommand, BrokerPermission};

@@ -4,37 +4,14 @@
 //! with real git holding nothing but its ID-token request variables.
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use githosted_testkit::oidc::{AUDIENCE, Issuer};
+use githosted_testkit::oidc::{AUDIENCE, Broker, Issuer, start_broker};
 use githosted_testkit::server::Fault;
 use githosted_testkit::{GIT_NEW, World, helper};
 use serde_json::{Value, json};
 
 const MAIN: &str = "repo:acme-org/app:ref:refs/heads/main";
-
-/// A running broker, its audit lines collected from stdout.
-struct Broker {
-    child: Child,
-    url: String,
-    audit: PathBuf,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    fn audit(&self) -> String {
-        std::fs::read_to_string(&self.audit).unwrap_or_default()
-    }
-}
 
 fn policy_for(issuer: &Issuer) -> String {
     format!(
@@ -55,44 +32,6 @@ permission = "read"
 "#,
         iss = issuer.url()
     )
-}
-
-/// Starts `broker` in `world` with `policy`, the parent in GITHOSTED_TOKEN.
-fn start_broker(world: &World, policy: &str) -> Result<Broker, String> {
-    let parent = world
-        .server
-        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
-    let path = world.path(&format!("policy-{}.toml", rand::random::<u32>()));
-    std::fs::write(&path, policy).unwrap();
-    let audit = world.path(&format!("audit-{}.jsonl", rand::random::<u32>()));
-    let mut cmd = world.command(helper());
-    cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
-        .arg(&path)
-        .args(["--api-url", &world.server.base_url()])
-        .env("GITHOSTED_TOKEN", &parent)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&audit).unwrap())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("start the broker");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let Some(url) = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-    else {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        let _ = child.wait();
-        return Err(format!("{line}{rest}"));
-    };
-    let url = url.to_owned();
-    // Keep draining stderr so the broker never blocks on it.
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    assert!(!line.contains(&parent));
-    Ok(Broker { child, url, audit })
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -618,4 +557,41 @@ fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
     let _ = AUDIENCE;
     drop(broker);
     std::thread::sleep(Duration::from_millis(10));
+}
+
+#[test]
+fn doctor_checks_the_broker_and_the_id_token_source() {
+    let mut job = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
+    job.configure(&["--broker", &broker.url]);
+    // Not in a job: the broker is up, but there is no ID token to show it.
+    let run = job.helper(&["doctor"], None);
+    assert!(run.stdout.contains("is up"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("WARN no OIDC ID token here"),
+        "{}",
+        run.stdout
+    );
+    // No workspace token is wanted with a broker.
+    assert!(!run.stdout.contains("login"), "{}", run.stdout);
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    let run = job.helper(&["doctor"], None);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("ID token comes from GitHub Actions"),
+        "{}",
+        run.stdout
+    );
+    // The broker goes away: one FAIL with the fix.
+    drop(broker);
+    let run = job.helper(&["doctor"], None);
+    assert!(!run.status.success());
+    assert!(
+        run.stdout.contains("does not answer") && run.stdout.contains("configure --broker"),
+        "{}",
+        run.stdout
+    );
 }

@@ -68,7 +68,12 @@ impl Report<'_> {
 }
 
 /// Runs every check for the configured API and its git hosts.
-pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub fn run(
+    settings: &Settings,
+    broker: Option<&crate::settings::BrokerSettings>,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
     let mut report = Report {
         worst: Level::Ok,
         output,
@@ -90,9 +95,14 @@ pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::
         );
     }
     check_path_for_others(&mut report, &configured);
-    let parents = check_parent_sources(&mut report, settings);
-    check_agent(&mut report);
-    check_tokens(&mut report, settings, parents);
+    if let Some(broker) = broker {
+        // CI through a broker: no workspace token here, by design.
+        check_broker(&mut report, broker);
+    } else {
+        let parents = check_parent_sources(&mut report, settings);
+        check_agent(&mut report);
+        check_tokens(&mut report, settings, parents);
+    }
     if let Some(e) = report.broken {
         return Err(e.into());
     }
@@ -109,6 +119,64 @@ pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The broker answers `/healthz`, and this machine has an ID token to show it.
+fn check_broker(report: &mut Report, broker: &crate::settings::BrokerSettings) {
+    let health = broker
+        .url
+        .join("healthz")
+        .map_err(|e| e.to_string())
+        .and_then(|url| {
+            let runtime = crate::api::runtime().map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(5))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("/healthz answered {}", response.status()))
+                }
+            })
+        });
+    match health {
+        Ok(()) => report.line(Level::Ok, format!("the broker {} is up", broker.url_arg)),
+        Err(e) => report.line(
+            Level::Fail,
+            format!(
+                "the broker {} does not answer ({e}): check the URL (`git-credential-githosted configure --broker URL`) and that the broker runs",
+                broker.url_arg
+            ),
+        ),
+    }
+    use crate::oidc::Source;
+    match Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref()) {
+        None => report.line(
+            Level::Warn,
+            "no OIDC ID token here: on GitHub Actions give the job `permissions: id-token: write`; elsewhere configure --oidc-token-file PATH or --oidc-token-env NAME",
+        ),
+        Some(Source::File(path)) if !path.is_file() => report.line(
+            Level::Fail,
+            format!(
+                "the ID-token file {} does not exist: check --oidc-token-file (GitLab: id_tokens; Kubernetes: the projected volume)",
+                path.display()
+            ),
+        ),
+        Some(Source::Env(name)) if std::env::var_os(&name).is_none_or(|v| v.is_empty()) => report
+            .line(
+                Level::Fail,
+                format!("${name} is not set: check --oidc-token-env (GitLab: id_tokens)"),
+            ),
+        Some(source) => report.line(
+            Level::Ok,
+            format!("the job's ID token comes from {}", source.describe()),
+        ),
+    }
 }
 
 fn check_git(report: &mut Report) {

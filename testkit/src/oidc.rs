@@ -260,3 +260,71 @@ async fn actions_token(
     let token = s.current.lock().unwrap().sign(&claims);
     Json(json!({ "count": 1, "value": token })).into_response()
 }
+
+/// A running `git-credential-githosted broker`, its audit lines collected from stdout.
+pub struct Broker {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    audit: std::path::PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    /// The audit lines so far.
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts a broker in `world` with `policy` (TOML text), a fresh `acme`
+/// workspace token in its environment only; `Err` holds what it printed when
+/// it refused to start.
+pub fn start_broker(world: &crate::World, policy: &str) -> Result<Broker, String> {
+    use std::io::{BufRead, BufReader};
+    let parent = world
+        .server
+        .seed_token("acme", crate::TokenSpec::workspace_write());
+    let path = world.path(&format!("policy-{}.toml", rand::random::<u32>()));
+    std::fs::write(&path, policy).expect("write the policy");
+    let audit = world.path(&format!("audit-{}.jsonl", rand::random::<u32>()));
+    let mut cmd = world.command(crate::helper());
+    cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&path)
+        .args(["--api-url", &world.server.base_url()])
+        .env("GITHOSTED_TOKEN", &parent)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&audit).expect("audit file"))
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start the broker");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let _ = stderr.read_line(&mut line);
+    assert!(!line.contains(&parent), "the broker printed its token");
+    let Some(url) = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|u| u.starts_with("http://"))
+        .map(str::to_owned)
+    else {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        let _ = child.wait();
+        return Err(format!("{line}{rest}"));
+    };
+    // Keep draining stderr so the broker never blocks on it.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    Ok(Broker { child, url, audit })
+}
