@@ -525,17 +525,132 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
-/// Serves until the process is stopped; prints `listening on ADDR` on stderr first.
-pub async fn serve(broker: Broker, listen: SocketAddr) -> std::io::Result<()> {
+/// Serves until the process is stopped, over TLS when `tls` is given; prints
+/// `listening on URL` on stderr first.
+pub async fn serve(
+    broker: Broker,
+    listen: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    eprintln!("git-credential-githosted broker: listening on http://{addr}");
     let router = Arc::new(broker).router();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match tls {
+        None => {
+            eprintln!("git-credential-githosted broker: listening on http://{addr}");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(config) => {
+            eprintln!("git-credential-githosted broker: listening on https://{addr}");
+            axum::serve(tls::Listener::new(listener, config), router)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+}
+
+/// TLS for the broker: certificates from PEM files, handshakes in their own
+/// tasks (a slow client never holds up the others), each within a deadline.
+pub mod tls {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::sync::mpsc;
+    use tokio_rustls::server::TlsStream;
+
+    /// The longest a TLS handshake may take.
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+    /// Handshaken connections waiting for the server.
+    const BACKLOG: usize = 128;
+
+    /// A server configuration from a PEM certificate chain and its key.
+    pub fn config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--tls-cert {}: no certificate in it",
+                cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("--tls-cert and --tls-key do not go together: {e}"))?;
+        Ok(Arc::new(config))
+    }
+
+    /// Accepts TCP connections, handshakes each in a task, hands the
+    /// finished ones to the server.
+    pub struct Listener {
+        addr: SocketAddr,
+        ready: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    }
+
+    impl Listener {
+        pub fn new(tcp: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> Listener {
+            let addr = tcp
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+            let (tx, ready) = mpsc::channel(BACKLOG);
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            tokio::spawn(async move {
+                loop {
+                    let (stream, peer) = match tcp.accept().await {
+                        Ok(accepted) => accepted,
+                        // Out of file descriptors and the like: breathe, go on.
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        if let Ok(Ok(tls)) =
+                            tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await
+                        {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                    });
+                }
+            });
+            Listener { addr, ready }
+        }
+    }
+
+    impl axum::serve::Listener for Listener {
+        type Io = TlsStream<tokio::net::TcpStream>;
+        type Addr = SocketAddr;
+
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                if let Some(next) = self.ready.recv().await {
+                    return next;
+                }
+                // The acceptor task is gone (it never ends on its own): wait for shutdown.
+                std::future::pending::<()>().await;
+            }
+        }
+
+        fn local_addr(&self) -> std::io::Result<Self::Addr> {
+            Ok(self.addr)
+        }
+    }
 }
 
 /// The helper's side: asks a broker for a token.

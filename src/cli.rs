@@ -287,6 +287,12 @@ pub struct BrokerArgs {
     /// Serve plain http on a non-loopback address: TLS ends at a proxy in front
     #[arg(long)]
     pub behind_proxy: bool,
+    /// Serve https with this PEM certificate chain (with --tls-key)
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

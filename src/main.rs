@@ -189,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     api_url: api_url.as_deref(),
                     token_file: a.token_file.as_deref(),
                     behind_proxy: a.behind_proxy,
+                    tls: a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
                 })?;
                 true
             }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use githosted_testkit::oidc::{AUDIENCE, Broker, Issuer, start_broker};
+use githosted_testkit::oidc::{AUDIENCE, Broker, Issuer, start_broker, start_broker_with};
 use githosted_testkit::server::Fault;
 use githosted_testkit::{GIT_NEW, World, helper};
 use serde_json::{Value, json};
@@ -594,4 +594,72 @@ fn doctor_checks_the_broker_and_the_id_token_source() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn the_broker_serves_https_with_its_certificate() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (world.path("broker.crt"), world.path("broker.key"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let broker = start_broker_with(
+        &world,
+        &policy_for(&issuer),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    assert!(broker.url.starts_with("https://"), "{}", broker.url);
+    let token = issuer.token(MAIN);
+    let (https, http) = runtime().block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        let https = client
+            .post(format!("{}/v1/token", broker.url))
+            .bearer_auth(&token)
+            .json(&ask("acme/app", "read"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        // The same port in clear: no answer at all.
+        let http = client
+            .post(format!(
+                "{}/v1/token",
+                broker.url.replacen("https", "http", 1)
+            ))
+            .bearer_auth(&token)
+            .json(&ask("acme/app", "read"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        (https, http)
+    });
+    assert_eq!(https.unwrap(), 200);
+    assert!(http.is_err(), "plain http was answered: {http:?}");
+    // A certificate without its key is refused at start, with the option named.
+    let error = start_broker_with(
+        &world,
+        &policy_for(&issuer),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            cert.to_str().unwrap(),
+        ],
+    )
+    .err()
+    .expect("started with a certificate as its own key");
+    assert!(error.contains("--tls-key"), "{error}");
 }

@@ -21,6 +21,8 @@ pub struct Serve<'a> {
     pub api_url: Option<&'a str>,
     pub token_file: Option<&'a Path>,
     pub behind_proxy: bool,
+    /// `--tls-cert` and `--tls-key`.
+    pub tls: Option<(&'a Path, &'a Path)>,
 }
 
 /// Runs the broker until it is stopped.
@@ -31,9 +33,15 @@ pub fn serve(args: &Serve<'_>) -> anyhow::Result<()> {
             args.listen
         )
     })?;
-    if !broker::is_loopback(&listen) && !args.behind_proxy {
+    let tls = match args.tls {
+        Some((cert, key)) => {
+            Some(broker::tls::config(cert, key).map_err(|e| anyhow::anyhow!("{e}"))?)
+        }
+        None => None,
+    };
+    if tls.is_none() && !broker::is_loopback(&listen) && !args.behind_proxy {
         bail!(
-            "refusing to serve plain http on {listen}: ID tokens and repo tokens would cross the network in clear; put a TLS-terminating proxy in front and add --behind-proxy, or listen on 127.0.0.1"
+            "refusing to serve plain http on {listen}: ID tokens and repo tokens would cross the network in clear; give --tls-cert and --tls-key, or put a TLS-terminating proxy in front and add --behind-proxy, or listen on 127.0.0.1"
         );
     }
     let policy = Policy::load(args.policy).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
@@ -51,7 +59,7 @@ pub fn serve(args: &Serve<'_>) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime
-        .block_on(broker::serve(broker, listen))
+        .block_on(broker::serve(broker, listen, tls))
         .with_context(|| format!("serving on {listen}"))
 }
 

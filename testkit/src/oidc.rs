@@ -292,6 +292,15 @@ impl Broker {
 /// workspace token in its environment only; `Err` holds what it printed when
 /// it refused to start.
 pub fn start_broker(world: &crate::World, policy: &str) -> Result<Broker, String> {
+    start_broker_with(world, policy, &[])
+}
+
+/// [`start_broker`] with more options (`--tls-cert`, …).
+pub fn start_broker_with(
+    world: &crate::World,
+    policy: &str,
+    options: &[&str],
+) -> Result<Broker, String> {
     use std::io::{BufRead, BufReader};
     let parent = world
         .server
@@ -303,6 +312,7 @@ pub fn start_broker(world: &crate::World, policy: &str) -> Result<Broker, String
     cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
         .arg(&path)
         .args(["--api-url", &world.server.base_url()])
+        .args(options)
         .env("GITHOSTED_TOKEN", &parent)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&audit).expect("audit file"))
@@ -316,7 +326,7 @@ pub fn start_broker(world: &crate::World, policy: &str) -> Result<Broker, String
         .trim()
         .rsplit(' ')
         .next()
-        .filter(|u| u.starts_with("http://"))
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
         .map(str::to_owned)
     else {
         let mut rest = String::new();
