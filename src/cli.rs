@@ -475,11 +475,24 @@ impl HelperOptions {
         mut self,
         configured: impl FnOnce() -> Option<HelperOptions>,
     ) -> HelperOptions {
+        let from_env = std::env::var(API_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        let wants_api = self.api.api_url.is_none() && from_env.is_none();
+        // A job configured for a broker keeps using it (`token` in CI).
+        let wants_broker = self.broker.broker.is_none()
+            && std::env::var_os(crate::settings::BROKER_ENV).is_none_or(|v| v.is_empty());
+        let configured = if wants_api || wants_broker {
+            configured()
+        } else {
+            None
+        };
         if self.api.api_url.is_none() {
-            self.api.api_url = std::env::var(API_URL_ENV)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .or_else(|| configured().and_then(|o| o.api.api_url));
+            self.api.api_url =
+                from_env.or_else(|| configured.as_ref().and_then(|o| o.api.api_url.clone()));
+        }
+        if wants_broker && let Some(c) = configured.filter(|c| c.broker.broker.is_some()) {
+            self.broker = c.broker.and(&self.broker);
         }
         self
     }

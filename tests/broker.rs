@@ -545,6 +545,17 @@ fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
             assert!(!text.contains(&token), "a token in {}", file.display());
         }
     }
+    // `token` asks the broker too; `exec` says plainly that it cannot yet.
+    let run = job.helper(&["token", "--repo", "acme/app"], None);
+    run.assert_ok();
+    assert!(run.stdout.starts_with("gr_"), "not a repo token");
+    let run = job.helper(&["exec", "--repo", "acme/app", "--", "true"], None);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("does not work with --broker yet"),
+        "{}",
+        run.stderr
+    );
     // Wrong audience asked by the helper: the broker refuses, and git says which.
     job.configure(&["--broker", &broker.url, "--oidc-audience", "elsewhere"]);
     let run = job.git(GIT_NEW, Some(&repo), &["fetch"]);

@@ -129,6 +129,12 @@ pub fn exec(
             "`exec` runs commands on Unix only; use `token` to hand a script a short-lived token"
         );
     }
+    if settings.broker.is_some() {
+        // A broker mints one repo per request and exec's token covers several.
+        bail!(
+            "`exec` does not work with --broker yet; give the command a token for one repo with `GITHOSTED_TOKEN=$(git-credential-githosted token --repo WS/REPO)`"
+        );
+    }
     let sandbox = if isolate {
         Some(Sandbox::prepare()?)
     } else {
