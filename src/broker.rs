@@ -64,6 +64,7 @@ pub struct Broker {
 #[derive(Default)]
 struct Metrics {
     issued: AtomicU64,
+    checked: AtomicU64,
     refused: AtomicU64,
     revoked: AtomicU64,
     error: AtomicU64,
@@ -140,6 +141,7 @@ impl Broker {
         axum::Router::new()
             .route("/v1/token", post(token))
             .route("/v1/revoke", post(revoke))
+            .route("/v1/check", post(check))
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
@@ -300,12 +302,88 @@ impl Broker {
     }
 }
 
+/// A request the policy allows: who, what, for how long.
+struct Allowed {
+    identity: Identity,
+    repo: String,
+    permission: Permission,
+    rule: usize,
+    ttl: u64,
+}
+
+/// `POST /v1/check`: the decision `/v1/token` would make, without minting (`doctor`).
+async fn check(
+    State(broker): State<Arc<Broker>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let started = Instant::now();
+    let mut record = new_record("check");
+    let outcome = authorize(&broker, &headers, &body, &mut record)
+        .await
+        .map(|allowed| {
+            Json(json!({"allowed": true, "rule": allowed.rule, "ttl_seconds": allowed.ttl}))
+                .into_response()
+        });
+    broker.finish(started, record, outcome, "checked", &broker.metrics.checked)
+}
+
 async fn issue(
     broker: &Broker,
     headers: &HeaderMap,
     body: &[u8],
     record: &mut serde_json::Value,
 ) -> Result<Response, Failure> {
+    let Allowed {
+        identity,
+        repo,
+        permission,
+        ttl,
+        ..
+    } = authorize(broker, headers, body, record).await?;
+    let subject = broker.owner_tag(&identity);
+    broker.metrics.exchanges.fetch_add(1, Ordering::Relaxed);
+    let minted = broker
+        .api
+        .exchange_token(
+            &broker.parent,
+            &ExchangeRequest {
+                repo_allowlist: vec![&repo],
+                permission,
+                ttl_seconds: ttl,
+                subject: &subject,
+            },
+            api::deadline_in(API_DEADLINE),
+        )
+        .await
+        .map_err(|e| api_failure(&e))?;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(minted.expires_at)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default();
+    record["token_id"] = minted.record.id.clone().into();
+    record["fingerprint"] = minted.token.fingerprint().into();
+    record["ttl_seconds"] = ttl.into();
+    let body = zeroize::Zeroizing::new(
+        json!({"token": minted.token.expose(), "expires_at": expires_at, "id": minted.record.id})
+            .to_string(),
+    );
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.as_str().to_owned(),
+    )
+        .into_response())
+}
+
+/// Checks the ID token, the request and the policy (and that the repo is in
+/// the parent's workspace); the API is asked nothing else.
+async fn authorize(
+    broker: &Broker,
+    headers: &HeaderMap,
+    body: &[u8],
+    record: &mut serde_json::Value,
+) -> Result<Allowed, Failure> {
     let identity = broker.identity(headers).await?;
     record["issuer"] = identity.issuer.clone().into();
     record["subject"] = identity.subject.clone().into();
@@ -381,39 +459,13 @@ async fn issue(
         Ok(_) => {}
         Err(e) => return Err(api_failure(&e)),
     }
-    let subject = broker.owner_tag(&identity);
-    broker.metrics.exchanges.fetch_add(1, Ordering::Relaxed);
-    let minted = broker
-        .api
-        .exchange_token(
-            &broker.parent,
-            &ExchangeRequest {
-                repo_allowlist: vec![repo],
-                permission,
-                ttl_seconds: ttl,
-                subject: &subject,
-            },
-            api::deadline_in(API_DEADLINE),
-        )
-        .await
-        .map_err(|e| api_failure(&e))?;
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(minted.expires_at)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default();
-    record["token_id"] = minted.record.id.clone().into();
-    record["fingerprint"] = minted.token.fingerprint().into();
-    record["ttl_seconds"] = ttl.into();
-    let body = zeroize::Zeroizing::new(
-        json!({"token": minted.token.expose(), "expires_at": expires_at, "id": minted.record.id})
-            .to_string(),
-    );
-    Ok((
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.as_str().to_owned(),
-    )
-        .into_response())
+    Ok(Allowed {
+        repo: repo.to_owned(),
+        identity,
+        permission,
+        rule: rule.number,
+        ttl,
+    })
 }
 
 async fn revoke(
@@ -488,6 +540,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
     );
     for (outcome, counter) in [
         ("issued", &m.issued),
+        ("checked", &m.checked),
         ("refused", &m.refused),
         ("revoked", &m.revoked),
         ("error", &m.error),
@@ -692,13 +745,61 @@ pub mod client {
         ttl_seconds: Option<u64>,
         deadline: Instant,
     ) -> Result<Granted, String> {
-        let url = broker
-            .join("v1/token")
-            .map_err(|e| format!("broker URL {broker}: {e}"))?;
         let mut body = serde_json::json!({"repo": repo, "permission": permission.as_str()});
         if let Some(ttl) = ttl_seconds {
             body["ttl_seconds"] = ttl.into();
         }
+        let bytes = post(broker, "v1/token", id_token, &body, deadline).await?;
+        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
+            format!("the broker {broker} sent an answer this helper does not understand: {e}")
+        })?;
+        let expires_at = time::OffsetDateTime::parse(
+            &answer.expires_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+        .map(|t| t.unix_timestamp());
+        Ok(Granted {
+            token: Secret::new(answer.token),
+            expires_at,
+            id: answer.id,
+        })
+    }
+
+    /// `POST /v1/check`: the rule that would allow `repo` and `permission`,
+    /// and the TTL it grants, without minting anything.
+    pub async fn check(
+        broker: &url::Url,
+        id_token: &Secret,
+        repo: &str,
+        permission: Permission,
+        deadline: Instant,
+    ) -> Result<(u64, u64), String> {
+        #[derive(Deserialize)]
+        struct Decision {
+            rule: u64,
+            ttl_seconds: u64,
+        }
+        let body = serde_json::json!({"repo": repo, "permission": permission.as_str()});
+        let bytes = post(broker, "v1/check", id_token, &body, deadline).await?;
+        let decision: Decision = serde_json::from_slice(&bytes).map_err(|e| {
+            format!("the broker {broker} sent an answer this helper does not understand: {e}")
+        })?;
+        Ok((decision.rule, decision.ttl_seconds))
+    }
+
+    /// One POST with the ID token; the body of a 2xx, or one line naming the
+    /// broker and its reason.
+    async fn post(
+        broker: &url::Url,
+        path: &str,
+        id_token: &Secret,
+        body: &serde_json::Value,
+        deadline: Instant,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+        let url = broker
+            .join(path)
+            .map_err(|e| format!("broker URL {broker}: {e}"))?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let left = deadline.saturating_duration_since(Instant::now());
         let http = reqwest::Client::builder()
@@ -710,7 +811,7 @@ pub mod client {
         let response = http
             .post(url)
             .bearer_auth(id_token.expose())
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|e| format!("the broker {broker} did not answer: {e}"))?;
@@ -734,19 +835,6 @@ pub mod client {
                 crate::ui::printable(&message, 400)
             ));
         }
-        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
-            format!("the broker {broker} sent an answer this helper does not understand: {e}")
-        })?;
-        let expires_at = time::OffsetDateTime::parse(
-            &answer.expires_at,
-            &time::format_description::well_known::Rfc3339,
-        )
-        .ok()
-        .map(|t| t.unix_timestamp());
-        Ok(Granted {
-            token: Secret::new(answer.token),
-            expires_at,
-            id: answer.id,
-        })
+        Ok(bytes)
     }
 }

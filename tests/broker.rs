@@ -545,6 +545,22 @@ fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
             assert!(!text.contains(&token), "a token in {}", file.display());
         }
     }
+    // doctor in the clone: a dry run of the broker's decision, no token minted.
+    let exchanges = server.exchange_count();
+    let mut cmd = job.command(helper());
+    cmd.current_dir(&repo).arg("doctor");
+    let run = job.run(cmd, None);
+    assert!(
+        run.stdout
+            .contains("read and write tokens for acme/app (rule 1, up to 600 s)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        server.exchange_count(),
+        exchanges,
+        "the dry run minted a token"
+    );
     // `token` asks the broker too; `exec` says plainly that it cannot yet.
     let run = job.helper(&["token", "--repo", "acme/app"], None);
     run.assert_ok();

@@ -97,7 +97,7 @@ pub fn run(
     check_path_for_others(&mut report, &configured);
     if let Some(broker) = broker {
         // CI through a broker: no workspace token here, by design.
-        check_broker(&mut report, broker);
+        check_broker(&mut report, settings, broker);
     } else {
         let parents = check_parent_sources(&mut report, settings);
         check_agent(&mut report);
@@ -122,7 +122,11 @@ pub fn run(
 }
 
 /// The broker answers `/healthz`, and this machine has an ID token to show it.
-fn check_broker(report: &mut Report, broker: &crate::settings::BrokerSettings) {
+fn check_broker(
+    report: &mut Report,
+    settings: &Settings,
+    broker: &crate::settings::BrokerSettings,
+) {
     let health = broker
         .url
         .join("healthz")
@@ -172,9 +176,56 @@ fn check_broker(report: &mut Report, broker: &crate::settings::BrokerSettings) {
                 Level::Fail,
                 format!("${name} is not set: check --oidc-token-env (GitLab: id_tokens)"),
             ),
-        Some(source) => report.line(
+        Some(source) => {
+            report.line(
+                Level::Ok,
+                format!("the job's ID token comes from {}", source.describe()),
+            );
+            // In a clone: what the broker would decide for its repo.
+            if let Ok(repo) = crate::cmd::scoped::repo_of_this_clone(settings) {
+                dry_run(report, broker, &source, &repo);
+            }
+        }
+    }
+}
+
+/// Asks the broker, without minting, whether this job may read and write `repo`.
+fn dry_run(
+    report: &mut Report,
+    broker: &crate::settings::BrokerSettings,
+    source: &crate::oidc::Source,
+    repo: &str,
+) {
+    use crate::broker::client;
+    use crate::token::Permission;
+    let Ok(runtime) = crate::api::runtime() else {
+        return;
+    };
+    let deadline = crate::api::deadline_in(std::time::Duration::from_secs(10));
+    let (read, write) = match runtime.block_on(async {
+        let id_token = source.fetch(&broker.audience, deadline).await?;
+        let read = client::check(&broker.url, &id_token, repo, Permission::Read, deadline).await;
+        let write = client::check(&broker.url, &id_token, repo, Permission::Write, deadline).await;
+        Ok::<_, String>((read, write))
+    }) {
+        Ok(answers) => answers,
+        Err(e) => {
+            report.line(Level::Fail, format!("cannot get the job's ID token: {e}"));
+            return;
+        }
+    };
+    match (read, write) {
+        (Ok(_), Ok((rule, ttl))) => report.line(
             Level::Ok,
-            format!("the job's ID token comes from {}", source.describe()),
+            format!("the broker would give this job read and write tokens for {repo} (rule {rule}, up to {ttl} s)"),
+        ),
+        (Ok((rule, _)), Err(why)) => report.line(
+            Level::Warn,
+            format!("the broker gives this job read tokens for {repo} (rule {rule}), not write: {why}"),
+        ),
+        (Err(why), _) => report.line(
+            Level::Fail,
+            format!("the broker refuses this job {repo}: {why}; the broker's policy decides (`git-credential-githosted broker check`)"),
         ),
     }
 }

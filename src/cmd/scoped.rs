@@ -58,7 +58,7 @@ pub fn token(
 
 /// The repo of the clone we are in (as `gh` does): the `origin` remote if it is
 /// a githosted repo, else the only githosted remote.
-fn repo_of_this_clone(settings: &Settings) -> anyhow::Result<String> {
+pub(crate) fn repo_of_this_clone(settings: &Settings) -> anyhow::Result<String> {
     let listing =
         crate::git::output(&["config", "--get-regexp", r"^remote\..*\.url$"]).unwrap_or_default();
     let mut ours: Vec<(String, Target)> = Vec::new();
