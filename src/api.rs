@@ -384,6 +384,25 @@ impl Network {
     }
 }
 
+/// A plain HTTP client for one request to `url` (a broker, an ID-token
+/// endpoint), with this process's proxies and CA certificates applied as for
+/// the API — loopback never proxied — no redirects, no idle connections (their
+/// buffers would keep a bearer token), at most `timeout`.
+pub fn http_client(url: &Url, timeout: Duration) -> Result<reqwest::Client, String> {
+    // reqwest is built without a default crypto provider; ring is ours.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let host = url.host_str().unwrap_or_default();
+    Network::from_env()
+        .apply(reqwest::Client::builder(), url, host)?
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .user_agent(CLIENT_NAME)
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 /// Proxy URLs may hold a password: only whether each is set is shown.
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -800,14 +800,8 @@ pub mod client {
         let url = broker
             .join(path)
             .map_err(|e| format!("broker URL {broker}: {e}"))?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let left = deadline.saturating_duration_since(Instant::now());
-        let http = reqwest::Client::builder()
-            .timeout(left)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = crate::api::http_client(&url, left)?;
         let response = http
             .post(url)
             .bearer_auth(id_token.expose())

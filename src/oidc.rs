@@ -150,7 +150,10 @@ impl Verifier {
             .iss
             .ok_or_else(|| Refusal::Iss("the ID token names no issuer".into()))?;
         let keys = self.issuers.get(&issuer).ok_or_else(|| {
-            Refusal::Iss(format!("{issuer:?} is not an issuer the policy trusts"))
+            Refusal::Iss(format!(
+                "{:?} is not an issuer the policy trusts",
+                crate::ui::printable(&issuer, 200)
+            ))
         })?;
         let kid = header
             .kid
@@ -359,12 +362,7 @@ impl Source {
                     .map_err(|e| format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))?;
                 url.query_pairs_mut().append_pair("audience", audience);
                 let left = deadline.saturating_duration_since(Instant::now());
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let http = reqwest::Client::builder()
-                    .timeout(left.min(FETCH_TIMEOUT))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+                let http = crate::api::http_client(&url, left.min(FETCH_TIMEOUT))?;
                 #[derive(Deserialize)]
                 struct Answer {
                     value: Option<String>,

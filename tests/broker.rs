@@ -690,3 +690,35 @@ fn the_broker_serves_https_with_its_certificate() {
     .expect("started with a certificate as its own key");
     assert!(error.contains("--tls-key"), "{error}");
 }
+
+/// A proxy in the job's environment never sees the ID token or the Actions
+/// request token on their way to a loopback broker and endpoint (as the API's
+/// own requests: security review, item 3).
+#[test]
+fn a_proxy_never_sees_the_jobs_id_token_on_loopback() {
+    use std::net::TcpListener;
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let mut job = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        job.set_env(var, &proxy_url);
+    }
+    job.configure(&["--broker", &broker.url]);
+    let run = job.helper(&["token", "--repo", "acme/app"], None);
+    run.assert_ok();
+    assert!(run.stdout.starts_with("gr_"), "not a repo token");
+    assert!(proxy.accept().is_err(), "the proxy got a connection");
+}

@@ -134,12 +134,7 @@ fn check_broker(
         .and_then(|url| {
             let runtime = crate::api::runtime().map_err(|e| e.to_string())?;
             runtime.block_on(async {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let client = reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(5))
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .map_err(|e| e.to_string())?;
+                let client = crate::api::http_client(&url, std::time::Duration::from_secs(5))?;
                 let response = client.get(url).send().await.map_err(|e| e.to_string())?;
                 if response.status().is_success() {
                     Ok(())
