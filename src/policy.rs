@@ -364,15 +364,14 @@ impl Rule {
             claims.push_str(&format!(", {name} {}", m.describe()));
         }
         format!(
-            "rule {}: {} from {} with subject {}{claims} may get {} tokens for {} (up to {} s)",
+            "rule {}: subject {} from {}{claims} may get {} tokens for {} (up to {} s)",
             self.number,
+            self.subject.describe(),
+            self.issuer,
             match self.permission {
                 Permission::Read => "read",
                 Permission::Write => "read or write",
             },
-            self.issuer,
-            self.subject.describe(),
-            self.permission.as_str(),
             self.repos_text(),
             self.max_ttl_seconds
         )
@@ -540,7 +539,7 @@ max_ttl_seconds = 600
             line.contains(GH)
                 && line.contains("refs/heads/main")
                 && line.contains("acme/app")
-                && line.contains("write"),
+                && line.contains("read or write tokens"),
             "{line}"
         );
     }

@@ -446,21 +446,26 @@ fn broker_check_explains_rules_and_decisions() {
         "{}",
         run.stdout
     );
-    let run = world.helper(
-        &[
-            "broker",
-            "check",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--claims",
-            claims.to_str().unwrap(),
-            "--repo",
-            "acme/app",
-            "--permission",
-            "write",
-        ],
-        None,
-    );
+    // A decision for the claims, for each permission.
+    let decide = |permission: &str| {
+        let (policy, claims) = (policy.to_str().unwrap(), claims.to_str().unwrap());
+        world.helper(
+            &[
+                "broker",
+                "check",
+                "--policy",
+                policy,
+                "--claims",
+                claims,
+                "--repo",
+                "acme/app",
+                "--permission",
+                permission,
+            ],
+            None,
+        )
+    };
+    let run = decide("write");
     assert!(!run.status.success());
     assert!(
         run.stdout
@@ -468,21 +473,7 @@ fn broker_check_explains_rules_and_decisions() {
         "{}",
         run.stdout
     );
-    let run = world.helper(
-        &[
-            "broker",
-            "check",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--claims",
-            claims.to_str().unwrap(),
-            "--repo",
-            "acme/app",
-            "--permission",
-            "read",
-        ],
-        None,
-    );
+    let run = decide("read");
     run.assert_ok();
     assert!(run.stdout.contains("allowed by rule 2"), "{}", run.stdout);
 }
