@@ -129,6 +129,13 @@ pub enum ApiError {
         token_workspace: String,
         wanted: String,
     },
+    /// A token broker (`--broker`) refused or failed: one line naming it and its reason.
+    #[error("{reason}")]
+    Broker {
+        /// The broker's HTTP status; `None` when it did not answer.
+        status: Option<u16>,
+        reason: String,
+    },
 }
 
 impl ApiError {
@@ -139,6 +146,9 @@ impl ApiError {
                 code.is_transient() || (500..600).contains(status)
             }
             ApiError::Transport { .. } => true,
+            ApiError::Broker { status, .. } => {
+                status.is_none_or(|s| s == 429 || (500..600).contains(&s))
+            }
             ApiError::BadResponse { .. }
             | ApiError::Unresolvable { .. }
             | ApiError::WrongWorkspace { .. } => false,
@@ -389,10 +399,19 @@ impl Network {
 /// the API — loopback never proxied — no redirects, no idle connections (their
 /// buffers would keep a bearer token), at most `timeout`.
 pub fn http_client(url: &Url, timeout: Duration) -> Result<reqwest::Client, String> {
+    http_client_with(url, timeout, &Network::from_env())
+}
+
+/// [`http_client`] with the asker's network settings (the agent keeps none of its own).
+pub fn http_client_with(
+    url: &Url,
+    timeout: Duration,
+    network: &Network,
+) -> Result<reqwest::Client, String> {
     // reqwest is built without a default crypto provider; ring is ours.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let host = url.host_str().unwrap_or_default();
-    Network::from_env()
+    network
         .apply(reqwest::Client::builder(), url, host)?
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)

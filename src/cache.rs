@@ -34,7 +34,8 @@ pub struct Key {
     pub repo: String,
     pub permission: Permission,
     /// Where the parent token comes from: `keychain`, or `env:<Secret::holder_id>`
-    /// (a keyed hash only the holder of the token can compute).
+    /// (a keyed hash only the holder of the token can compute), or
+    /// [`broker_parent`] for a CI job's broker.
     pub parent: String,
 }
 
@@ -46,6 +47,32 @@ pub struct Dropped {
     pub repo: String,
     pub fingerprint: String,
     pub expires_at: i64,
+    /// The key's `parent`: says whether a broker minted it (see [`broker_parent`]).
+    #[serde(default)]
+    pub parent: String,
+}
+
+/// What a mint is paid with: a workspace token, or a CI job's ID token for a broker.
+/// The agent drops it after the mint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Grant {
+    /// A workspace token (`gw_…`), exchanged at the githosted API.
+    Parent(Secret),
+    /// The job's OIDC ID token, presented to the token broker at `broker`.
+    Broker { broker: url::Url, id_token: Secret },
+}
+
+/// The [`Key::parent`] of tokens a broker mints for a job: the broker and a
+/// keyed hash of what identifies the job (see `oidc::Source::identity`).
+pub fn broker_parent(broker: &url::Url, identity: &Secret) -> String {
+    format!("broker:{broker}:{}", identity.holder_id())
+}
+
+impl Dropped {
+    /// Minted by a broker (revoked through it, not with a workspace token).
+    pub fn from_broker(&self) -> bool {
+        self.parent.starts_with("broker:")
+    }
 }
 
 /// One cached token, without its value.
@@ -93,13 +120,13 @@ pub struct MintParams {
 /// has at least this many seconds left.
 pub const STALE_MIN_SECS: i64 = 10;
 
-/// Something that exchanges a parent token for a repo token (the API, or a fake).
+/// Something that exchanges a grant for a repo token (the API or a broker, or a fake).
 pub trait Minter: Send + Sync + 'static {
     fn mint(
         &self,
         key: &Key,
         params: &MintParams,
-        parent: &Secret,
+        grant: &Grant,
     ) -> impl Future<Output = Result<Minted, ApiError>> + Send;
 }
 
@@ -173,7 +200,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
         key: &Key,
         min_ttl: Option<u64>,
         params: &MintParams,
-        parent: Secret,
+        grant: Grant,
     ) -> Result<Issued, ApiError> {
         loop {
             enum Next {
@@ -195,7 +222,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                 }
             };
             let mut waiting = match next {
-                Next::Mint(tx) => return self.mint_now(key, params, parent, tx).await,
+                Next::Mint(tx) => return self.mint_now(key, params, grant, tx).await,
                 Next::Wait(rx) => rx,
             };
             // Someone else is minting this key: wait for their outcome.
@@ -215,7 +242,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
         &self,
         key: &Key,
         params: &MintParams,
-        parent: Secret,
+        grant: Grant,
         tx: watch::Sender<Outcome>,
     ) -> Result<Issued, ApiError> {
         // Remove the in-flight marker even if this future is dropped midway.
@@ -229,8 +256,8 @@ impl<C: Clock, M: Minter> Cache<C, M> {
         let _marker = Inflight(&self.state, key);
 
         let minted_at = self.clock.now();
-        let result = self.minter.mint(key, params, &parent).await;
-        drop(parent);
+        let result = self.minter.mint(key, params, &grant).await;
+        drop(grant);
         let outcome = match result {
             Ok(minted) => {
                 let issued = Issued {
@@ -314,6 +341,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                     workspace: key.workspace,
                     repo: key.repo,
                     expires_at: cached.expires_at,
+                    parent: key.parent,
                 })
             })
             .collect()
@@ -413,6 +441,48 @@ impl Minter for ApiMinter {
         &self,
         key: &Key,
         params: &MintParams,
+        grant: &Grant,
+    ) -> Result<Minted, ApiError> {
+        let minted = match grant {
+            Grant::Parent(parent) => self.exchange(key, params, parent).await?,
+            Grant::Broker { broker, id_token } => {
+                let granted = crate::broker_client::request(
+                    broker,
+                    id_token,
+                    &format!("{}/{}", key.workspace, key.repo),
+                    key.permission,
+                    Some(params.ttl),
+                    deadline_in(params.timeout),
+                    &params.network,
+                )
+                .await?;
+                Minted {
+                    token: granted.token,
+                    record: crate::api::TokenRecord {
+                        id: granted.id,
+                        ..Default::default()
+                    },
+                    expires_at: granted.expires_at,
+                }
+            }
+        };
+        if minted.expires_at <= SystemClock.now() {
+            return Err(ApiError::BadResponse {
+                host: key.api.clone(),
+                reason: "the new token has already expired (is this machine's clock right?)".into(),
+            });
+        }
+        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
+        Ok(minted)
+    }
+}
+
+impl ApiMinter {
+    /// `ExchangeToken` with a workspace token, checked to be for the key's workspace.
+    async fn exchange(
+        &self,
+        key: &Key,
+        params: &MintParams,
         parent: &Secret,
     ) -> Result<Minted, ApiError> {
         let client = self.client(&key.api, &params.network)?;
@@ -447,13 +517,6 @@ impl Minter for ApiMinter {
                 ),
             });
         }
-        if minted.expires_at <= SystemClock.now() {
-            return Err(ApiError::BadResponse {
-                host: key.api.clone(),
-                reason: "the new token has already expired (is this machine's clock right?)".into(),
-            });
-        }
-        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
         Ok(minted)
     }
 }
@@ -494,9 +557,9 @@ mod tests {
             &self,
             _key: &Key,
             params: &MintParams,
-            parent: &Secret,
+            grant: &Grant,
         ) -> Result<Minted, ApiError> {
-            assert!(parent.expose().starts_with("gw_"));
+            assert!(matches!(grant, Grant::Parent(p) if p.expose().starts_with("gw_")));
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
             if self.fail.load(Ordering::SeqCst) {
@@ -539,8 +602,8 @@ mod tests {
         }
     }
 
-    fn parent() -> Secret {
-        Secret::new("gw_parent".into())
+    fn parent() -> Grant {
+        Grant::Parent(Secret::new("gw_parent".into()))
     }
 
     fn broker(delay_ms: u64) -> (Arc<Cache<FakeClock, FakeMinter>>, FakeClock, FakeMinter) {

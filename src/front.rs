@@ -177,6 +177,10 @@ mod warm {
         if std::env::var_os("GITHOSTED_NO_AGENT").is_some_and(|v| !v.is_empty() && v != "0") {
             return None;
         }
+        // A CI job's broker (`--broker` is handed over above): the full program's.
+        if std::env::var_os("GITHOSTED_BROKER").is_some_and(|v| !v.is_empty()) {
+            return None;
+        }
         Some(options)
     }
 

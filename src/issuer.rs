@@ -8,6 +8,10 @@
 //! 4. without an agent, or when it fails, a mint right here with what is left
 //!    of the deadline.
 //!
+//! With a broker (`--broker`, CI) the job's OIDC ID token takes the parent's
+//! place: the agent's cache is keyed by the broker and a keyed hash of the
+//! job's identity, a miss fetches an ID token and asks the broker.
+//!
 //! The parent source, the agent and the minter are traits, so every fallback is
 //! tested in-process (see the tests below), like the cache's policy.
 
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::client::{Agent, AgentError};
 use crate::api::{self, ApiError, Code};
-use crate::cache::{ApiMinter, Dropped, Key, MintParams, Minter};
+use crate::cache::{ApiMinter, Dropped, Grant, Key, MintParams, Minter};
 use crate::keychain::{self, KeychainError, Parent, Source};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
@@ -137,7 +141,7 @@ pub trait AgentLink {
         key: &Key,
         min_ttl: Option<u64>,
         params: &MintParams,
-        parent: &Secret,
+        grant: &Grant,
     ) -> Result<Result<Issued, ApiError>, AgentError>;
 }
 
@@ -151,9 +155,9 @@ impl AgentLink for Agent {
         key: &Key,
         min_ttl: Option<u64>,
         params: &MintParams,
-        parent: &Secret,
+        grant: &Grant,
     ) -> Result<Result<Issued, ApiError>, AgentError> {
-        Agent::mint(self, key, min_ttl, params, parent)
+        Agent::mint(self, key, min_ttl, params, grant)
     }
 }
 
@@ -178,10 +182,12 @@ pub fn agent(settings: &Settings) -> Option<Agent> {
 
 /// A token for `target` with the system's parents, agent and API.
 pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
-    if let Some(broker) = &settings.broker {
+    let env = keychain::env_token();
+    if let Some(broker) = &settings.broker
+        && env.as_ref().map(Secret::kind) != Some(TokenKind::Repo)
+    {
         return from_broker(settings, broker, target);
     }
-    let env = keychain::env_token();
     // A repo token in the environment needs no agent at all.
     let mut link = match env.as_ref().map(Secret::kind) {
         Some(TokenKind::Repo) => None,
@@ -252,7 +258,8 @@ pub fn issue_with(
         network: api::Network::from_env(),
     };
     if let Some(link) = agent {
-        match link.mint(&key, settings.min_ttl_secs, &params, &parent.token) {
+        let grant = Grant::Parent(parent.token.clone());
+        match link.mint(&key, settings.min_ttl_secs, &params, &grant) {
             Ok(Ok(issued)) => return Ok(issued),
             Ok(Err(e)) => return Err(classify(settings, target, &parent, e)),
             Err(e) => tracing::debug!("the agent failed, minting directly: {e}"),
@@ -263,49 +270,91 @@ pub fn issue_with(
     mint_here(settings, target, &key, &params, &parent, minter)
 }
 
-/// A token from the broker, for the job's ID token (no workspace token anywhere).
+/// A token from the broker, for the job's ID token (no workspace token
+/// anywhere): from the agent's cache when it holds one for this job's
+/// identity, else minted through the agent (or here, without one).
 fn from_broker(
     settings: &Settings,
     broker: &settings::BrokerSettings,
     target: &Target,
 ) -> Result<Issued, GetError> {
     let deadline = api::deadline_in(settings.timeout);
-    let source = crate::oidc::Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref())
+    let source = id_token_source(broker)?;
+    // Without a stable identity to key the cache by, every request asks the broker.
+    let key = source.identity().map(|identity| Key {
+        api: settings.service.api_url().to_string(),
+        workspace: target.workspace.clone(),
+        repo: target.repo.clone(),
+        permission: settings.permission,
+        parent: crate::cache::broker_parent(&broker.url, &identity),
+    });
+    let mut link = key.as_ref().and_then(|_| agent(settings));
+    if let (Some(agent), Some(key)) = (link.as_mut(), &key) {
+        match agent.lookup(key, settings.min_ttl_secs) {
+            Ok(Some(issued)) => {
+                tracing::debug!(token = %issued.token, "served from the agent's cache");
+                return Ok(issued);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!("the agent did not answer, asking the broker directly: {e}");
+                link = None;
+            }
+        }
+    }
+    let runtime = api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
+    let id_token = runtime
+        .block_on(source.fetch(&broker.audience, deadline))
+        .map_err(|e| {
+            GetError::Broker(format!(
+                "no ID token for the broker {}: {e}",
+                broker.url_arg
+            ))
+        })?;
+    let grant = Grant::Broker {
+        broker: broker.url.clone(),
+        id_token,
+    };
+    let mut params = MintParams {
+        ttl: settings.ttl_secs,
+        subject: settings::subject(),
+        timeout: deadline.saturating_duration_since(Instant::now()),
+        network: api::Network::from_env(),
+    };
+    if let (Some(agent), Some(key)) = (link.as_mut(), &key) {
+        match agent.mint(key, settings.min_ttl_secs, &params, &grant) {
+            Ok(Ok(issued)) => return Ok(issued),
+            Ok(Err(e)) => return Err(GetError::Broker(e.to_string())),
+            Err(e) => tracing::debug!("the agent failed, asking the broker directly: {e}"),
+        }
+    }
+    params.timeout = deadline.saturating_duration_since(Instant::now());
+    let key = key.unwrap_or_else(|| Key {
+        api: settings.service.api_url().to_string(),
+        workspace: target.workspace.clone(),
+        repo: target.repo.clone(),
+        permission: settings.permission,
+        parent: String::new(),
+    });
+    let minted = runtime
+        .block_on(ApiMinter::default().mint(&key, &params, &grant))
+        .map_err(|e| GetError::Broker(e.to_string()))?;
+    tracing::debug!(token = %minted.token, id = %minted.record.id, "minted by the broker");
+    Ok(Issued {
+        token: minted.token,
+        expires_at: Some(minted.expires_at),
+    })
+}
+
+/// Where the job's ID token comes from, or the one line that says how to give it one.
+pub fn id_token_source(broker: &settings::BrokerSettings) -> Result<crate::oidc::Source, GetError> {
+    crate::oidc::Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref())
         .ok_or_else(|| {
             GetError::Broker(format!(
                 "--broker {} needs the job's OIDC ID token: on GitHub Actions give the job `permissions: id-token: write`; elsewhere add --oidc-token-file PATH or --oidc-token-env NAME",
                 broker.url_arg
             ))
-        })?;
-    let runtime = api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
-    runtime.block_on(async {
-        let id_token = source
-            .fetch(&broker.audience, deadline)
-            .await
-            .map_err(|e| {
-                GetError::Broker(format!(
-                    "no ID token for the broker {}: {e}",
-                    broker.url_arg
-                ))
-            })?;
-        let repo = format!("{}/{}", target.workspace, target.repo);
-        let ttl = Some(settings.ttl_secs);
-        let granted = crate::broker::client::request(
-            &broker.url,
-            &id_token,
-            &repo,
-            settings.permission,
-            ttl,
-            deadline,
-        )
-        .await
-        .map_err(GetError::Broker)?;
-        tracing::debug!(token = %granted.token, id = %granted.id, "minted by the broker");
-        Ok(Issued {
-            token: granted.token,
-            expires_at: granted.expires_at,
         })
-    })
 }
 
 fn passed_through(token: Secret) -> Issued {
@@ -352,7 +401,7 @@ fn mint_here(
         classify(settings, target, parent, error)
     })?;
     let minted = runtime
-        .block_on(minter.mint(key, params, &parent.token))
+        .block_on(minter.mint(key, params, &Grant::Parent(parent.token.clone())))
         .map_err(|e| classify(settings, target, parent, e))?;
     Ok(Issued {
         token: minted.token,
@@ -360,11 +409,18 @@ fn mint_here(
     })
 }
 
-/// Revokes forgotten tokens at the server with their workspace's parent token,
-/// best effort and within [`REVOKE_BUDGET`]. Returns how many were revoked.
+/// Revokes forgotten tokens, best effort and within [`REVOKE_BUDGET`]: those
+/// a broker minted through that broker (with a fresh ID token), the others at
+/// the API with their workspace's parent token. Returns how many were revoked.
 pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
+    let (brokered, dropped): (Vec<&Dropped>, Vec<&Dropped>) =
+        dropped.iter().partition(|d| d.from_broker());
+    let mut revoked = 0;
+    if !brokered.is_empty() {
+        revoked += revoke_through_broker(settings, &brokered);
+    }
     if dropped.is_empty() {
-        return 0;
+        return revoked;
     }
     let api_host = settings.service.api_host();
     let Ok(client) = api::Client::new(
@@ -380,7 +436,7 @@ pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
     let deadline = api::deadline_in(REVOKE_BUDGET);
     let mut parents: HashMap<String, Option<Secret>> = HashMap::new();
     let mut jobs = tokio::task::JoinSet::new();
-    for d in dropped {
+    for &d in &dropped {
         let parent = parents
             .entry(d.workspace.clone())
             .or_insert_with(|| match keychain::parent_token(api_host, &d.workspace) {
@@ -405,16 +461,58 @@ pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
             runtime.handle(),
         );
     }
-    runtime.block_on(async {
-        let mut revoked = 0;
-        let _ = tokio::time::timeout(REVOKE_BUDGET, async {
-            while let Some(done) = jobs.join_next().await {
-                revoked += usize::from(done.unwrap_or(false));
-            }
-        })
-        .await;
-        revoked
+    revoked + runtime.block_on(count_done(jobs))
+}
+
+/// How many of `jobs` succeed within [`REVOKE_BUDGET`].
+async fn count_done(mut jobs: tokio::task::JoinSet<bool>) -> usize {
+    let mut revoked = 0;
+    let _ = tokio::time::timeout(REVOKE_BUDGET, async {
+        while let Some(done) = jobs.join_next().await {
+            revoked += usize::from(done.unwrap_or(false));
+        }
     })
+    .await;
+    revoked
+}
+
+/// Revokes tokens a broker minted, through the broker this helper is
+/// configured with (it revokes only what it minted for this job's identity).
+fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
+    let Some(broker) = &settings.broker else {
+        tracing::debug!("tokens from a broker, but no --broker to revoke them with");
+        return 0;
+    };
+    let Ok(source) = id_token_source(broker) else {
+        return 0;
+    };
+    let Ok(runtime) = api::runtime() else {
+        return 0;
+    };
+    let deadline = api::deadline_in(REVOKE_BUDGET);
+    let id_token = match runtime.block_on(source.fetch(&broker.audience, deadline)) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!("no ID token to revoke with: {e}");
+            return 0;
+        }
+    };
+    let mut jobs = tokio::task::JoinSet::new();
+    for d in dropped {
+        let (url, id_token, d) = (broker.url.clone(), id_token.clone(), (*d).clone());
+        jobs.spawn_on(
+            async move {
+                let result = crate::broker_client::revoke(&url, &id_token, &d.id, deadline).await;
+                match &result {
+                    Ok(()) => tracing::info!(token = %d.fingerprint, "revoked through the broker"),
+                    Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
+                }
+                result.is_ok()
+            },
+            runtime.handle(),
+        );
+    }
+    runtime.block_on(count_done(jobs))
 }
 
 fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiError) -> GetError {
@@ -536,8 +634,11 @@ mod tests {
             _: &Key,
             _: Option<u64>,
             params: &MintParams,
-            parent: &Secret,
+            grant: &Grant,
         ) -> Result<Result<Issued, ApiError>, AgentError> {
+            let Grant::Parent(parent) = grant else {
+                panic!("a broker grant for a parent's key");
+            };
             self.asked.borrow_mut().push(format!(
                 "mint {} {}s",
                 parent.fingerprint(),
@@ -565,7 +666,7 @@ mod tests {
     }
 
     impl Minter for FakeMinter {
-        async fn mint(&self, _: &Key, params: &MintParams, _: &Secret) -> Result<Minted, ApiError> {
+        async fn mint(&self, _: &Key, params: &MintParams, _: &Grant) -> Result<Minted, ApiError> {
             self.given.lock().unwrap().push(params.timeout);
             Ok(Minted {
                 token: Secret::new("gr_direct".into()),

@@ -339,6 +339,19 @@ impl Source {
         }
     }
 
+    /// What identifies this job without asking anyone (it keys the agent's
+    /// cache, as a keyed hash): GitHub's request token, the file's or the
+    /// variable's token. `None` when it cannot be read.
+    pub fn identity(&self) -> Option<Secret> {
+        let value = match self {
+            Source::GithubActions => std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN").ok()?,
+            Source::File(path) => std::fs::read_to_string(path).ok()?,
+            Source::Env(name) => std::env::var(name).ok()?,
+        };
+        let value = Secret::new(value.trim().to_owned());
+        (!value.expose().is_empty()).then_some(value)
+    }
+
     /// The job's ID token for `audience`.
     pub async fn fetch(&self, audience: &str, deadline: Instant) -> Result<Secret, String> {
         match self {

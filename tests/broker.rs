@@ -520,9 +520,11 @@ fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
     job.git(GIT_NEW, Some(&repo), &["push", "origin", "HEAD"])
         .assert_ok();
 
-    // Every token git used came from the broker, minted for this job's identity.
+    // Every token git used came from the broker, minted for this job's
+    // identity, once: the agent served the push what it kept from the clone.
     let exchanges = server.exchanges();
-    assert!(!exchanges.is_empty());
+    assert_eq!(exchanges.len(), 1, "{exchanges:?}");
+    assert_eq!(broker.audit().matches(r#""outcome":"issued""#).count(), 1);
     assert!(
         exchanges
             .iter()
@@ -552,20 +554,48 @@ fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
         exchanges,
         "the dry run minted a token"
     );
-    // `token` asks the broker too; `exec` says plainly that it cannot yet.
+    // `token` is served from the agent too: the same token, no new exchange.
     let run = job.helper(&["token", "--repo", "acme/app"], None);
     run.assert_ok();
-    assert!(run.stdout.starts_with("gr_"), "not a repo token");
-    let run = job.helper(&["exec", "--repo", "acme/app", "--", "true"], None);
-    assert!(!run.status.success());
+    let token = run.stdout.trim().to_owned();
+    assert!(token.starts_with("gr_"), "not a repo token");
+    assert_eq!(server.exchange_count(), exchanges);
+    let id = server.exchanges()[0].minted.id.clone();
+
+    // git rejects it (a 401): the agent forgets it and the broker revokes it.
+    let mut reject = job.command(GIT_NEW);
+    reject.current_dir(&repo).args(["credential", "reject"]);
+    let host = server.host();
+    let request =
+        format!("protocol=http\nhost={host}\npath=acme/app.git\nusername=x\npassword={token}\n\n");
+    job.run(reject, Some(&request)).assert_ok();
+    assert_eq!(server.revoked_via_api(), vec![id.clone()]);
     assert!(
-        run.stderr.contains("does not work with --broker yet"),
+        broker
+            .audit()
+            .lines()
+            .any(|l| l.contains(r#""outcome":"revoked""#) && l.contains(&id)),
         "{}",
-        run.stderr
+        broker.audit()
     );
+    let run = job.helper(&["token", "--repo", "acme/app"], None);
+    run.assert_ok();
+    assert_ne!(
+        run.stdout.trim(),
+        token,
+        "the agent still served the rejected token"
+    );
+    assert_eq!(server.exchange_count(), exchanges + 1);
+
     // Wrong audience asked by the helper: the broker refuses, and git says which.
+    // (A repo the agent holds no token for: a cached one would still be served.)
     job.configure(&["--broker", &broker.url, "--oidc-audience", "elsewhere"]);
-    let run = job.git(GIT_NEW, Some(&repo), &["fetch"]);
+    server.add_repo("acme", "lib-a");
+    let run = job.git(
+        GIT_NEW,
+        Some(&repo),
+        &["ls-remote", &server.repo_url("acme", "lib-a")],
+    );
     assert!(!run.status.success());
     assert!(
         run.stderr.contains("refused (401 invalid_token): aud"),
@@ -712,4 +742,113 @@ fn a_proxy_never_sees_the_jobs_id_token_on_loopback() {
     run.assert_ok();
     assert!(run.stdout.starts_with("gr_"), "not a repo token");
     assert!(proxy.accept().is_err(), "the proxy got a connection");
+}
+
+#[test]
+fn exec_with_a_broker_gives_one_repo_and_hides_the_jobs_identity() {
+    // A job on GitHub Actions (request variables) and one with a token file:
+    // in both, the command sees its repo token and nothing that gets another.
+    let mut job = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    let file = job.path("id-token");
+    std::fs::write(&file, issuer.token(MAIN)).unwrap();
+    let clone_url = job.server.repo_url("acme", "app");
+    let script = format!(
+        r#"case "$GITHOSTED_TOKEN" in gr_*) echo scoped;; *) echo "not scoped";; esac
+env | grep -c -e ACTIONS_ID_TOKEN -e GITHOSTED_BROKER || true
+cat {file} 2>/dev/null | grep -c . || true
+git ls-remote {clone_url} >/dev/null && echo git-ok
+exit 7"#,
+        file = file.display()
+    );
+    let api = job.server.base_url();
+    // (The file is this job's identity only when it is the source.)
+    for (source, file_lines) in [
+        (vec![], 1),
+        (vec!["--oidc-token-file", file.to_str().unwrap()], 0),
+    ] {
+        let before = job.server.revoked_via_api().len();
+        let mut args = vec!["--api-url", &api, "--broker", &broker.url];
+        args.extend(&source);
+        args.extend(["exec", "--repo", "acme/app", "--", "sh", "-c", &script]);
+        let run = job.helper(&args, None);
+        assert_eq!(run.status.code(), Some(7), "{run:#?}");
+        assert_eq!(
+            run.stdout,
+            format!("scoped\n0\n{file_lines}\ngit-ok\n"),
+            "{source:?}: {}",
+            run.stderr
+        );
+        // The token git used inside was the exec token, revoked through the broker.
+        let exchange = job.server.exchanges().pop().unwrap();
+        assert!(exchange.subject.starts_with("githosted-broker:"));
+        let revoked = job.server.revoked_via_api();
+        assert_eq!(revoked.len(), before + 1);
+        assert_eq!(revoked.last(), Some(&exchange.minted.id));
+    }
+    // Several repos: the broker mints one per request, so exec says so.
+    let run = job.helper(
+        &[
+            "--broker",
+            &broker.url,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--repo",
+            "acme/lib-a",
+            "--",
+            "true",
+        ],
+        None,
+    );
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("name a single --repo"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn rs256_id_tokens_verify_and_their_key_cannot_be_used_as_an_hmac_secret() {
+    // GitHub and GitLab sign with RS256; the issuer rotates to an RSA key.
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let body = ask("acme/app", "read");
+    let (status, _, answer) = post(&broker, "/v1/token", Some(&issuer.token(MAIN)), &body);
+    assert_eq!(status, 200, "ES256: {answer}");
+    issuer.rotate_to_rsa("rsa-1");
+    let rs = issuer.token(MAIN);
+    assert_eq!(
+        jsonwebtoken::decode_header(&rs).unwrap().alg,
+        jsonwebtoken::Algorithm::RS256
+    );
+    let (status, _, answer) = post(&broker, "/v1/token", Some(&rs), &body);
+    assert_eq!(status, 200, "RS256: {answer}");
+    assert!(
+        answer["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("gr_"))
+    );
+
+    // HS256 keyed with the RSA modulus the JWKS publishes: refused.
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("rsa-1".into());
+    let hs = jsonwebtoken::encode(
+        &header,
+        &issuer.claims(MAIN),
+        &jsonwebtoken::EncodingKey::from_secret(&issuer.key().public).unwrap(),
+    )
+    .unwrap();
+    refused(
+        post(&broker, "/v1/token", Some(&hs), &body),
+        401,
+        "invalid_token",
+        "alg",
+    );
 }

@@ -12,7 +12,7 @@ use super::server::{BUSY, IDLE_ENV, READY};
 use super::wire::{self, AgentStatus, Request, Response};
 use super::{AgentDir, DirError, SOCKET_NAME};
 use crate::api::ApiError;
-use crate::cache::{Dropped, Key, MintParams};
+use crate::cache::{Dropped, Grant, Key, MintParams};
 use crate::secret::Secret;
 use crate::token::Issued;
 
@@ -131,7 +131,7 @@ impl Agent {
         }
     }
 
-    /// A token for `key`: the agent mints with `parent` (once, however many
+    /// A token for `key`: the agent mints with `grant` (once, however many
     /// ask) unless it has one. The outer error is the agent's; the inner one
     /// the API's.
     pub fn mint(
@@ -139,7 +139,7 @@ impl Agent {
         key: &Key,
         min_ttl: Option<u64>,
         params: &MintParams,
-        parent: &Secret,
+        grant: &Grant,
     ) -> Result<Result<Issued, ApiError>, AgentError> {
         let request = Request::Mint {
             key: key.clone(),
@@ -148,7 +148,7 @@ impl Agent {
             subject: params.subject.clone(),
             timeout_ms: u64::try_from(params.timeout.as_millis()).unwrap_or(u64::MAX),
             network: Box::new(params.network.clone()),
-            parent: parent.clone(),
+            grant: grant.clone(),
         };
         // The agent answers within the time it was given; allow it a moment more.
         let wait = params.timeout.saturating_add(Duration::from_secs(1));

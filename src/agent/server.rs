@@ -197,7 +197,7 @@ async fn respond(request: Request, cache: &AgentCache, started: Instant) -> Resp
             subject,
             timeout_ms,
             network,
-            parent,
+            grant,
         } => match cache
             .get_or_mint(
                 &key,
@@ -209,7 +209,7 @@ async fn respond(request: Request, cache: &AgentCache, started: Instant) -> Resp
                     timeout: Duration::from_millis(timeout_ms).min(MAX_MINT_TIME),
                     network: *network,
                 },
-                parent,
+                grant,
             )
             .await
         {

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use crate::api::{ApiError, Code, Network};
-use crate::cache::{Dropped, EntryInfo, Key};
+use crate::cache::{Dropped, EntryInfo, Grant, Key};
 use crate::secret::Secret;
 
 /// The largest frame either side accepts.
@@ -23,7 +23,7 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 pub enum Request {
     /// A cached token with at least `min_ttl` seconds left (default: the cache's margin).
     Get { key: Key, min_ttl: Option<u64> },
-    /// Mint (once, however many ask) with this parent, which the agent drops afterwards.
+    /// Mint (once, however many ask) with this grant, which the agent drops afterwards.
     Mint {
         key: Key,
         ttl: u64,
@@ -33,7 +33,7 @@ pub enum Request {
         timeout_ms: u64,
         /// The requester's proxies and CA certificates (never the agent's own).
         network: Box<Network>,
-        parent: Secret,
+        grant: Grant,
     },
     /// Forget tokens: those equal to `password`, else all for the API (and workspace/repo).
     Erase {
@@ -87,6 +87,10 @@ pub enum Failure {
         host: String,
         reason: String,
     },
+    Broker {
+        status: Option<u16>,
+        reason: String,
+    },
 }
 
 impl From<ApiError> for Failure {
@@ -108,6 +112,7 @@ impl From<ApiError> for Failure {
             ApiError::Transport { host, reason } => Failure::Transport { host, reason },
             ApiError::BadResponse { host, reason } => Failure::BadResponse { host, reason },
             ApiError::Unresolvable { host, reason } => Failure::Unresolvable { host, reason },
+            ApiError::Broker { status, reason } => Failure::Broker { status, reason },
             ApiError::WrongWorkspace {
                 token_workspace,
                 wanted,
@@ -138,6 +143,7 @@ impl From<Failure> for ApiError {
             Failure::Transport { host, reason } => ApiError::Transport { host, reason },
             Failure::BadResponse { host, reason } => ApiError::BadResponse { host, reason },
             Failure::Unresolvable { host, reason } => ApiError::Unresolvable { host, reason },
+            Failure::Broker { status, reason } => ApiError::Broker { status, reason },
             Failure::WrongWorkspace {
                 token_workspace,
                 wanted,
@@ -247,13 +253,17 @@ mod tests {
             subject: "s".into(),
             timeout_ms: 20_000,
             network: Box::default(),
-            parent: Secret::new("gw_parent".into()),
+            grant: Grant::Parent(Secret::new("gw_parent".into())),
         };
         let mut buf = Vec::new();
         send(&mut buf, &request).unwrap();
         let back: Request = receive(&mut &buf[..]).unwrap();
         match back {
-            Request::Mint { parent, key, .. } => {
+            Request::Mint {
+                grant: Grant::Parent(parent),
+                key,
+                ..
+            } => {
                 assert_eq!(parent.expose(), "gw_parent");
                 assert_eq!(key.repo, "app");
             }

@@ -191,7 +191,7 @@ fn dry_run(
     source: &crate::oidc::Source,
     repo: &str,
 ) {
-    use crate::broker::client;
+    use crate::broker_client as client;
     use crate::token::Permission;
     let Ok(runtime) = crate::api::runtime() else {
         return;

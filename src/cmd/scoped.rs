@@ -16,7 +16,7 @@ use crate::api::{self, ExchangeRequest};
 use crate::issuer::{self, REVOKE_BUDGET};
 use crate::keychain;
 use crate::sandbox::Sandbox;
-use crate::secret::TokenKind;
+use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::target::{Resolution, Target};
 
@@ -129,69 +129,37 @@ pub fn exec(
             "`exec` runs commands on Unix only; use `token` to hand a script a short-lived token"
         );
     }
-    if settings.broker.is_some() {
-        // A broker mints one repo per request and exec's token covers several.
+    if settings.broker.is_some() && targets.len() > 1 {
         bail!(
-            "`exec` does not work with --broker yet; give the command a token for one repo with `GITHOSTED_TOKEN=$(git-credential-githosted token --repo WS/REPO)`"
+            "with --broker, `exec` gives the command a token for one repo (the broker mints one repo per request): name a single --repo WS/REPO"
         );
     }
     let sandbox = if isolate {
-        Some(Sandbox::prepare()?)
+        Some(Sandbox::prepare(&job_files(settings))?)
     } else {
         tracing::info!("exec --no-isolate: the command can reach everything this user can");
         None
     };
-    let api_host = settings.service.api_host();
-    let workspace = &targets[0].workspace;
-    let parent = keychain::parent_token(api_host, workspace)?.with_context(|| {
-        format!(
-            "no githosted workspace token for {workspace} on {api_host}: run `git-credential-githosted login{} --workspace {workspace}`, or set {}",
-            settings.api_url_flag(),
-            keychain::ENV_TOKEN
-        )
-    })?;
-    if parent.token.kind() != TokenKind::Workspace {
-        bail!(
-            "{} holds no workspace token (gw_…); `exec` needs one to mint a narrower token",
-            parent.source
-        );
-    }
-
-    let client = api::Client::new(
-        settings.service.api_url(),
-        api_host,
-        &api::Network::from_env(),
-    )?;
     let runtime = api::runtime()?;
-    let subject = settings::subject();
-    let request = ExchangeRequest {
-        repo_allowlist: targets.iter().map(|t| t.repo.as_str()).collect(),
-        permission: settings.permission,
-        ttl_seconds: settings.ttl_secs,
-        subject: &subject,
-    };
     let minted = runtime
-        .block_on(client.exchange_token(
-            &parent.token,
-            &request,
-            api::deadline_in(settings.timeout),
-        ))
+        .block_on(ExecToken::mint(settings, &targets))
         .with_context(|| format!("minting a token for {}", repos.join(", ")))?;
     tracing::info!(token = %minted.token, "exec: minted");
 
     let mut env = git_config_env(settings);
+    let unset = job_variables(settings);
     env.push((
         keychain::ENV_TOKEN.to_owned(),
         minted.token.expose().to_owned(),
     ));
     let env = zeroize::Zeroizing::new(env);
-    let status = runtime.block_on(run(sandbox.as_ref(), command, &env));
+    let status = runtime.block_on(run(sandbox.as_ref(), command, &env, &unset));
     #[cfg(unix)]
     let status = status.map(crate::supervise::as_exit_code);
 
     // Whatever happened to the command, the token dies with it.
     let deadline = Instant::now() + REVOKE_BUDGET;
-    match runtime.block_on(client.revoke_token(&parent.token, &minted.record.id, deadline)) {
+    match runtime.block_on(minted.revoke(deadline)) {
         Ok(()) => tracing::info!(token = %minted.token, "exec: revoked"),
         Err(e) => crate::say!(
             "could not revoke the exec token {} ({e}); it expires on its own in {}",
@@ -208,6 +176,144 @@ pub fn exec(
     status
 }
 
+/// With `--broker`, the variables that let a process get the job's ID token
+/// (and so any token the broker's policy allows): the command gets none.
+fn job_variables(settings: &Settings) -> Vec<String> {
+    let Some(broker) = &settings.broker else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = [
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        settings::BROKER_ENV,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    names.extend(broker.token_env.clone());
+    names
+}
+
+/// With `--broker`, the ID-token file: hidden from a confined command.
+fn job_files(settings: &Settings) -> Vec<std::path::PathBuf> {
+    settings
+        .broker
+        .as_ref()
+        .and_then(|b| b.token_file.clone())
+        .into_iter()
+        .collect()
+}
+
+/// `exec`'s token, and how to revoke it.
+struct ExecToken {
+    token: Secret,
+    id: String,
+    /// Unix seconds.
+    expires_at: i64,
+    revoker: Revoker,
+}
+
+enum Revoker {
+    /// At the API, with the workspace token that minted it.
+    Api { client: api::Client, parent: Secret },
+    /// Through the broker, with a fresh ID token (the first may have expired).
+    Broker {
+        broker: settings::BrokerSettings,
+        source: crate::oidc::Source,
+    },
+}
+
+impl ExecToken {
+    /// A fresh token for `targets`: from the broker, or exchanged with the
+    /// workspace token (environment, then keychain).
+    async fn mint(settings: &Settings, targets: &[Target]) -> anyhow::Result<ExecToken> {
+        let deadline = api::deadline_in(settings.timeout);
+        if let Some(broker) = &settings.broker {
+            let source = issuer::id_token_source(broker)?;
+            let id_token = source
+                .fetch(&broker.audience, deadline)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("no ID token for the broker {}: {e}", broker.url_arg)
+                })?;
+            let target = &targets[0];
+            let granted = crate::broker_client::request(
+                &broker.url,
+                &id_token,
+                &format!("{}/{}", target.workspace, target.repo),
+                settings.permission,
+                Some(settings.ttl_secs),
+                deadline,
+                &api::Network::from_env(),
+            )
+            .await?;
+            return Ok(ExecToken {
+                token: granted.token,
+                id: granted.id,
+                expires_at: granted.expires_at,
+                revoker: Revoker::Broker {
+                    broker: broker.clone(),
+                    source,
+                },
+            });
+        }
+        let api_host = settings.service.api_host();
+        let workspace = &targets[0].workspace;
+        let parent = keychain::parent_token(api_host, workspace)?.with_context(|| {
+            format!(
+                "no githosted workspace token for {workspace} on {api_host}: run `git-credential-githosted login{} --workspace {workspace}`, or set {}",
+                settings.api_url_flag(),
+                keychain::ENV_TOKEN
+            )
+        })?;
+        if parent.token.kind() != TokenKind::Workspace {
+            bail!(
+                "{} holds no workspace token (gw_…); `exec` needs one to mint a narrower token",
+                parent.source
+            );
+        }
+        let client = api::Client::new(
+            settings.service.api_url(),
+            api_host,
+            &api::Network::from_env(),
+        )?;
+        let subject = settings::subject();
+        let request = ExchangeRequest {
+            repo_allowlist: targets.iter().map(|t| t.repo.as_str()).collect(),
+            permission: settings.permission,
+            ttl_seconds: settings.ttl_secs,
+            subject: &subject,
+        };
+        let minted = client
+            .exchange_token(&parent.token, &request, deadline)
+            .await?;
+        Ok(ExecToken {
+            token: minted.token,
+            id: minted.record.id,
+            expires_at: minted.expires_at,
+            revoker: Revoker::Api {
+                client,
+                parent: parent.token,
+            },
+        })
+    }
+
+    async fn revoke(&self, deadline: Instant) -> anyhow::Result<()> {
+        match &self.revoker {
+            Revoker::Api { client, parent } => {
+                client.revoke_token(parent, &self.id, deadline).await?;
+            }
+            Revoker::Broker { broker, source } => {
+                let id_token = source
+                    .fetch(&broker.audience, deadline)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("no ID token for the broker: {e}"))?;
+                crate::broker_client::revoke(&broker.url, &id_token, &self.id, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Starts the command (in the sandbox, or directly in a session of its own),
 /// passes signals on until it ends, and returns its exit code. It dies with us:
 /// bubblewrap's `--die-with-parent`, or `PR_SET_PDEATHSIG` without it.
@@ -216,6 +322,7 @@ async fn run(
     sandbox: Option<&Sandbox>,
     command: &[String],
     env: &[(String, String)],
+    unset: &[String],
 ) -> anyhow::Result<i32> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -261,6 +368,9 @@ async fn run(
             (cmd, None)
         }
     };
+    for name in unset {
+        cmd.env_remove(name);
+    }
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -289,7 +399,12 @@ async fn run(
 
 /// Off Unix there is nothing to run the command with (`exec` refuses first).
 #[cfg(not(unix))]
-async fn run(_: Option<&Sandbox>, _: &[String], _: &[(String, String)]) -> anyhow::Result<i32> {
+async fn run(
+    _: Option<&Sandbox>,
+    _: &[String],
+    _: &[(String, String)],
+    _: &[String],
+) -> anyhow::Result<i32> {
     bail!("`exec` runs commands on Unix only")
 }
 
@@ -325,7 +440,12 @@ fn sandbox_pid(info: std::fs::File) -> Option<rustix::process::Pid> {
 /// `GIT_CONFIG_*` variables that point git inside the command at this helper
 /// for the service's hosts, so it uses the scoped token even without `configure`.
 fn git_config_env(settings: &Settings) -> Vec<(String, String)> {
-    let helper = match crate::cmd::configure::helper_line(settings) {
+    // The command's git uses the token it is given, never the broker.
+    let settings = Settings {
+        broker: None,
+        ..settings.clone()
+    };
+    let helper = match crate::cmd::configure::helper_line(&settings) {
         Ok(line) => line,
         Err(e) => {
             tracing::debug!("exec: not configuring git for the command: {e}");

@@ -1,7 +1,8 @@
 //! A local OIDC issuer for the broker's tests: discovery, a JWKS, and a
-//! GitHub-Actions-compatible ID-token request endpoint. Keys (ES256) are
-//! generated at start; tokens are signed on demand with any claims and header,
-//! so tests can forge exactly the token an attacker would.
+//! GitHub-Actions-compatible ID-token request endpoint. Keys (ES256, and
+//! RS256 on request) are generated at test time; tokens are signed on demand
+//! with any claims and header, so tests can forge exactly the token an
+//! attacker would.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,44 +25,103 @@ use serde_json::{Value, json};
 /// The audience the helper asks for by default.
 pub const AUDIENCE: &str = "githosted-broker";
 
-/// One signing key.
+/// One signing key: ES256 (P-256) or RS256 (RSA 2048).
 #[derive(Clone)]
 pub struct Key {
     pub kid: String,
-    pkcs8: Vec<u8>,
-    /// The uncompressed public point (0x04 ‖ x ‖ y).
+    alg: Algorithm,
+    /// The private key: PKCS#8 (EC) or PKCS#1 (RSA) DER.
+    der: Vec<u8>,
+    /// The public half as the JWKS publishes it.
+    jwk: Value,
+    /// The public key's bytes (EC: 0x04 ‖ x ‖ y; RSA: the modulus), to forge
+    /// an HMAC token "signed" with what the JWKS shows.
     pub public: Vec<u8>,
 }
 
 impl Key {
+    /// A fresh ES256 key.
     fn generate(kid: &str) -> Key {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .expect("generate a P-256 key");
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
             .expect("read the key back");
+        let public = pair.public_key().as_ref().to_vec();
         Key {
             kid: kid.to_owned(),
-            pkcs8: pkcs8.as_ref().to_vec(),
-            public: pair.public_key().as_ref().to_vec(),
+            alg: Algorithm::ES256,
+            der: pkcs8.as_ref().to_vec(),
+            jwk: json!({
+                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(&public[1..33]),
+                "y": URL_SAFE_NO_PAD.encode(&public[33..65]),
+            }),
+            public,
+        }
+    }
+
+    /// A fresh RS256 key (2048 bits).
+    fn generate_rsa(kid: &str) -> Key {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        let key = rsa::PrivateKey::new(&mut OsRandom, 2048).expect("generate an RSA key");
+        let n = key.n().as_ref().to_be_bytes_trimmed_vartime().to_vec();
+        let e = key.e().to_be_bytes_trimmed_vartime().to_vec();
+        let der = key.to_pkcs1_der().expect("encode the RSA key");
+        Key {
+            kid: kid.to_owned(),
+            alg: Algorithm::RS256,
+            der: der.as_bytes().to_vec(),
+            jwk: json!({
+                "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                "n": URL_SAFE_NO_PAD.encode(&n), "e": URL_SAFE_NO_PAD.encode(&e),
+            }),
+            public: n,
         }
     }
 
     fn jwk(&self) -> Value {
-        json!({
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
-            "x": URL_SAFE_NO_PAD.encode(&self.public[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&self.public[33..65]),
-        })
+        self.jwk.clone()
     }
 
-    /// Signs `claims` as an ES256 JWT naming this key.
+    /// Signs `claims` as a JWT naming this key.
     pub fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
+        let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).expect("sign")
+        let key = match self.alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_der(&self.der),
+            _ => EncodingKey::from_ec_der(&self.der),
+        };
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
     }
 }
+
+/// The operating system's random numbers, as the `rsa` crate asks for them.
+struct OsRandom;
+
+impl rsa::rand_core::TryRng for OsRandom {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut bytes = [0; 4];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut bytes = [0; 8];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        ring::rand::SecureRandom::fill(&SystemRandom::new(), dst).expect("system randomness");
+        Ok(())
+    }
+}
+
+impl rsa::rand_core::TryCryptoRng for OsRandom {}
 
 struct Shared {
     issuer: Mutex<String>,
@@ -158,9 +218,17 @@ impl Issuer {
         self.shared.current.lock().unwrap().clone()
     }
 
-    /// Signs with a new key: published in the JWKS when `publish`, else unknown.
+    /// Signs with a new ES256 key: published in the JWKS when `publish`, else unknown.
     pub fn rotate(&self, kid: &str, publish: bool) {
-        let key = Key::generate(kid);
+        self.use_key(Key::generate(kid), publish);
+    }
+
+    /// Signs with a new, published RS256 key (as GitHub and GitLab do).
+    pub fn rotate_to_rsa(&self, kid: &str) {
+        self.use_key(Key::generate_rsa(kid), true);
+    }
+
+    fn use_key(&self, key: Key, publish: bool) {
         if publish {
             self.shared.published.lock().unwrap().push(key.clone());
         }
