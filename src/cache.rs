@@ -47,9 +47,10 @@ pub struct Dropped {
     pub repo: String,
     pub fingerprint: String,
     pub expires_at: i64,
-    /// The key's `parent`: says whether a broker minted it (see [`broker_parent`]).
+    /// A broker minted it (revoke it through the broker, not with a workspace
+    /// token). The key itself never leaves the agent.
     #[serde(default)]
-    pub parent: String,
+    pub from_broker: bool,
 }
 
 /// What a mint is paid with: a workspace token, or a CI job's ID token for a broker.
@@ -62,18 +63,17 @@ pub enum Grant {
     Broker { broker: url::Url, id_token: Secret },
 }
 
-/// The [`Key::parent`] of tokens a broker mints for a job: the broker and a
-/// keyed hash of what identifies the job (see `oidc::Source::identity`).
-pub fn broker_parent(broker: &url::Url, identity: &Secret) -> String {
-    format!("broker:{broker}:{}", identity.holder_id())
+/// The [`Key::parent`] of tokens a broker mints for a job: the broker, the
+/// audience, and a keyed hash of what identifies the job (see
+/// `oidc::Source::identity`).
+pub fn broker_parent(broker: &url::Url, audience: &str, identity: &Secret) -> String {
+    format!(
+        "{BROKER_PARENT}{broker} {audience} {}",
+        identity.holder_id()
+    )
 }
 
-impl Dropped {
-    /// Minted by a broker (revoked through it, not with a workspace token).
-    pub fn from_broker(&self) -> bool {
-        self.parent.starts_with("broker:")
-    }
-}
+const BROKER_PARENT: &str = "broker:";
 
 /// One cached token, without its value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,16 +297,19 @@ impl<C: Clock, M: Minter> Cache<C, M> {
     }
 
     /// Forgets tokens: the one equal to `password` (within `api`), or, without
-    /// a password, all for `api` and the optional workspace and repo.
+    /// a password, all for `api` and the optional workspace and repo; only
+    /// those minted from `parent`, when given (a CI job's broker tokens).
     pub fn erase(
         &self,
         api: &str,
         workspace: Option<&str>,
         repo: Option<&str>,
         password: Option<&Secret>,
+        parent: Option<&str>,
     ) -> Vec<Dropped> {
         self.remove_where(|key, cached| {
             key.api == api
+                && parent.is_none_or(|p| p == key.parent)
                 && match password {
                     Some(password) => cached.token.ct_eq(password.expose()),
                     None => {
@@ -341,7 +344,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                     workspace: key.workspace,
                     repo: key.repo,
                     expires_at: cached.expires_at,
-                    parent: key.parent,
+                    from_broker: key.parent.starts_with(BROKER_PARENT),
                 })
             })
             .collect()
@@ -443,8 +446,8 @@ impl Minter for ApiMinter {
         params: &MintParams,
         grant: &Grant,
     ) -> Result<Minted, ApiError> {
-        let minted = match grant {
-            Grant::Parent(parent) => self.exchange(key, params, parent).await?,
+        let (minted, host) = match grant {
+            Grant::Parent(parent) => (self.exchange(key, params, parent).await?, key.api.clone()),
             Grant::Broker { broker, id_token } => {
                 let granted = crate::broker_client::request(
                     broker,
@@ -456,19 +459,20 @@ impl Minter for ApiMinter {
                     &params.network,
                 )
                 .await?;
-                Minted {
+                let minted = Minted {
                     token: granted.token,
                     record: crate::api::TokenRecord {
                         id: granted.id,
                         ..Default::default()
                     },
                     expires_at: granted.expires_at,
-                }
+                };
+                (minted, broker.to_string())
             }
         };
         if minted.expires_at <= SystemClock.now() {
             return Err(ApiError::BadResponse {
-                host: key.api.clone(),
+                host,
                 reason: "the new token has already expired (is this machine's clock right?)".into(),
             });
         }
@@ -785,15 +789,21 @@ mod tests {
         });
         assert!(
             broker
-                .erase(&app.api, None, None, Some(&Secret::new("gr_other".into())))
+                .erase(
+                    &app.api,
+                    None,
+                    None,
+                    Some(&Secret::new("gr_other".into())),
+                    None
+                )
                 .is_empty()
         );
         assert!(
             broker
-                .erase("http://elsewhere/", None, None, Some(&issued.token))
+                .erase("http://elsewhere/", None, None, Some(&issued.token), None)
                 .is_empty()
         );
-        let dropped = broker.erase(&app.api, None, None, Some(&issued.token));
+        let dropped = broker.erase(&app.api, None, None, Some(&issued.token), None);
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].repo, "app");
         assert!(broker.lookup(&app, None).is_none());
@@ -814,9 +824,23 @@ mod tests {
             }
         });
         let api = key("app", Permission::Read).api;
-        assert_eq!(broker.erase(&api, Some("acme"), Some("lib"), None).len(), 2);
+        assert_eq!(
+            broker
+                .erase(&api, Some("acme"), Some("lib"), None, None)
+                .len(),
+            2
+        );
         assert_eq!(broker.entries().len(), 2);
-        assert_eq!(broker.erase(&api, None, None, None).len(), 2);
+        // Only a given parent's, when one is named.
+        assert!(
+            broker
+                .erase(&api, None, None, None, Some("env:x"))
+                .is_empty()
+        );
+        assert_eq!(
+            broker.erase(&api, None, None, None, Some("keychain")).len(),
+            2
+        );
         assert!(broker.is_idle());
     }
 

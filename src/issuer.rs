@@ -281,12 +281,12 @@ fn from_broker(
     let deadline = api::deadline_in(settings.timeout);
     let source = id_token_source(broker)?;
     // Without a stable identity to key the cache by, every request asks the broker.
-    let key = source.identity().map(|identity| Key {
+    let key = broker_key_parent(broker, &source).map(|parent| Key {
         api: settings.service.api_url().to_string(),
         workspace: target.workspace.clone(),
         repo: target.repo.clone(),
         permission: settings.permission,
-        parent: crate::cache::broker_parent(&broker.url, &identity),
+        parent,
     });
     let mut link = key.as_ref().and_then(|_| agent(settings));
     if let (Some(agent), Some(key)) = (link.as_mut(), &key) {
@@ -344,6 +344,20 @@ fn from_broker(
         token: minted.token,
         expires_at: Some(minted.expires_at),
     })
+}
+
+/// What the agent files this job's broker tokens under ([`Key::parent`]):
+/// `None` when the job has no identity to read without asking anyone.
+pub fn broker_key_parent(
+    broker: &settings::BrokerSettings,
+    source: &crate::oidc::Source,
+) -> Option<String> {
+    let identity = source.identity()?;
+    Some(crate::cache::broker_parent(
+        &broker.url,
+        &broker.audience,
+        &identity,
+    ))
 }
 
 /// Where the job's ID token comes from, or the one line that says how to give it one.
@@ -414,7 +428,7 @@ fn mint_here(
 /// the API with their workspace's parent token. Returns how many were revoked.
 pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
     let (brokered, dropped): (Vec<&Dropped>, Vec<&Dropped>) =
-        dropped.iter().partition(|d| d.from_broker());
+        dropped.iter().partition(|d| d.from_broker);
     let mut revoked = 0;
     if !brokered.is_empty() {
         revoked += revoke_through_broker(settings, &brokered);

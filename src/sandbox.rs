@@ -137,13 +137,19 @@ pub fn dbus_socket_paths(address: &str) -> Result<Vec<PathBuf>, SandboxError> {
 #[cfg(target_os = "linux")]
 impl Sandbox {
     /// Finds bubblewrap, works out what to hide and checks that namespaces can
-    /// be made here, so `exec` refuses before it mints anything. `also_hide`:
-    /// more files the command must not read (a CI job's ID-token file).
-    pub fn prepare(also_hide: &[PathBuf]) -> Result<Sandbox, SandboxError> {
+    /// be made here, so `exec` refuses before it mints anything. `also`: more
+    /// the command must not read (a CI job's ID-token file).
+    pub fn prepare(also: Hidden) -> Result<Sandbox, SandboxError> {
         let bwrap = find_on_path("bwrap").ok_or(SandboxError::NoBwrap)?;
         let uid = rustix::process::getuid().as_raw();
+        // Hidden only if it exists: an agent started after this must not be
+        // reachable inside, so its directory is made now.
+        if let Err(e) = crate::agent::AgentDir::open() {
+            tracing::debug!("no agent directory to hide: {e}");
+        }
         let mut hidden = Hidden::from_env(|name| std::env::var_os(name), uid)?;
-        hidden.files.extend(also_hide.iter().cloned());
+        hidden.dirs.extend(also.dirs);
+        hidden.files.extend(also.files);
         hidden.keep_existing();
         let mut sandbox = Sandbox {
             bwrap,
@@ -197,7 +203,7 @@ impl Sandbox {
 
 #[cfg(not(target_os = "linux"))]
 impl Sandbox {
-    pub fn prepare(_: &[PathBuf]) -> Result<Sandbox, SandboxError> {
+    pub fn prepare(_: Hidden) -> Result<Sandbox, SandboxError> {
         Err(SandboxError::Unsupported)
     }
 

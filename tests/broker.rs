@@ -746,40 +746,57 @@ fn a_proxy_never_sees_the_jobs_id_token_on_loopback() {
 
 #[test]
 fn exec_with_a_broker_gives_one_repo_and_hides_the_jobs_identity() {
-    // A job on GitHub Actions (request variables) and one with a token file:
-    // in both, the command sees its repo token and nothing that gets another.
+    // A job on GitHub Actions (request variables) and jobs with a token file
+    // (absolute, relative, behind Kubernetes-style links): in each, the command
+    // sees its repo token and nothing that gets another.
     let mut job = World::new();
     let issuer = Issuer::start();
     let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
     for (k, v) in issuer.actions_env() {
         job.set_env(k, &v);
     }
+    job.set_env("ACTIONS_RUNTIME_TOKEN", "the-job-token");
     let file = job.path("id-token");
     std::fs::write(&file, issuer.token(MAIN)).unwrap();
+    // A projected volume: token -> ..data/token, ..data -> ..2026_12_04.
+    let projected = job.path("projected");
+    std::fs::create_dir_all(projected.join("..2026_12_04")).unwrap();
+    let real = projected.join("..2026_12_04/token");
+    std::fs::write(&real, issuer.token(MAIN)).unwrap();
+    std::os::unix::fs::symlink("..2026_12_04", projected.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/token", projected.join("token")).unwrap();
+
     let clone_url = job.server.repo_url("acme", "app");
     let script = format!(
         r#"case "$GITHOSTED_TOKEN" in gr_*) echo scoped;; *) echo "not scoped";; esac
-env | grep -c -e ACTIONS_ID_TOKEN -e GITHOSTED_BROKER || true
-cat {file} 2>/dev/null | grep -c . || true
+env | grep -c -e ACTIONS_ID_TOKEN -e ACTIONS_RUNTIME_TOKEN -e GITHOSTED_BROKER || true
+for f in "$@"; do cat "$f" 2>/dev/null; echo; done | grep -c . || true
 git ls-remote {clone_url} >/dev/null && echo git-ok
-exit 7"#,
-        file = file.display()
+exit 7"#
     );
     let api = job.server.base_url();
-    // (The file is this job's identity only when it is the source.)
-    for (source, file_lines) in [
-        (vec![], 1),
-        (vec!["--oidc-token-file", file.to_str().unwrap()], 0),
+    let (file, real) = (file.to_str().unwrap(), real.to_str().unwrap());
+    let link = projected.join("token");
+    let link = link.to_str().unwrap();
+    for (source, readable, lines) in [
+        // The file is this job's identity only when it is the source.
+        (vec![], vec![file], 1),
+        (vec!["--oidc-token-file", file], vec![file], 0),
+        (vec!["--oidc-token-file", "id-token"], vec![file], 0),
+        (vec!["--oidc-token-file", link], vec![link, real], 0),
     ] {
         let before = job.server.revoked_via_api().len();
         let mut args = vec!["--api-url", &api, "--broker", &broker.url];
         args.extend(&source);
-        args.extend(["exec", "--repo", "acme/app", "--", "sh", "-c", &script]);
+        args.extend([
+            "exec", "--repo", "acme/app", "--", "sh", "-c", &script, "sh",
+        ]);
+        args.extend(&readable);
         let run = job.helper(&args, None);
         assert_eq!(run.status.code(), Some(7), "{run:#?}");
         assert_eq!(
             run.stdout,
-            format!("scoped\n0\n{file_lines}\ngit-ok\n"),
+            format!("scoped\n0\n{lines}\ngit-ok\n"),
             "{source:?}: {}",
             run.stderr
         );
@@ -790,6 +807,28 @@ exit 7"#,
         assert_eq!(revoked.len(), before + 1);
         assert_eq!(revoked.last(), Some(&exchange.minted.id));
     }
+    // A file with a second name cannot be hidden: refused before anything is minted.
+    std::fs::hard_link(file, job.path("second-name")).unwrap();
+    let exchanges = job.server.exchange_count();
+    let run = job.helper(
+        &[
+            "--api-url",
+            &api,
+            "--broker",
+            &broker.url,
+            "--oidc-token-file",
+            file,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--",
+            "true",
+        ],
+        None,
+    );
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("hard links"), "{}", run.stderr);
+    assert_eq!(job.server.exchange_count(), exchanges);
     // Several repos: the broker mints one per request, so exec says so.
     let run = job.helper(
         &[
@@ -811,6 +850,52 @@ exit 7"#,
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn two_jobs_on_one_agent_never_share_or_erase_each_others_tokens() {
+    // A self-hosted runner: one user, one agent, two jobs with their own identities.
+    let mut world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    for (k, v) in issuer.actions_env() {
+        world.set_env(k, &v);
+    }
+    world.set_env("JOB_B_ID_TOKEN", &issuer.token(MAIN));
+    let api = world.server.base_url();
+    let job_a = ["--api-url", &api, "--broker", &broker.url];
+    let job_b = [
+        "--api-url",
+        &api,
+        "--broker",
+        &broker.url,
+        "--oidc-token-env",
+        "JOB_B_ID_TOKEN",
+    ];
+    let token = |job: &[&str]| {
+        let run = world.helper(&[job, &["token", "--repo", "acme/app"]].concat(), None);
+        run.assert_ok();
+        run.stdout.trim().to_owned()
+    };
+    let a = token(&job_a);
+    let b = token(&job_b);
+    assert_ne!(a, b, "job B was served job A's token");
+    assert_eq!(world.server.exchange_count(), 2);
+    assert_eq!(token(&job_a), a);
+    assert_eq!(token(&job_b), b);
+    assert_eq!(world.server.exchange_count(), 2, "not cached per job");
+
+    // Job B's git erases everything for the host: only B's token goes, and
+    // only B's is revoked.
+    let host_only = format!("protocol=http\nhost={}\n\n", world.server.host());
+    world
+        .helper(&[&job_b[..], &["erase"]].concat(), Some(&host_only))
+        .assert_ok();
+    let b_id = world.server.exchanges()[1].minted.id.clone();
+    assert_eq!(world.server.revoked_via_api(), vec![b_id]);
+    assert_eq!(token(&job_a), a, "job A lost its token to job B's erase");
+    assert_ne!(token(&job_b), b);
+    assert_eq!(world.server.exchange_count(), 3);
 }
 
 #[test]

@@ -399,7 +399,8 @@ fn concurrent_cold_gets() {
 }
 
 /// (VmRSS, VmHWM) in KiB.
-fn memory(pid: u32) -> (u64, u64) {
+/// VmRSS, VmHWM, RssAnon (heap, stacks) and RssFile (the program's pages), KiB.
+fn memory(pid: u32) -> [u64; 4] {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
     let kib = |key: &str| {
         status
@@ -408,7 +409,12 @@ fn memory(pid: u32) -> (u64, u64) {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    (kib("VmRSS:"), kib("VmHWM:"))
+    [
+        kib("VmRSS:"),
+        kib("VmHWM:"),
+        kib("RssAnon:"),
+        kib("RssFile:"),
+    ]
 }
 
 /// (d) The agent's memory with one token, and with `MANY`.
@@ -439,12 +445,9 @@ fn agent_memory() {
 
     println!();
     println!("(d) agent memory (/proc/PID/status)");
-    println!("    cached tokens       VmRSS      VmHWM");
-    for (n, (rss, hwm)) in [(1, one), (MANY, many)] {
-        println!(
-            "    {n:<14} {:>7.1} MiB {:>6.1} MiB",
-            rss as f64 / 1024.0,
-            hwm as f64 / 1024.0
-        );
+    println!("    cached tokens       VmRSS      VmHWM    RssAnon    RssFile");
+    for (n, kib) in [(1, one), (MANY, many)] {
+        let [rss, hwm, anon, file] = kib.map(|k| k as f64 / 1024.0);
+        println!("    {n:<14} {rss:>7.1} MiB {hwm:>6.1} MiB {anon:>6.1} MiB {file:>6.1} MiB");
     }
 }

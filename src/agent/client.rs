@@ -167,12 +167,14 @@ impl Agent {
         workspace: Option<&str>,
         repo: Option<&str>,
         password: Option<&Secret>,
+        parent: Option<&str>,
     ) -> Result<Vec<Dropped>, AgentError> {
         self.dropped(&Request::Erase {
             api: api.to_owned(),
             workspace: workspace.map(str::to_owned),
             repo: repo.map(str::to_owned),
             password: password.cloned(),
+            parent: parent.map(str::to_owned),
         })
     }
 

@@ -221,14 +221,16 @@ async fn respond(request: Request, cache: &AgentCache, started: Instant) -> Resp
             workspace,
             repo,
             password,
+            parent,
         } => Response::Dropped(cache.erase(
             &api,
             workspace.as_deref(),
             repo.as_deref(),
             password.as_ref(),
+            parent.as_deref(),
         )),
         Request::Drain { api, workspace } => {
-            Response::Dropped(cache.erase(&api, workspace.as_deref(), None, None))
+            Response::Dropped(cache.erase(&api, workspace.as_deref(), None, None, None))
         }
         Request::Status => Response::Status(AgentStatus {
             pid: std::process::id(),

@@ -41,6 +41,9 @@ pub enum Request {
         workspace: Option<String>,
         repo: Option<String>,
         password: Option<Secret>,
+        /// Only tokens minted from this parent (a CI job's broker tokens).
+        #[serde(default)]
+        parent: Option<String>,
     },
     /// Forget every token for the API (and workspace), e.g. on `logout`.
     Drain {

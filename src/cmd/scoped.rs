@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use crate::api::{self, ExchangeRequest};
 use crate::issuer::{self, REVOKE_BUDGET};
 use crate::keychain;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Hidden, Sandbox};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::target::{Resolution, Target};
@@ -135,7 +135,7 @@ pub fn exec(
         );
     }
     let sandbox = if isolate {
-        Some(Sandbox::prepare(&job_files(settings))?)
+        Some(Sandbox::prepare(job_files(settings)?)?)
     } else {
         tracing::info!("exec --no-isolate: the command can reach everything this user can");
         None
@@ -182,9 +182,11 @@ fn job_variables(settings: &Settings) -> Vec<String> {
     let Some(broker) = &settings.broker else {
         return Vec::new();
     };
+    // ACTIONS_RUNTIME_TOKEN is the same job token as the request token.
     let mut names: Vec<String> = [
         "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
         "ACTIONS_ID_TOKEN_REQUEST_URL",
+        "ACTIONS_RUNTIME_TOKEN",
         settings::BROKER_ENV,
     ]
     .map(str::to_owned)
@@ -193,14 +195,40 @@ fn job_variables(settings: &Settings) -> Vec<String> {
     names
 }
 
-/// With `--broker`, the ID-token file: hidden from a confined command.
-fn job_files(settings: &Settings) -> Vec<std::path::PathBuf> {
-    settings
-        .broker
-        .as_ref()
-        .and_then(|b| b.token_file.clone())
-        .into_iter()
-        .collect()
+/// With `--broker`, the ID-token file, hidden from a confined command: the
+/// file itself (by its real path) and, when it is reached through links (a
+/// Kubernetes projected volume renews it by swapping `..data`), the directory
+/// it is named in, unless the command works there. A file with other names
+/// (hard links) cannot be hidden: refused.
+fn job_files(settings: &Settings) -> anyhow::Result<Hidden> {
+    let Some(file) = settings.broker.as_ref().and_then(|b| b.token_file.as_ref()) else {
+        return Ok(Hidden::default());
+    };
+    let given = std::path::absolute(file)
+        .with_context(|| format!("the ID-token file {}", file.display()))?;
+    let real = std::fs::canonicalize(&given)
+        .with_context(|| format!("cannot find the ID-token file {}", file.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&real)?.nlink() > 1 {
+            bail!(
+                "`exec` cannot hide the ID-token file {} from the command: it has other names (hard links); give --oidc-token-file a file with one name, or use --oidc-token-env",
+                file.display()
+            );
+        }
+    }
+    let mut hidden = Hidden {
+        dirs: Vec::new(),
+        files: vec![real.clone()],
+    };
+    if given != real
+        && let Some(dir) = given.parent()
+        && !std::env::current_dir().is_ok_and(|cwd| cwd.starts_with(dir))
+    {
+        hidden.dirs.push(dir.to_owned());
+    }
+    Ok(hidden)
 }
 
 /// `exec`'s token, and how to revoke it.
