@@ -71,6 +71,8 @@ fn install_into_a_temporary_home_twice() {
     let bin = world.home.join(".local/bin/git-credential-githosted");
     // The front git runs hands all but a warm `get` to the core beside it.
     let core = world.home.join(".local/bin/git-credential-githosted-core");
+    // The core starts the agent, its own smaller program beside it.
+    let agent = world.home.join(".local/bin/git-credential-githosted-agent");
     let man = world
         .home
         .join(".local/share/man/man1/git-credential-githosted.1");
@@ -99,6 +101,17 @@ fn install_into_a_temporary_home_twice() {
         first.stderr
     );
     assert!(core.is_file(), "{} is missing", core.display());
+    assert!(agent.is_file(), "{} is missing", agent.display());
+    // On Linux the front is static: the loader, asked to list its libraries
+    // (what `ldd` does), is not there to list them; the front answers a `get`
+    // for another host itself (silence) without handing over to the core.
+    if cfg!(target_os = "linux") {
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.arg("get").env("LD_TRACE_LOADED_OBJECTS", "1");
+        let traced = world.run(cmd, Some("protocol=https\nhost=example.com\n\n"));
+        traced.assert_ok();
+        assert_eq!(traced.stdout, "", "the front is linked dynamically");
+    }
     let mut cmd = std::process::Command::new(&bin);
     cmd.arg("--version");
     let version = world.run(cmd, None);
@@ -154,7 +167,7 @@ fn install_into_a_temporary_home_twice() {
     let mut cmd = std::process::Command::new("bash");
     cmd.args([script.to_str().unwrap(), "--uninstall"]);
     world.run(cmd, None).assert_ok();
-    for gone in [&bin, &core, &man, &completion] {
+    for gone in [&bin, &core, &agent, &man, &completion] {
         assert!(!gone.exists(), "{} is still there", gone.display());
     }
     assert_eq!(list(&world), before, "--uninstall left config behind");

@@ -27,6 +27,7 @@ const MANY: usize = 1000;
 pub fn main() {
     let started = Instant::now();
     println!("git-credential-githosted agent benchmark");
+    link_front_as_installed();
     machine_info();
     warm_fill();
     cold_get();
@@ -125,15 +126,52 @@ fn machine_info() {
         first_line("uname", &["-sr"])
     );
     println!("git: {GIT} = {}", first_line(GIT, &["--version"]));
-    let size = |p: &str| std::fs::metadata(p).map_or(0, |m| m.len());
-    let core = Path::new(helper()).with_file_name("git-credential-githosted-core");
+    let size = |name: &str| {
+        let path = Path::new(helper()).with_file_name(name);
+        std::fs::metadata(path).map_or(0, |m| m.len()) as f64 / 1048576.0
+    };
     println!(
-        "helper: {} ({:.0} KiB), core beside it ({:.1} MiB)",
+        "helper: {} ({:.2} MiB, {}), core beside it ({:.1} MiB), agent ({:.1} MiB)",
         helper(),
-        size(helper()) as f64 / 1024.0,
-        size(&core.to_string_lossy()) as f64 / 1048576.0
+        size("git-credential-githosted"),
+        linkage(helper()),
+        size("git-credential-githosted-core"),
+        size("git-credential-githosted-agent"),
     );
     println!("load average at start: {}", loadavg());
+}
+
+/// Links the front as `./install` does (statically, on Linux), unless an
+/// installed copy is measured (`GITHOSTED_BENCH_HELPER`).
+fn link_front_as_installed() {
+    if !cfg!(target_os = "linux") || std::env::var_os("GITHOSTED_BENCH_HELPER").is_some() {
+        return;
+    }
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["rustc", "--release", "--locked", "--quiet"])
+        .args(["--bin", "git-credential-githosted", "--"])
+        .args(["-C", "target-feature=+crt-static"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo");
+    if !status.success() {
+        println!("note: the front could not be linked statically; measuring it as built");
+    }
+}
+
+/// On Linux, whether the front runs without the dynamic loader: asked to
+/// list its libraries (what `ldd` does), a dynamic one lists them instead.
+fn linkage(program: &str) -> &'static str {
+    if !cfg!(target_os = "linux") {
+        return "as built";
+    }
+    let mut cmd = Command::new(program);
+    cmd.arg("get").env("LD_TRACE_LOADED_OBJECTS", "1");
+    let (_, out) = timed(cmd, "protocol=https\nhost=example.com\n\n");
+    match out.status.success() && out.stdout.is_empty() {
+        true => "static",
+        false => "dynamic",
+    }
 }
 
 /// Builds the std-only floor helper (`floor.rs`) with rustc.

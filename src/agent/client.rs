@@ -293,10 +293,15 @@ pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
     }
 }
 
-/// Starts `<this binary> agent` detached, and waits for its first line.
+/// The agent's own program, installed beside the helper's.
+pub const AGENT_PROGRAM: &str = "git-credential-githosted-agent";
+
+/// Starts the agent detached — its own program beside this one, else this
+/// program's `agent` command — and waits for its first line.
 fn spawn(dir: &Path) -> Result<(), AgentError> {
     let exe = std::env::current_exe().map_err(|e| AgentError::Spawn(e.to_string()))?;
-    let mut command = Command::new(exe);
+    let own = exe.with_file_name(AGENT_PROGRAM);
+    let mut command = Command::new(if own.is_file() { own } else { exe });
     command
         .arg("agent")
         .arg("--dir")

@@ -497,7 +497,8 @@ impl World {
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             if args.len() >= 4
                 && (args[0].ends_with(b"git-credential-githosted")
-                    || args[0].ends_with(b"git-credential-githosted-core"))
+                    || args[0].ends_with(b"git-credential-githosted-core")
+                    || args[0].ends_with(b"git-credential-githosted-agent"))
                 && args[1] == b"agent"
                 && args[2] == b"--dir"
                 && args[3] == dir
