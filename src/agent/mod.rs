@@ -25,7 +25,7 @@ pub mod client {
 
     use super::wire::AgentStatus;
     use crate::api::ApiError;
-    use crate::cache::{Dropped, Key, MintParams};
+    use crate::cache::{Dropped, Grant, Key, MintParams};
     use crate::secret::Secret;
     use crate::token::Issued;
 
@@ -62,7 +62,7 @@ pub mod client {
             _: &Key,
             _: Option<u64>,
             _: &MintParams,
-            _: &Secret,
+            _: &Grant,
         ) -> Result<Result<Issued, ApiError>, AgentError> {
             Err(AgentError::NotRunning)
         }
@@ -72,6 +72,7 @@ pub mod client {
             _: Option<&str>,
             _: Option<&str>,
             _: Option<&Secret>,
+            _: Option<&str>,
         ) -> Result<Vec<Dropped>, AgentError> {
             Err(AgentError::NotRunning)
         }
