@@ -3,8 +3,10 @@
 //! A warm `get` — the agent holds a fit token — is answered here, by a small
 //! program that loads no async runtime, TLS, HTTP client, keychain or D-Bus
 //! code: read git's request, one round trip on the agent's socket (checked as
-//! the full program checks it), print the answer. Everything else — a miss,
-//! every other command, anything unusual — is handed to the full program,
+//! the full program checks it), print the answer. A miss with a workspace
+//! token in `GITHOSTED_TOKEN` (CI) is minted through the agent from here too.
+//! Everything else — a keychain parent, a failure, every other command,
+//! anything unusual — is handed to the full program,
 //! `git-credential-githosted-core` beside this one, by `exec`, with git's
 //! request as its stdin. One name on git's side, one `./install`.
 
@@ -28,6 +30,9 @@ fn main() -> ExitCode {
         match warm::get(&args) {
             Some(warm::Outcome::Answered) => ExitCode::SUCCESS,
             Some(warm::Outcome::HandOver(request)) => hand_over(&args, Some(&request)),
+            Some(warm::Outcome::AgentStuck(request, left)) => {
+                hand_over(&warm::without_agent(&args, left), Some(&request))
+            }
             None => hand_over(&args, None),
         }
     }
@@ -112,15 +117,18 @@ fn replay(request: &[u8]) -> std::io::Result<std::process::Stdio> {
 mod warm {
     use std::ffi::OsString;
     use std::io::Read;
+    use std::time::{Duration, Instant};
 
     use git_credential_githosted::agent::AgentDir;
     use git_credential_githosted::agent::client::Agent;
-    use git_credential_githosted::cache::Key;
+    use git_credential_githosted::api::Network;
+    use git_credential_githosted::cache::{Grant, Key, MintParams};
     use git_credential_githosted::cmd::helper::USERNAME;
     use git_credential_githosted::keychain::ENV_TOKEN;
     use git_credential_githosted::protocol::{Request, Response};
     use git_credential_githosted::secret::Secret;
-    use git_credential_githosted::target::{Resolution, Service};
+    use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Requested, Settings, subject};
+    use git_credential_githosted::target::Resolution;
     use git_credential_githosted::token::Permission;
 
     /// The most of git's request this program reads (its own limits are far lower).
@@ -131,6 +139,9 @@ mod warm {
         Answered,
         /// The full program takes over, with the request read so far.
         HandOver(Vec<u8>),
+        /// The agent did not answer a mint: the full program takes over
+        /// without it, with what is left of the deadline.
+        AgentStuck(Vec<u8>, Duration),
     }
 
     /// The options of a `get` this program understands; anything else (or
@@ -140,6 +151,8 @@ mod warm {
         api_url: Option<String>,
         permission: Option<String>,
         min_ttl: Option<u64>,
+        ttl: Option<u64>,
+        timeout: Option<u64>,
     }
 
     fn options(args: &[OsString]) -> Option<Options> {
@@ -164,10 +177,8 @@ mod warm {
                 "--api-url" => options.api_url = Some(value()?),
                 "--permission" => options.permission = Some(value()?),
                 "--min-ttl" => options.min_ttl = Some(value()?.parse().ok()?),
-                // Only a mint uses these.
-                "--ttl" | "--timeout" => {
-                    value()?;
-                }
+                "--ttl" => options.ttl = Some(value()?.parse().ok()?),
+                "--timeout" => options.timeout = Some(value()?.parse().ok()?),
                 _ => return None,
             }
         }
@@ -195,21 +206,68 @@ mod warm {
         if read.is_err() {
             return Some(Outcome::HandOver(request));
         }
-        Some(match answer(&options, &request) {
+        let started = Instant::now();
+        let mut stuck = None;
+        Some(match answer(&options, &request, &mut stuck) {
             Some(()) => Outcome::Answered,
-            None => Outcome::HandOver(request),
+            None => match stuck {
+                Some(timeout) => {
+                    Outcome::AgentStuck(request, timeout.saturating_sub(started.elapsed()))
+                }
+                None => Outcome::HandOver(request),
+            },
         })
     }
 
-    /// `Some` when answered; `None` hands over.
-    fn answer(options: &Options, bytes: &[u8]) -> Option<()> {
+    /// `args` for the full program after the agent failed a mint: `--no-agent`
+    /// and `--timeout` what is left (one deadline for the whole `get`).
+    pub fn without_agent(args: &[OsString], left: Duration) -> Vec<OsString> {
+        let mut kept = Vec::new();
+        let mut words = args.iter();
+        while let Some(word) = words.next() {
+            if word == "--timeout" {
+                words.next();
+            } else if !word.to_str().is_some_and(|w| w.starts_with("--timeout=")) {
+                kept.push(word.clone());
+            }
+        }
+        let last = kept.pop();
+        kept.push("--no-agent".into());
+        kept.push("--timeout".into());
+        kept.push(left.as_secs().max(1).to_string().into());
+        kept.extend(last);
+        kept
+    }
+
+    /// `Some` when answered; `None` hands over (`stuck`: the agent did not
+    /// answer a mint within this timeout).
+    fn answer(options: &Options, bytes: &[u8], stuck: &mut Option<Duration>) -> Option<()> {
         let request = Request::read_from(&mut &bytes[..]).ok()?;
         let api_url = options.api_url.clone().or_else(|| {
             std::env::var("GITHOSTED_API_URL")
                 .ok()
                 .filter(|v| !v.trim().is_empty())
         });
-        let service = Service::new(api_url.as_deref()).ok()?;
+        let permission = match options.permission.as_deref() {
+            None | Some("write") => Permission::Write,
+            Some("read") => Permission::Read,
+            Some("auto") => git_credential_githosted::permission::from_git_command(),
+            Some(_) => return None,
+        };
+        // The full program's rules for defaults and bounds.
+        let settings = Settings::new(
+            &Requested {
+                api_url,
+                permission: Some(permission),
+                ttl_secs: options.ttl,
+                min_ttl_secs: options.min_ttl,
+                timeout_secs: options.timeout,
+                ..Requested::default()
+            },
+            DEFAULT_TTL_SECS,
+        )
+        .ok()?;
+        let service = &settings.service;
         if request.username.as_deref().is_some_and(|u| u != USERNAME) {
             return Some(());
         }
@@ -222,23 +280,21 @@ mod warm {
             Resolution::Repo(target) => target,
             _ => return None,
         };
-        let permission = match options.permission.as_deref() {
-            None | Some("write") => Permission::Write,
-            Some("read") => Permission::Read,
-            Some("auto") => git_credential_githosted::permission::from_git_command(),
-            Some(_) => return None,
-        };
-        let parent = match std::env::var(ENV_TOKEN) {
+        let env_parent = match std::env::var(ENV_TOKEN) {
             Ok(value) if !value.trim().is_empty() => {
                 let token = Secret::new(value.trim().to_owned());
                 // A repo token passes through, a non-token is explained: the full program's job.
                 if !token.expose().starts_with("gw_") {
                     return None;
                 }
-                format!("env:{}", token.holder_id())
+                Some(token)
             }
-            _ => "keychain".to_owned(),
+            _ => None,
         };
+        let parent = env_parent.as_ref().map_or_else(
+            || "keychain".to_owned(),
+            |t| format!("env:{}", t.holder_id()),
+        );
         let key = Key {
             api: service.api_url().to_string(),
             workspace: target.workspace,
@@ -248,7 +304,29 @@ mod warm {
         };
         let dir = AgentDir::open().ok()?;
         let mut agent = Agent::connect_in(&dir).ok()?;
-        let issued = agent.lookup(&key, options.min_ttl).ok()??;
+        let issued = match (agent.lookup(&key, settings.min_ttl_secs).ok()?, env_parent) {
+            (Some(issued), _) => issued,
+            // A miss with the parent at hand: the agent mints (once, however
+            // many ask); any failure is the full program's to explain.
+            (None, Some(parent)) => {
+                let params = MintParams {
+                    ttl: settings.ttl_secs,
+                    subject: subject(),
+                    timeout: settings.timeout,
+                    network: Network::from_env(),
+                };
+                let grant = Grant::Parent(parent);
+                match agent.mint(&key, settings.min_ttl_secs, &params, &grant) {
+                    Ok(Ok(issued)) => issued,
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        *stuck = Some(settings.timeout);
+                        return None;
+                    }
+                }
+            }
+            (None, None) => return None,
+        };
         let response = match request.has_capability("authtype") {
             true => Response {
                 bearer: Some(issued.token),
@@ -266,5 +344,43 @@ mod warm {
         // Whatever happens to git's pipe, nothing more to do.
         let _ = response.write_to(&mut out);
         Some(())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::ffi::OsString;
+    use std::time::Duration;
+
+    #[test]
+    fn the_core_gets_no_agent_and_what_is_left_of_the_timeout() {
+        let args: Vec<OsString> = [
+            "--api-url",
+            "http://x",
+            "--timeout",
+            "9",
+            "--timeout=8",
+            "get",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        let words = super::warm::without_agent(&args, Duration::from_millis(2500));
+        assert_eq!(
+            words,
+            [
+                "--api-url",
+                "http://x",
+                "--no-agent",
+                "--timeout",
+                "2",
+                "get"
+            ]
+            .map(OsString::from)
+        );
+        let words = super::warm::without_agent(&args[5..], Duration::ZERO);
+        assert_eq!(
+            words,
+            ["--no-agent", "--timeout", "1", "get"].map(OsString::from)
+        );
     }
 }
