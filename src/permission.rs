@@ -1,16 +1,22 @@
 //! `--permission auto`: the least privilege the git command at hand needs.
 //!
 //! Git runs the helper from `git-remote-http(s)`, which runs under the command
-//! the user typed. Walking up the parent processes (Linux `/proc`) finds that
-//! command: `fetch`, `clone`, `pull` and `ls-remote` get a read token, `push` a
-//! write token, and anything else, or no answer, write (the safe fallback: git
-//! does not say what it will do).
+//! the user typed. Walking up the parent processes (Linux `/proc`; macOS and
+//! FreeBSD `sysctl`) finds that command: `fetch`, `clone`, `pull` and
+//! `ls-remote` get a read token, `push` a write token, and anything else, or no
+//! answer, write (the safe fallback: git does not say what it will do).
 
 use crate::token::Permission;
 
 /// How many parent processes to look at.
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
 const MAX_DEPTH: usize = 8;
+
+/// The most argument bytes read for one process on macOS and FreeBSD: the
+/// kernel's own limit `kern.argmax` (as `/proc/PID/cmdline` is bounded by the
+/// kernel on Linux), and never more than this.
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+const MAX_ARGS_BYTES: usize = 4 << 20;
 
 /// The permission the git command that started this process needs.
 pub fn from_git_command() -> Permission {
@@ -55,7 +61,7 @@ fn git_subcommand(argv: &[String]) -> Option<&str> {
 }
 
 /// The command lines of our parent, grandparent, … (nearest first).
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
 fn ancestors() -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut pid = std::os::unix::process::parent_id();
@@ -63,16 +69,11 @@ fn ancestors() -> Vec<Vec<String>> {
         if pid <= 1 {
             break;
         }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        let Some(argv) = os::argv_of(pid) else {
             break;
         };
-        let argv: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
         out.push(argv);
-        pid = match parent_of(pid) {
+        pid = match os::parent_of(pid) {
             Some(p) => p,
             None => break,
         };
@@ -80,17 +81,175 @@ fn ancestors() -> Vec<Vec<String>> {
     out
 }
 
-/// The parent pid from `/proc/PID/stat` (the field after the `(comm)`).
-#[cfg(target_os = "linux")]
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "freebsd")))]
 fn ancestors() -> Vec<Vec<String>> {
     Vec::new()
+}
+
+/// An argv from its NUL-terminated pieces: empty ones dropped, invalid UTF-8
+/// replaced (what every platform's reader does with the kernel's bytes).
+#[cfg(any(test, target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+fn argv_from<'a>(pieces: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    pieces
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// NUL-separated arguments, as in Linux `/proc/PID/cmdline` and FreeBSD
+/// `kern.proc.args`.
+#[cfg(any(test, target_os = "linux", target_os = "freebsd"))]
+fn split_args(bytes: &[u8]) -> Vec<String> {
+    argv_from(bytes.split(|b| *b == 0))
+}
+
+/// The argv in a macOS `KERN_PROCARGS2` buffer: `argc` (a native-endian
+/// `i32`), the executable's path, NUL padding, then `argc` NUL-terminated
+/// arguments (the environment follows; it is not read). `None` when the
+/// buffer does not have that shape; arguments cut off by the end of the buffer
+/// are left out.
+#[cfg(any(test, target_os = "macos"))]
+fn parse_procargs2(buf: &[u8]) -> Option<Vec<String>> {
+    let (argc, rest) = buf.split_first_chunk::<4>()?;
+    let argc = usize::try_from(i32::from_ne_bytes(*argc)).ok()?;
+    let path_end = rest.iter().position(|b| *b == 0)?;
+    let padded = rest.get(path_end..)?;
+    let Some(args_start) = padded.iter().position(|b| *b != 0) else {
+        return Some(Vec::new());
+    };
+    let args = padded.get(args_start..)?;
+    Some(argv_from(
+        args.split_inclusive(|b| *b == 0)
+            .take(argc)
+            .filter_map(|a| a.strip_suffix(&[0])),
+    ))
+}
+
+#[cfg(target_os = "linux")]
+mod os {
+    /// The command line from `/proc/PID/cmdline`.
+    pub(super) fn argv_of(pid: u32) -> Option<Vec<String>> {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some(super::split_args(&cmdline))
+    }
+
+    /// The parent pid from `/proc/PID/stat` (the field after the `(comm)`).
+    pub(super) fn parent_of(pid: u32) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after_comm = &stat[stat.rfind(')')? + 1..];
+        after_comm.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// `sysctl` into a byte buffer; the number of bytes the kernel wrote.
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+fn sysctl_bytes(mib: &mut [libc::c_int], buf: &mut [u8]) -> Option<usize> {
+    let namelen = libc::c_uint::try_from(mib.len()).ok()?;
+    let mut len: libc::size_t = buf.len();
+    // SAFETY: `mib` is valid for `namelen` ints; the kernel writes at most
+    // `len` bytes, which is `buf`'s length, and sets `len` to what it wrote;
+    // nothing is set (new value null, length 0).
+    let rc = unsafe {
+        libc::sysctl(
+            mib.as_mut_ptr(),
+            namelen,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    (rc == 0).then_some(len.min(buf.len()))
+}
+
+/// The size of the argument buffer to read: `kern.argmax`, at most
+/// [`MAX_ARGS_BYTES`].
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+fn args_buffer() -> Option<Vec<u8>> {
+    let mut argmax = [0u8; size_of::<libc::c_int>()];
+    let written = sysctl_bytes(&mut [libc::CTL_KERN, libc::KERN_ARGMAX], &mut argmax)?;
+    if written != argmax.len() {
+        return None;
+    }
+    let size = usize::try_from(libc::c_int::from_ne_bytes(argmax)).ok()?;
+    Some(vec![0; size.min(MAX_ARGS_BYTES)])
+}
+
+#[cfg(target_os = "macos")]
+mod os {
+    /// The command line from `sysctl kern.procargs2.PID`.
+    pub(super) fn argv_of(pid: u32) -> Option<Vec<String>> {
+        let pid = libc::c_int::try_from(pid).ok()?;
+        let mut buf = super::args_buffer()?;
+        let written =
+            super::sysctl_bytes(&mut [libc::CTL_KERN, libc::KERN_PROCARGS2, pid], &mut buf)?;
+        Some(super::parse_procargs2(buf.get(..written)?).unwrap_or_default())
+    }
+
+    /// The parent pid from `proc_pidinfo(PROC_PIDT_SHORTBSDINFO)` (the libc
+    /// crate has no `kinfo_proc` for macOS; this struct it declares and tests).
+    pub(super) fn parent_of(pid: u32) -> Option<u32> {
+        let pid = libc::c_int::try_from(pid).ok()?;
+        let size = size_of::<libc::proc_bsdshortinfo>();
+        // SAFETY: `proc_bsdshortinfo` is integers and integer arrays, for
+        // which all zero bytes is a valid value.
+        let mut info: libc::proc_bsdshortinfo = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is valid for writes of `size` bytes, which is the
+        // buffer size passed; the kernel writes at most that.
+        let written = unsafe {
+            libc::proc_pidinfo(
+                pid,
+                libc::PROC_PIDT_SHORTBSDINFO,
+                0,
+                (&raw mut info).cast(),
+                libc::c_int::try_from(size).ok()?,
+            )
+        };
+        if usize::try_from(written).ok()? != size || i64::from(info.pbsi_pid) != i64::from(pid) {
+            return None;
+        }
+        Some(info.pbsi_ppid)
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+mod os {
+    /// The command line from `sysctl kern.proc.args.PID`.
+    pub(super) fn argv_of(pid: u32) -> Option<Vec<String>> {
+        let pid = libc::c_int::try_from(pid).ok()?;
+        let mut buf = super::args_buffer()?;
+        let mib = &mut [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_ARGS, pid];
+        let written = super::sysctl_bytes(mib, &mut buf)?;
+        Some(super::split_args(buf.get(..written)?))
+    }
+
+    /// The parent pid from `sysctl kern.proc.pid.PID` (`kinfo_proc.ki_ppid`).
+    pub(super) fn parent_of(pid: u32) -> Option<u32> {
+        let pid = libc::c_int::try_from(pid).ok()?;
+        let mut mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid];
+        let size = size_of::<libc::kinfo_proc>();
+        let mut len: libc::size_t = size;
+        // SAFETY: `kinfo_proc` is integers, arrays and raw pointers, for which
+        // all zero bytes is a valid value.
+        let mut info: libc::kinfo_proc = unsafe { std::mem::zeroed() };
+        // SAFETY: `mib` is valid for its 4 ints; `info` is valid for writes of
+        // `len` bytes (its size) and the kernel writes at most that; nothing
+        // is set.
+        let rc = unsafe {
+            libc::sysctl(
+                mib.as_mut_ptr(),
+                4,
+                (&raw mut info).cast(),
+                &mut len,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc != 0 || len != size || info.ki_pid != pid {
+            return None;
+        }
+        u32::try_from(info.ki_ppid).ok()
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +283,97 @@ mod tests {
         assert_eq!(permission_for("push"), Some(Permission::Write));
         assert_eq!(permission_for("remote-https"), None);
         assert_eq!(permission_for("credential"), None);
+    }
+
+    fn procargs2(argc: i32, rest: &[u8]) -> Vec<u8> {
+        let mut buf = argc.to_ne_bytes().to_vec();
+        buf.extend_from_slice(rest);
+        buf
+    }
+
+    #[test]
+    fn splits_nul_separated_arguments() {
+        assert_eq!(
+            split_args(b"git\0-C\0/x\0fetch\0origin\0"),
+            ["git", "-C", "/x", "fetch", "origin"]
+        );
+        // Empty arguments dropped, no trailing NUL, invalid UTF-8 replaced.
+        assert_eq!(
+            split_args(b"git\0\0push\0\xff"),
+            ["git", "push", "\u{fffd}"]
+        );
+        assert!(split_args(b"").is_empty());
+        assert!(split_args(b"\0\0").is_empty());
+    }
+
+    #[test]
+    fn parses_procargs2() {
+        // argc, exec path, NUL padding, argv, then the environment.
+        let buf = procargs2(
+            3,
+            b"/usr/bin/git\0\0\0\0git\0fetch\0origin\0HOME=/Users/a\0PATH=/bin\0",
+        );
+        let argv = parse_procargs2(&buf).unwrap();
+        assert_eq!(argv, ["git", "fetch", "origin"]);
+        assert_eq!(git_subcommand(&argv), Some("fetch"));
+        // No padding after the path; argc 0; nothing after the path.
+        assert_eq!(
+            parse_procargs2(&procargs2(2, b"/bin/git\0git\0push\0")).unwrap(),
+            ["git", "push"]
+        );
+        assert!(
+            parse_procargs2(&procargs2(0, b"/bin/git\0git\0"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            parse_procargs2(&procargs2(1, b"/bin/git\0\0\0"))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn malformed_procargs2_is_refused_or_cut_short() {
+        // Shorter than argc, a negative argc, a path with no end.
+        assert_eq!(parse_procargs2(b""), None);
+        assert_eq!(parse_procargs2(&[1, 0, 0]), None);
+        assert_eq!(parse_procargs2(&procargs2(-1, b"/bin/git\0git\0")), None);
+        assert_eq!(parse_procargs2(&procargs2(i32::MIN, b"/bin/git\0")), None);
+        assert_eq!(parse_procargs2(&procargs2(1, b"/bin/git")), None);
+        // argc past the end of the buffer: what is there; an argument the end
+        // cut off is left out, not read as a shorter word.
+        assert_eq!(
+            parse_procargs2(&procargs2(i32::MAX, b"/g\0git\0fetc")).unwrap(),
+            ["git"]
+        );
+        assert_eq!(
+            parse_procargs2(&procargs2(5, b"/g\0git\0push\0")).unwrap(),
+            ["git", "push"]
+        );
+        // Arbitrary bytes never panic.
+        for len in 0..64 {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 % 5) as u8).collect();
+            let _ = parse_procargs2(&bytes);
+            let _ = split_args(&bytes);
+        }
+    }
+
+    /// The kernel interface itself: this process's own command line and parent
+    /// read back (the macOS and FreeBSD code is only type-checked off those
+    /// systems; this runs wherever the suite does).
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    #[test]
+    fn reads_own_ancestry() {
+        let me = std::process::id();
+        let expected: Vec<String> = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        assert_eq!(os::argv_of(me), Some(expected));
+        assert_eq!(os::parent_of(me), Some(std::os::unix::process::parent_id()));
+        let ancestors = ancestors();
+        assert!(!ancestors.is_empty() && ancestors.len() <= MAX_DEPTH);
+        assert!(!ancestors[0].is_empty(), "{ancestors:?}");
     }
 }
