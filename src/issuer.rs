@@ -229,16 +229,10 @@ pub fn issue_with(
         ),
     };
     if let Some(link) = agent.as_deref_mut() {
-        match link.lookup(&key, settings.min_ttl_secs) {
-            Ok(Some(issued)) => {
-                tracing::debug!(token = %issued.token, "served from the agent's cache");
-                return Ok(issued);
-            }
+        match look_up(link, &key, settings.min_ttl_secs) {
+            Ok(Some(issued)) => return Ok(issued),
             Ok(None) => {}
-            Err(e) => {
-                tracing::debug!("the agent did not answer, minting directly: {e}");
-                agent = None;
-            }
+            Err(()) => agent = None,
         }
     }
 
@@ -270,6 +264,27 @@ pub fn issue_with(
     mint_here(settings, target, &key, &params, &parent, minter)
 }
 
+/// The agent's fit token for `key`, if it has one; `Err` when the agent did
+/// not answer (go on without it).
+fn look_up(
+    agent: &mut dyn AgentLink,
+    key: &Key,
+    min_ttl: Option<u64>,
+) -> Result<Option<Issued>, ()> {
+    match agent.lookup(key, min_ttl) {
+        Ok(found) => {
+            if let Some(issued) = &found {
+                tracing::debug!(token = %issued.token, "served from the agent's cache");
+            }
+            Ok(found)
+        }
+        Err(e) => {
+            tracing::debug!("the agent did not answer, going on without it: {e}");
+            Err(())
+        }
+    }
+}
+
 /// A token from the broker, for the job's ID token (no workspace token
 /// anywhere): from the agent's cache when it holds one for this job's
 /// identity, else minted through the agent (or here, without one).
@@ -290,16 +305,10 @@ fn from_broker(
     });
     let mut link = key.as_ref().and_then(|_| agent(settings));
     if let (Some(agent), Some(key)) = (link.as_mut(), &key) {
-        match agent.lookup(key, settings.min_ttl_secs) {
-            Ok(Some(issued)) => {
-                tracing::debug!(token = %issued.token, "served from the agent's cache");
-                return Ok(issued);
-            }
+        match look_up(agent, key, settings.min_ttl_secs) {
+            Ok(Some(issued)) => return Ok(issued),
             Ok(None) => {}
-            Err(e) => {
-                tracing::debug!("the agent did not answer, asking the broker directly: {e}");
-                link = None;
-            }
+            Err(()) => link = None,
         }
     }
     let runtime = api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;

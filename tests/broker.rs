@@ -77,6 +77,19 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A valid claim set "signed" HS256 with the current key's public half (what
+/// the JWKS shows) as the HMAC secret: the algorithm-confusion forgery.
+fn hs256_keyed_with_public_key(issuer: &Issuer, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(
+        &header,
+        &issuer.claims(MAIN),
+        &jsonwebtoken::EncodingKey::from_secret(&issuer.key().public).unwrap(),
+    )
+    .unwrap()
+}
+
 /// Asserts a refusal: status, error code, and words of its message.
 #[track_caller]
 fn refused(answer: (u16, Option<String>, Value), status: u16, error: &str, words: &str) {
@@ -129,14 +142,7 @@ fn forged_misdirected_and_stale_id_tokens_are_refused_naming_the_check() {
     );
 
     // HS256 "signed" with the issuer's public key: the classic confusion.
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some("key-1".into());
-    let hs = jsonwebtoken::encode(
-        &header,
-        &issuer.claims(MAIN),
-        &jsonwebtoken::EncodingKey::from_secret(&issuer.key().public).unwrap(),
-    )
-    .unwrap();
+    let hs = hs256_keyed_with_public_key(&issuer, "key-1");
     refused(
         post(&broker, "/v1/token", Some(&hs), &body),
         401,
@@ -922,14 +928,7 @@ fn rs256_id_tokens_verify_and_their_key_cannot_be_used_as_an_hmac_secret() {
     );
 
     // HS256 keyed with the RSA modulus the JWKS publishes: refused.
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some("rsa-1".into());
-    let hs = jsonwebtoken::encode(
-        &header,
-        &issuer.claims(MAIN),
-        &jsonwebtoken::EncodingKey::from_secret(&issuer.key().public).unwrap(),
-    )
-    .unwrap();
+    let hs = hs256_keyed_with_public_key(&issuer, "rsa-1");
     refused(
         post(&broker, "/v1/token", Some(&hs), &body),
         401,
