@@ -124,10 +124,14 @@ mod warm {
     use git_credential_githosted::api::Network;
     use git_credential_githosted::cache::{Grant, Key, MintParams};
     use git_credential_githosted::cmd::helper::USERNAME;
+    use git_credential_githosted::issuer::broker_key_parent;
     use git_credential_githosted::keychain::ENV_TOKEN;
+    use git_credential_githosted::oidc::Source;
     use git_credential_githosted::protocol::{Request, Response};
     use git_credential_githosted::secret::Secret;
-    use git_credential_githosted::settings::{DEFAULT_TTL_SECS, Requested, Settings, subject};
+    use git_credential_githosted::settings::{
+        BrokerRequested, DEFAULT_TTL_SECS, Requested, Settings, subject,
+    };
     use git_credential_githosted::target::Resolution;
     use git_credential_githosted::token::Permission;
 
@@ -153,6 +157,7 @@ mod warm {
         min_ttl: Option<u64>,
         ttl: Option<u64>,
         timeout: Option<u64>,
+        broker: BrokerRequested,
     }
 
     fn options(args: &[OsString]) -> Option<Options> {
@@ -179,6 +184,10 @@ mod warm {
                 "--min-ttl" => options.min_ttl = Some(value()?.parse().ok()?),
                 "--ttl" => options.ttl = Some(value()?.parse().ok()?),
                 "--timeout" => options.timeout = Some(value()?.parse().ok()?),
+                "--broker" => options.broker.url = Some(value()?),
+                "--oidc-token-file" => options.broker.token_file = Some(value()?.into()),
+                "--oidc-token-env" => options.broker.token_env = Some(value()?),
+                "--oidc-audience" => options.broker.audience = Some(value()?),
                 _ => return None,
             }
         }
@@ -186,10 +195,6 @@ mod warm {
             return None;
         }
         if std::env::var_os("GITHOSTED_NO_AGENT").is_some_and(|v| !v.is_empty() && v != "0") {
-            return None;
-        }
-        // A CI job's broker (`--broker` is handed over above): the full program's.
-        if std::env::var_os("GITHOSTED_BROKER").is_some_and(|v| !v.is_empty()) {
             return None;
         }
         Some(options)
@@ -262,6 +267,7 @@ mod warm {
                 ttl_secs: options.ttl,
                 min_ttl_secs: options.min_ttl,
                 timeout_secs: options.timeout,
+                broker: options.broker.clone(),
                 ..Requested::default()
             },
             DEFAULT_TTL_SECS,
@@ -291,10 +297,18 @@ mod warm {
             }
             _ => None,
         };
-        let parent = env_parent.as_ref().map_or_else(
-            || "keychain".to_owned(),
-            |t| format!("env:{}", t.holder_id()),
-        );
+        let (parent, env_parent) = match (&settings.broker, env_parent) {
+            // A CI job's broker tokens (a broker wins over a workspace token,
+            // as in the full program): filed under the job's identity; a miss
+            // (an ID token to fetch) is the full program's.
+            (Some(broker), _) => {
+                let source =
+                    Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref())?;
+                (broker_key_parent(broker, &source)?, None)
+            }
+            (None, Some(token)) => (format!("env:{}", token.holder_id()), Some(token)),
+            (None, None) => ("keychain".to_owned(), None),
+        };
         let key = Key {
             api: service.api_url().to_string(),
             workspace: target.workspace,
