@@ -1,6 +1,7 @@
 //! `git-credential-githosted-agent`: the per-user agent, as its own program.
 //!
-//! The helper starts it (`agent --dir DIR`) the first time a token is minted;
+//! The helper starts it (`agent --dir DIR`; on Windows `agent`, serving a
+//! per-user named pipe) the first time a token is minted;
 //! it lives in memory for hours, so it holds only what it runs: the cache, the
 //! socket and the API client — no command line parser, keychain, D-Bus, log
 //! formatting or CI broker. Smaller resident memory, quicker start (README,
@@ -50,7 +51,11 @@ fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     agent::server::run(&dir, agent::server::idle_from_env())
 }
 
-#[cfg(not(unix))]
-fn run(_: Option<PathBuf>) -> anyhow::Result<()> {
-    anyhow::bail!("no agent on this platform yet: every `get` mints directly")
+#[cfg(windows)]
+fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use git_credential_githosted::agent;
+    if dir.is_some() {
+        anyhow::bail!("--dir is for Unix: on Windows the agent serves a pipe of its user's");
+    }
+    agent::pipe::run(agent::server::idle_from_env())
 }

@@ -14,9 +14,9 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`broker_client`], [`git`], [`supervise`], [`tty`] | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers, a token broker, git, child processes, the terminal |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`broker_client`], [`git`], [`supervise`], [`tty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers, a token broker, git, child processes, the terminal, Windows' users, pipes and job objects |
 //! | 3 policy | [`cache`], [`policy`] | what is cached for how long, one mint per key; the API-backed minter; the broker's rules |
-//! | 4 transport | [`agent`] | the background process around the cache: socket, peer checks, its wire |
+//! | 4 transport | [`agent`] | the background process around the cache: socket or named pipe, peer checks, its wire |
 //! | 5 use cases | [`issuer`], [`sandbox`], [`broker`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement; the CI token broker |
 //! | 6 commands | [`cmd`] | one module per command: what it prints and how it fails |
 //! | 7 entry | [`cli`] | the command line |
@@ -52,4 +52,6 @@ pub mod token;
 #[cfg(unix)]
 pub mod tty;
 pub mod ui;
+#[cfg(windows)]
+pub mod win32;
 pub mod wipe;

@@ -208,12 +208,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         #[cfg(not(unix))]
         Command::SandboxInit { .. } => anyhow::bail!("no sandbox on this platform"),
+        #[cfg(unix)]
         Command::Agent { dir } => {
             let dir = match dir {
                 Some(dir) => dir.clone(),
                 None => agent::dir()?,
             };
             agent::server::run(&dir, agent::server::idle_from_env())?;
+            true
+        }
+        #[cfg(windows)]
+        Command::Agent { dir } => {
+            if dir.is_some() {
+                anyhow::bail!(
+                    "--dir is for Unix: on Windows the agent serves a pipe of its user's"
+                );
+            }
+            agent::pipe::run(agent::server::idle_from_env())?;
             true
         }
         Command::Other(words) => {

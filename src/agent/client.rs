@@ -1,15 +1,23 @@
 //! The helper's side of the agent: connect (starting the agent if needed) and
 //! ask. Blocking I/O with timeouts: a warm `get` needs no async runtime.
+//!
+//! The same API on every platform; the connection is a Unix socket, or on
+//! Windows a named pipe ([`super::pipe`]).
 
 use std::io::{BufRead, BufReader};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::server::{BUSY, IDLE_ENV, READY};
-use super::wire::{self, AgentStatus, Request, Response};
+#[cfg(unix)]
+use super::wire;
+use super::wire::{AgentStatus, Request, Response};
+#[cfg(unix)]
 use super::{AgentDir, DirError, SOCKET_NAME};
 use crate::api::ApiError;
 use crate::cache::{Dropped, Grant, Key, MintParams};
@@ -21,10 +29,12 @@ pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a cache lookup may take.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting may block (a listener whose backlog is full).
+#[cfg(unix)]
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The environment an agent is started with: nothing else (no tokens, and no
 /// proxy or CA settings: each request brings its asker's, see `api::Network`).
+#[cfg(unix)]
 const PASS_ENV: &[&str] = &[
     "HOME",
     "PATH",
@@ -38,13 +48,34 @@ const PASS_ENV: &[&str] = &[
     IDLE_ENV,
 ];
 
+/// The environment an agent is started with on Windows: what the system
+/// itself needs (`SystemRoot` for sockets), the user's folders, nothing else.
+#[cfg(windows)]
+const PASS_ENV: &[&str] = &[
+    "SystemRoot",
+    "SystemDrive",
+    "windir",
+    "PATH",
+    "USERPROFILE",
+    "LOCALAPPDATA",
+    "APPDATA",
+    "USERNAME",
+    "USERDOMAIN",
+    "COMPUTERNAME",
+    "TEMP",
+    "TMP",
+    IDLE_ENV,
+];
+
 /// Why the agent cannot be used (the helper then mints directly).
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    #[cfg(unix)]
     #[error(transparent)]
     Dir(#[from] DirError),
     #[error("the agent is not running")]
     NotRunning,
+    #[cfg(unix)]
     #[error(
         "the agent socket {path} is served by uid {uid}, not by you: nothing was sent to it; remove {dir} (someone else may control it)"
     )]
@@ -53,6 +84,16 @@ pub enum AgentError {
         dir: PathBuf,
         uid: u32,
     },
+    #[cfg(windows)]
+    #[error(
+        "the agent pipe {pipe} is served by a process of {owner}, not by you: nothing was sent to it (someone else may have created it; sign out and in, or restart, to clear it)"
+    )]
+    Impostor { pipe: String, owner: String },
+    #[cfg(windows)]
+    #[error(
+        "cannot tell who serves the agent pipe {pipe} ({reason}): nothing was sent to it; if an agent of yours runs elevated, it exits when idle"
+    )]
+    Unverified { pipe: String, reason: String },
     #[error("cannot start the agent: {0}")]
     Spawn(String),
     #[error("talking to the agent: {0}")]
@@ -73,44 +114,85 @@ impl From<std::io::Error> for AgentError {
 impl AgentError {
     /// Worth telling the user about (not just "no agent yet").
     pub fn is_alarming(&self) -> bool {
-        matches!(self, AgentError::Dir(_) | AgentError::Impostor { .. })
+        #[cfg(unix)]
+        return matches!(self, AgentError::Dir(_) | AgentError::Impostor { .. });
+        #[cfg(windows)]
+        return matches!(
+            self,
+            AgentError::Impostor { .. } | AgentError::Unverified { .. }
+        );
     }
 }
 
 /// A connection to the agent.
 pub struct Agent {
+    #[cfg(unix)]
     stream: UnixStream,
+    #[cfg(windows)]
+    pipe: super::pipe::Connection,
 }
 
 impl Agent {
     /// Connects to a running agent, without starting one.
+    #[cfg(unix)]
     pub fn connect() -> Result<Agent, AgentError> {
         Agent::connect_in(&AgentDir::open()?)
     }
 
+    /// Connects to a running agent, without starting one.
+    #[cfg(windows)]
+    pub fn connect() -> Result<Agent, AgentError> {
+        Agent::connect_pipe(&super::pipe::name()?)
+    }
+
     /// Connects to the agent running in `dir`, without starting one.
+    #[cfg(unix)]
     pub fn connect_in(dir: &AgentDir) -> Result<Agent, AgentError> {
         connect_at(dir)?.ok_or(AgentError::NotRunning)
     }
 
+    /// Connects to the agent serving the pipe `name`, without starting one.
+    #[cfg(windows)]
+    pub fn connect_pipe(name: &str) -> Result<Agent, AgentError> {
+        let pipe = super::pipe::connect(name)?.ok_or(AgentError::NotRunning)?;
+        Ok(Agent { pipe })
+    }
+
     /// Connects to the agent, starting it first if none is running.
     pub fn connect_or_spawn() -> Result<Agent, AgentError> {
-        let dir = AgentDir::open()?;
-        if let Some(agent) = connect_at(&dir)? {
+        #[cfg(unix)]
+        let (place, args, try_connect) = {
+            let dir = AgentDir::open()?;
+            let args = vec!["--dir".into(), dir.path().as_os_str().to_owned()];
+            (dir.path().display().to_string(), args, move || {
+                connect_at(&dir)
+            })
+        };
+        #[cfg(windows)]
+        let (place, args, try_connect) = {
+            let name = super::pipe::name()?;
+            let connect = {
+                let name = name.clone();
+                move || -> Result<Option<Agent>, AgentError> {
+                    Ok(super::pipe::connect(&name)?.map(|pipe| Agent { pipe }))
+                }
+            };
+            (name, Vec::new(), connect)
+        };
+        if let Some(agent) = try_connect()? {
             return Ok(agent);
         }
-        spawn(dir.path())?;
+        spawn(&args)?;
         // Ready (ours) or busy (another one is starting): either way, connect.
         let deadline = Instant::now() + SPAWN_TIMEOUT;
         while Instant::now() < deadline {
-            if let Some(agent) = connect_at(&dir)? {
+            if let Some(agent) = try_connect()? {
                 return Ok(agent);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         Err(AgentError::Spawn(format!(
-            "no agent answered in {} in time",
-            dir.path().display()
+            "no agent answered in {place} in time"
         )))
     }
 
@@ -206,11 +288,18 @@ impl Agent {
     }
 
     /// Sends one request and waits up to `timeout` for the answer.
+    #[cfg(unix)]
     fn request(&mut self, request: &Request, timeout: Duration) -> Result<Response, AgentError> {
         self.stream.set_write_timeout(Some(timeout))?;
         self.stream.set_read_timeout(Some(timeout))?;
         wire::send(&mut self.stream, request)?;
         Ok(wire::receive(&mut self.stream)?)
+    }
+
+    /// Sends one request and waits up to `timeout` for the answer.
+    #[cfg(windows)]
+    fn request(&mut self, request: &Request, timeout: Duration) -> Result<Response, AgentError> {
+        Ok(self.pipe.request(request, timeout)?)
     }
 }
 
@@ -224,6 +313,7 @@ fn issued(token: Secret, expires_at: i64) -> Issued {
 /// Connects to the socket in `dir`; `None` when nothing listens there. Before
 /// anything is sent, the listening peer must be this user: a socket served by
 /// anyone else (a swapped directory, a stale path) is an impostor.
+#[cfg(unix)]
 fn connect_at(dir: &AgentDir) -> Result<Option<Agent>, AgentError> {
     use rustix::net::{SocketAddrUnix, connect, sockopt};
     let path = dir.entry(SOCKET_NAME);
@@ -252,6 +342,7 @@ fn connect_at(dir: &AgentDir) -> Result<Option<Agent>, AgentError> {
 }
 
 /// A Unix stream socket, closed on exec.
+#[cfg(unix)]
 fn unix_socket() -> rustix::io::Result<std::os::fd::OwnedFd> {
     use rustix::net::{AddressFamily, SocketType};
     #[cfg(not(any(target_os = "macos", target_os = "ios")))]
@@ -280,7 +371,7 @@ pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
 }
 
 /// The uid of the process at the other end of a Unix socket.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
     use std::os::fd::AsRawFd;
     let (mut uid, mut gid) = (0, 0);
@@ -297,15 +388,25 @@ pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
 pub const AGENT_PROGRAM: &str = "git-credential-githosted-agent";
 
 /// Starts the agent detached — its own program beside this one, else this
-/// program's `agent` command — and waits for its first line.
-fn spawn(dir: &Path) -> Result<(), AgentError> {
+/// program's `agent` command — with `args`, and waits for its first line.
+fn spawn(args: &[std::ffi::OsString]) -> Result<(), AgentError> {
     let exe = std::env::current_exe().map_err(|e| AgentError::Spawn(e.to_string()))?;
-    let own = exe.with_file_name(AGENT_PROGRAM);
+    let own = exe.with_file_name(format!("{AGENT_PROGRAM}{}", std::env::consts::EXE_SUFFIX));
     let mut command = Command::new(if own.is_file() { own } else { exe });
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        use windows_sys::Win32::System::Threading::{
+            CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, DETACHED_PROCESS,
+        };
+        // No console, no Ctrl-C from ours; and none of git's pipes inherited
+        // (git would wait for the agent to close them).
+        command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+        crate::win32::uninherit_std_handles();
+    }
     command
         .arg("agent")
-        .arg("--dir")
-        .arg(dir)
+        .args(args)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

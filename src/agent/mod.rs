@@ -4,7 +4,7 @@
 //! tokens (and a short idle period after), so a thousand `git fetch`es cost one
 //! exchange. It is the same binary, started on demand by the helper
 //! ([`client::connect_or_spawn`]) and serving [`wire`] frames on a Unix socket
-//! ([`server::run`]).
+//! ([`server::run`]); on Windows, on a per-user named pipe (`pipe`).
 //!
 //! Its socket lives in a directory only the user can enter:
 //! `$XDG_RUNTIME_DIR/git-credential-githosted/`, else
@@ -12,93 +12,11 @@
 //! created 0700 and refused if it is looser or owned by someone else; the agent
 //! also checks the uid of every connecting peer.
 
-#[cfg(unix)]
 pub mod client;
-#[cfg(unix)]
+#[cfg(windows)]
+pub mod pipe;
 pub mod server;
 pub mod wire;
-
-/// No agent off Unix (yet): every `get` mints directly.
-#[cfg(not(unix))]
-pub mod client {
-    use std::time::Duration;
-
-    use super::wire::AgentStatus;
-    use crate::api::ApiError;
-    use crate::cache::{Dropped, Grant, Key, MintParams};
-    use crate::secret::Secret;
-    use crate::token::Issued;
-
-    pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum AgentError {
-        #[error(transparent)]
-        Dir(#[from] super::DirError),
-        #[error("the agent runs only on Unix")]
-        NotRunning,
-    }
-
-    impl AgentError {
-        pub fn is_alarming(&self) -> bool {
-            matches!(self, AgentError::Dir(_))
-        }
-    }
-
-    pub struct Agent;
-
-    impl Agent {
-        pub fn connect() -> Result<Agent, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-        pub fn connect_or_spawn() -> Result<Agent, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-        pub fn lookup(&mut self, _: &Key, _: Option<u64>) -> Result<Option<Issued>, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-        pub fn mint(
-            &mut self,
-            _: &Key,
-            _: Option<u64>,
-            _: &MintParams,
-            _: &Grant,
-        ) -> Result<Result<Issued, ApiError>, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-        pub fn erase(
-            &mut self,
-            _: &str,
-            _: Option<&str>,
-            _: Option<&str>,
-            _: Option<&Secret>,
-            _: Option<&str>,
-        ) -> Result<Vec<Dropped>, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-        pub fn drain(&mut self, _: &str, _: Option<&str>) -> Result<Vec<Dropped>, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-        pub fn status(&mut self) -> Result<AgentStatus, AgentError> {
-            Err(AgentError::NotRunning)
-        }
-    }
-}
-
-/// No agent off Unix.
-#[cfg(not(unix))]
-pub mod server {
-    use std::path::Path;
-    use std::time::Duration;
-
-    pub fn run(_dir: &Path, _idle: Duration) -> anyhow::Result<()> {
-        anyhow::bail!("the agent runs only on Unix")
-    }
-
-    pub fn idle_from_env() -> Duration {
-        Duration::ZERO
-    }
-}
 
 #[cfg(unix)]
 use std::path::Path;

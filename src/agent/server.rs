@@ -1,17 +1,30 @@
 //! The agent process: binds the socket, checks every peer, serves the cache,
 //! and exits when it has been idle and empty for a while.
+//!
+//! What a connection is asked and answers ([`converse`]), the idle rule and
+//! the ready handshake are the same on every platform; the transport is a
+//! Unix socket here ([`run`]) and a named pipe on Windows
+//! ([`super::pipe::run`]).
 
 use std::io::Write;
+#[cfg(unix)]
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+#[cfg(unix)]
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+#[cfg(unix)]
 use rustix::fs::{AtFlags, Mode, OFlags};
+use tokio::io::{AsyncRead, AsyncWrite};
+#[cfg(unix)]
 use tokio::net::{UnixListener, UnixStream};
+#[cfg(unix)]
 use tokio::sync::Semaphore;
 
 use super::wire::{self, AgentStatus, Request, Response};
+#[cfg(unix)]
 use super::{AgentDir, LOCK_NAME, SOCKET_NAME};
 use crate::cache::{ApiMinter, Cache, MintParams, SystemClock};
 
@@ -27,16 +40,17 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a mint asked for by a client may take.
 const MAX_MINT_TIME: Duration = Duration::from_secs(600);
 /// Connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+pub(super) const MAX_CONNECTIONS: usize = 64;
 
 /// The line the agent prints on stdout once it serves.
 pub const READY: &str = "ready";
 /// The line it prints when another agent already holds the lock.
 pub const BUSY: &str = "busy";
 
-type AgentCache = Cache<SystemClock, ApiMinter>;
+pub(super) type AgentCache = Cache<SystemClock, ApiMinter>;
 
 /// Runs the agent in `dir` until it is idle and empty for `idle`.
+#[cfg(unix)]
 pub fn run(dir: &Path, idle: Duration) -> anyhow::Result<()> {
     harden();
     let dir = AgentDir::open_at(dir)?;
@@ -78,12 +92,14 @@ pub fn run(dir: &Path, idle: Duration) -> anyhow::Result<()> {
 }
 
 /// The inode of the socket file in the agent's directory, if there is one.
+#[cfg(unix)]
 fn socket_inode(dir: &AgentDir) -> Option<u64> {
     rustix::fs::statat(dir.fd(), SOCKET_NAME, AtFlags::SYMLINK_NOFOLLOW)
         .ok()
         .map(|st| st.st_ino)
 }
 
+#[cfg(unix)]
 async fn serve(
     listener: std::os::unix::net::UnixListener,
     cache: Arc<AgentCache>,
@@ -137,9 +153,7 @@ async fn serve(
                     tracing::info!("the agent socket was removed or replaced: exiting");
                     return Ok(());
                 }
-                let quiet = last_activity.lock().map(|t| t.elapsed()).unwrap_or_default();
-                if cache.is_idle() && quiet >= idle {
-                    tracing::info!("idle and empty: exiting");
+                if idle_and_empty(&cache, &last_activity, idle) {
                     return Ok(());
                 }
             }
@@ -147,13 +161,29 @@ async fn serve(
     }
 }
 
-fn touch(activity: &Mutex<Instant>) {
+/// Notes that a client came or went.
+pub(super) fn touch(activity: &Mutex<Instant>) {
     if let Ok(mut t) = activity.lock() {
         *t = Instant::now();
     }
 }
 
+/// Time to go: nothing cached and no client for `idle`.
+pub(super) fn idle_and_empty(
+    cache: &AgentCache,
+    activity: &Mutex<Instant>,
+    idle: Duration,
+) -> bool {
+    let quiet = activity.lock().map(|t| t.elapsed()).unwrap_or_default();
+    let done = cache.is_idle() && quiet >= idle;
+    if done {
+        tracing::info!("idle and empty: exiting");
+    }
+    done
+}
+
 /// Serves one connection: a peer of another uid is dropped unanswered.
+#[cfg(unix)]
 async fn handle(
     mut stream: UnixStream,
     cache: &AgentCache,
@@ -170,9 +200,19 @@ async fn handle(
         );
         return Ok(());
     }
+    converse(&mut stream, cache, started).await
+}
+
+/// Answers a checked peer's requests, in order, until it hangs up or goes
+/// quiet (whatever the transport).
+pub(super) async fn converse(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    cache: &AgentCache,
+    started: Instant,
+) -> anyhow::Result<()> {
     let mut wait = FIRST_FRAME_TIMEOUT;
     loop {
-        let request: Option<Request> = tokio::time::timeout(wait, wire::receive_async(&mut stream))
+        let request: Option<Request> = tokio::time::timeout(wait, wire::receive_async(stream))
             .await
             .context("the client went quiet")??;
         wait = READ_TIMEOUT;
@@ -180,7 +220,7 @@ async fn handle(
             return Ok(());
         };
         let response = respond(request, cache, started).await;
-        wire::send_async(&mut stream, &response).await?;
+        wire::send_async(stream, &response).await?;
     }
 }
 
@@ -250,17 +290,21 @@ fn token(issued: crate::token::Issued) -> Response {
 }
 
 /// Tells the spawning helper how it went, then lets go of its pipe.
-fn announce(line: &str) {
+pub(super) fn announce(line: &str) {
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
-    // Point stdout at /dev/null so the helper's pipe closes and it can return to git.
+    // Point stdout at the null device so the helper's pipe closes and it can return to git.
+    #[cfg(unix)]
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = rustix::stdio::dup2_stdout(&null);
     }
+    #[cfg(windows)]
+    crate::win32::stdout_to_null();
 }
 
 /// No core dumps, no ptrace by other processes of the user, own session.
+#[cfg(unix)]
 fn harden() {
     // Done by `main` for every command already; again here for library users.
     crate::harden::process();
