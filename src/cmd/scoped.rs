@@ -112,8 +112,10 @@ pub const EXEC_TTL_SECS: u64 = 900;
 
 /// `exec`: run `command` with a fresh token for `repos`, revoked when it ends.
 /// With `isolate` (the default) the command runs confined ([`crate::sandbox`]);
-/// the confinement is checked before anything is minted. Returns the command's
-/// exit status (128 + signal if a signal ended it).
+/// the confinement is checked before anything is minted (Linux only: elsewhere
+/// `exec` refuses unless `--no-isolate`). Returns the command's exit status
+/// (128 + signal if a signal ended it). On Windows the command runs in a job
+/// object that kills it when `exec` ends.
 pub fn exec(
     settings: &Settings,
     repos: &[String],
@@ -123,11 +125,6 @@ pub fn exec(
     let targets = targets(repos)?;
     if command.is_empty() {
         bail!("name the command to run after `--`: exec --repo WS/REPO -- CMD…");
-    }
-    if cfg!(not(unix)) {
-        bail!(
-            "`exec` runs commands on Unix only; use `token` to hand a script a short-lived token"
-        );
     }
     if settings.broker.is_some() && targets.len() > 1 {
         bail!(
@@ -171,8 +168,17 @@ pub fn exec(
             )
         ),
     }
-    #[cfg(not(unix))]
-    let status = status.map(|_| ExitCode::FAILURE);
+    #[cfg(windows)]
+    let status = status.map(|code| match u8::try_from(code) {
+        Ok(small) => ExitCode::from(small),
+        // An exit code no ExitCode can carry (an NTSTATUS such as 0xC000013A
+        // after Ctrl-C): leave with it as it is, the token revoked already.
+        Err(_) => {
+            drop(minted);
+            drop(runtime);
+            std::process::exit(code)
+        }
+    });
     status
 }
 
@@ -425,15 +431,58 @@ async fn run(
     Ok(forwarding.wait(child_pid, || target, false).await?)
 }
 
-/// Off Unix there is nothing to run the command with (`exec` refuses first).
-#[cfg(not(unix))]
+/// Starts the command in a job object that kills it (and everything it
+/// started) when `exec` ends, however `exec` ends, and returns its exit code.
+/// No confinement on Windows: `exec` runs here only with `--no-isolate`.
+/// Ctrl-C and Ctrl-Break reach the command through the console it shares;
+/// `exec` outlives them to revoke the token.
+#[cfg(windows)]
 async fn run(
-    _: Option<&Sandbox>,
-    _: &[String],
-    _: &[(String, String)],
-    _: &[String],
+    sandbox: Option<&Sandbox>,
+    command: &[String],
+    env: &[(String, String)],
+    unset: &[String],
 ) -> anyhow::Result<i32> {
-    bail!("`exec` runs commands on Unix only")
+    use windows_sys::Win32::System::Threading::CREATE_SUSPENDED;
+    if sandbox.is_some() {
+        bail!("`exec` cannot confine a command on Windows: run `exec --no-isolate`");
+    }
+    let job =
+        crate::win32::Job::kill_on_close().context("creating a job object for the command")?;
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // Suspended until it is in the job: nothing it starts escapes it.
+    cmd.creation_flags(CREATE_SUSPENDED);
+    for name in unset {
+        cmd.env_remove(name);
+    }
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", command[0]))?;
+    let adopted = match (child.raw_handle(), child.id()) {
+        (Some(handle), Some(pid)) => job.adopt_suspended(handle, pid),
+        _ => Err(std::io::Error::other("the command is gone")),
+    };
+    if let Err(e) = adopted {
+        let _ = child.start_kill();
+        bail!("cannot put `{}` in a job object: {e}", command[0]);
+    }
+    let mut ctrl_c = tokio::signal::windows::ctrl_c()?;
+    let mut ctrl_break = tokio::signal::windows::ctrl_break()?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = ctrl_c.recv() => {}
+            _ = ctrl_break.recv() => {}
+        }
+    };
+    // Whatever the command left running goes with it.
+    drop(job);
+    // Windows exit codes are 32-bit; `code` is always there.
+    Ok(status.code().unwrap_or(1))
 }
 
 /// A pipe whose ends are closed on exec.
@@ -501,4 +550,40 @@ fn git_config_env(settings: &Settings) -> Vec<(String, String)> {
         (start + env.len() / 2).to_string(),
     ));
     env
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::*;
+
+    fn run_now(command: &[&str]) -> anyhow::Result<i32> {
+        let command: Vec<String> = command.iter().map(|s| (*s).to_owned()).collect();
+        let env = vec![("GITHOSTED_TEST_VALUE".to_owned(), "seen".to_owned())];
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(None, &command, &env, &[]))
+    }
+
+    #[test]
+    fn the_command_runs_in_the_job_and_its_exit_code_is_passed_on() {
+        assert_eq!(run_now(&["cmd", "/c", "exit 7"]).unwrap(), 7);
+        assert_eq!(
+            run_now(&[
+                "cmd",
+                "/c",
+                "if \"%GITHOSTED_TEST_VALUE%\"==\"seen\" (exit 0) else (exit 3)"
+            ])
+            .unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn exec_refuses_to_run_confined_here() {
+        let err = Sandbox::prepare(Hidden::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--no-isolate"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+    }
 }
