@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     {
         match warm::get(&args) {
             Some(warm::Outcome::Answered) => ExitCode::SUCCESS,
+            Some(warm::Outcome::Failed) => ExitCode::FAILURE,
             Some(warm::Outcome::HandOver(request)) => hand_over(&args, Some(&request)),
             Some(warm::Outcome::AgentStuck(request, left)) => {
                 hand_over(&warm::without_agent(&args, left), Some(&request))
@@ -123,11 +124,13 @@ mod warm {
     use git_credential_githosted::agent::client::Agent;
     use git_credential_githosted::api::Network;
     use git_credential_githosted::cache::{Grant, Key, MintParams};
-    use git_credential_githosted::cmd::helper::USERNAME;
+    use git_credential_githosted::cmd::helper::{USERNAME, answer as answer_git};
     use git_credential_githosted::issuer::broker_key_parent;
+    use git_credential_githosted::issuer::classify;
     use git_credential_githosted::keychain::ENV_TOKEN;
+    use git_credential_githosted::keychain::{self, Parent};
     use git_credential_githosted::oidc::Source;
-    use git_credential_githosted::protocol::{Request, Response};
+    use git_credential_githosted::protocol::Request;
     use git_credential_githosted::secret::Secret;
     use git_credential_githosted::settings::{
         BrokerRequested, DEFAULT_TTL_SECS, Requested, Settings, subject,
@@ -141,6 +144,8 @@ mod warm {
     pub enum Outcome {
         /// Answered (or, for another host, rightly said nothing).
         Answered,
+        /// A mint failed, and git was told so (as the full program tells it).
+        Failed,
         /// The full program takes over, with the request read so far.
         HandOver(Vec<u8>),
         /// The agent did not answer a mint: the full program takes over
@@ -160,12 +165,17 @@ mod warm {
         broker: BrokerRequested,
     }
 
+    /// The options, when the line is one the full program would accept as
+    /// this program reads it: anything doubtful (an option given twice, a
+    /// value that looks like an option or a token) is the full program's to
+    /// judge.
     fn options(args: &[OsString]) -> Option<Options> {
         let (last, before) = args.split_last()?;
         if last != "get" {
             return None;
         }
         let mut options = Options::default();
+        let mut seen: Vec<&str> = Vec::new();
         let mut words = before.iter().map(|a| a.to_str()).peekable();
         while let Some(word) = words.next() {
             let word = word?;
@@ -173,10 +183,17 @@ mod warm {
                 Some((name, value)) => (name, Some(value.to_owned())),
                 None => (word, None),
             };
+            if seen.contains(&name) {
+                return None;
+            }
+            seen.push(name);
             let mut value = || {
                 inline
                     .clone()
                     .or_else(|| words.next().flatten().map(str::to_owned))
+                    .filter(|v| {
+                        !v.starts_with('-') && !v.starts_with("gw_") && !v.starts_with("gr_")
+                    })
             };
             match name {
                 "--api-url" => options.api_url = Some(value()?),
@@ -214,7 +231,8 @@ mod warm {
         let started = Instant::now();
         let mut stuck = None;
         Some(match answer(&options, &request, &mut stuck) {
-            Some(()) => Outcome::Answered,
+            Some(true) => Outcome::Answered,
+            Some(false) => Outcome::Failed,
             None => match stuck {
                 Some(timeout) => {
                     Outcome::AgentStuck(request, timeout.saturating_sub(started.elapsed()))
@@ -244,9 +262,9 @@ mod warm {
         kept
     }
 
-    /// `Some` when answered; `None` hands over (`stuck`: the agent did not
-    /// answer a mint within this timeout).
-    fn answer(options: &Options, bytes: &[u8], stuck: &mut Option<Duration>) -> Option<()> {
+    /// `Some` when answered (`false`: with a failure); `None` hands over
+    /// (`stuck`: the agent did not answer a mint within this timeout).
+    fn answer(options: &Options, bytes: &[u8], stuck: &mut Option<Duration>) -> Option<bool> {
         let request = Request::read_from(&mut &bytes[..]).ok()?;
         let api_url = options.api_url.clone().or_else(|| {
             std::env::var("GITHOSTED_API_URL")
@@ -275,14 +293,14 @@ mod warm {
         .ok()?;
         let service = &settings.service;
         if request.username.as_deref().is_some_and(|u| u != USERNAME) {
-            return Some(());
+            return Some(true);
         }
         let target = match service.resolve(
             request.protocol.as_deref(),
             request.host.as_deref(),
             request.path.as_deref(),
         ) {
-            Resolution::NotOurs => return Some(()),
+            Resolution::NotOurs => return Some(true),
             Resolution::Repo(target) => target,
             _ => return None,
         };
@@ -311,17 +329,17 @@ mod warm {
         };
         let key = Key {
             api: service.api_url().to_string(),
-            workspace: target.workspace,
-            repo: target.repo,
+            workspace: target.workspace.clone(),
+            repo: target.repo.clone(),
             permission,
             parent,
         };
         let dir = AgentDir::open().ok()?;
         let mut agent = Agent::connect_in(&dir).ok()?;
         let issued = match (agent.lookup(&key, settings.min_ttl_secs).ok()?, env_parent) {
-            (Some(issued), _) => issued,
+            (Some(issued), _) => Ok(issued),
             // A miss with the parent at hand: the agent mints (once, however
-            // many ask); any failure is the full program's to explain.
+            // many ask); a failure is said as the full program says it.
             (None, Some(parent)) => {
                 let params = MintParams {
                     ttl: settings.ttl_secs,
@@ -331,8 +349,20 @@ mod warm {
                 };
                 let grant = Grant::Parent(parent);
                 match agent.mint(&key, settings.min_ttl_secs, &params, &grant) {
-                    Ok(Ok(issued)) => issued,
-                    Ok(Err(_)) => return None,
+                    Ok(Ok(issued)) => Ok(issued),
+                    Ok(Err(e)) => {
+                        let Grant::Parent(token) = grant else {
+                            return None;
+                        };
+                        let parent = Parent {
+                            token,
+                            source: keychain::Source::Env,
+                        };
+                        Err(anyhow::anyhow!(
+                            "{}",
+                            classify(&settings, &target, &parent, e)
+                        ))
+                    }
                     Err(_) => {
                         *stuck = Some(settings.timeout);
                         return None;
@@ -341,23 +371,9 @@ mod warm {
             }
             (None, None) => return None,
         };
-        let response = match request.has_capability("authtype") {
-            true => Response {
-                bearer: Some(issued.token),
-                password_expiry_utc: issued.expires_at,
-                ..Response::default()
-            },
-            false => Response {
-                username: Some(USERNAME.into()),
-                password: Some(issued.token),
-                password_expiry_utc: issued.expires_at,
-                ..Response::default()
-            },
-        };
         let mut out = std::io::stdout().lock();
         // Whatever happens to git's pipe, nothing more to do.
-        let _ = response.write_to(&mut out);
-        Some(())
+        Some(answer_git(&request, issued, &mut out).unwrap_or(true))
     }
 }
 

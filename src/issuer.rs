@@ -538,7 +538,13 @@ fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
     runtime.block_on(count_done(jobs))
 }
 
-fn classify(settings: &Settings, target: &Target, parent: &Parent, error: ApiError) -> GetError {
+/// What a failed exchange means to the person at the terminal (wording and remedy).
+pub fn classify(
+    settings: &Settings,
+    target: &Target,
+    parent: &Parent,
+    error: ApiError,
+) -> GetError {
     let api_host = settings.service.api_host().to_owned();
     let (workspace, repo) = (target.workspace.clone(), target.repo.clone());
     let message = match &error {

@@ -10,13 +10,13 @@ use std::path::PathBuf;
 use githosted_testkit::oidc::{Issuer, start_broker};
 use githosted_testkit::*;
 
-/// A copy of the front alone in a directory of the world.
-fn lonely_front(world: &World) -> PathBuf {
-    let dir = world.path("front-only");
-    std::fs::create_dir_all(&dir).unwrap();
-    let front = dir.join("git-credential-githosted");
+/// A copy of the front alone in a directory of its own (outside the world,
+/// whose files are scanned for tokens: a program of megabytes is slow to scan).
+fn lonely_front() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let front = dir.path().join("git-credential-githosted");
     std::fs::copy(helper(), &front).unwrap();
-    front
+    (dir, front)
 }
 
 /// `get` for `acme/<repo>` through `program` with `options`.
@@ -37,7 +37,7 @@ fn the_front_alone_serves_warm_gets_and_mints_ci_misses() {
     let mut world = World::new();
     world.with_env_parent();
     world.server.add_repo("acme", "lib");
-    let front = lonely_front(&world);
+    let (_dir, front) = lonely_front();
 
     // Nothing cached yet, no agent: handed over, and the core is missing.
     let cold = get_with(&world, &front, "app", &[]);
@@ -78,7 +78,7 @@ fn the_front_alone_serves_a_ci_jobs_broker_tokens() {
     for (k, v) in issuer.actions_env() {
         job.set_env(k, &v);
     }
-    let front = lonely_front(&job);
+    let (_dir, front) = lonely_front();
     let options = ["--broker", broker.url.as_str()];
     // The core asks the broker once; the front serves the job from the agent.
     let first = job.get("app", &options);
@@ -94,4 +94,28 @@ fn the_front_alone_serves_a_ci_jobs_broker_tokens() {
     let other = get_with(&job, &front, "app", &options);
     assert!(!other.status.success(), "served another job's token");
     assert_eq!(job.server.exchange_count(), 1);
+}
+
+#[test]
+fn a_failed_ci_mint_is_told_by_the_front_as_the_core_tells_it() {
+    let mut world = World::new();
+    let parent = world.with_env_parent();
+    world.server.add_repo("acme", "lib");
+    let (_dir, front) = lonely_front();
+    world.token("app", &[]); // the agent runs
+    world.server.revoke(&parent);
+    let exchanges = world.server.calls("ExchangeToken");
+
+    let by_front = get_with(&world, &front, "lib", &[]);
+    let core = PathBuf::from(helper()).with_file_name("git-credential-githosted-core");
+    let by_core = get_with(&world, &core, "lib", &[]);
+    assert!(!by_front.status.success() && !by_core.status.success());
+    assert!(by_front.stderr.contains("rejected"), "{}", by_front.stderr);
+    assert_eq!(by_front.stderr, by_core.stderr);
+    assert_eq!(
+        by_front.stdout, by_core.stdout,
+        "git is told to stop the same way"
+    );
+    // One exchange each: the front did not leave a second one to the core.
+    assert_eq!(world.server.calls("ExchangeToken"), exchanges + 2);
 }

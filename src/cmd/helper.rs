@@ -13,6 +13,7 @@ use crate::issuer;
 use crate::protocol::{Request, Response};
 use crate::settings::{self, Settings};
 use crate::target::Resolution;
+use crate::token::Issued;
 
 /// The username given to git with every token; githosted ignores it.
 pub const USERNAME: &str = "githosted";
@@ -62,6 +63,16 @@ pub fn get(
         }
         other => other.map_err(|e| anyhow::anyhow!("{e}")),
     };
+    Ok(answer(&request, issued, output)?)
+}
+
+/// Answers git's `get`: the token, or the failure said in one line (and, with
+/// nobody to answer a prompt, `quit` so that git stops). `Ok(false)`: failed.
+pub fn answer(
+    request: &Request,
+    issued: anyhow::Result<Issued>,
+    output: &mut impl io::Write,
+) -> Result<bool, crate::protocol::ProtocolError> {
     match issued {
         Ok(issued) => {
             let response = if request.has_capability("authtype") {
