@@ -40,10 +40,70 @@ pub fn helper() -> &'static str {
         if dir.ends_with("deps") || dir.ends_with("examples") {
             dir.pop();
         }
+        // The attacks run the helper as other users, who must reach it: from a
+        // checkout under a private directory, run links to it from one they can.
+        let dir = reachable_by_others(&dir).unwrap_or(dir);
         dir.join("git-credential-githosted")
             .to_string_lossy()
             .into_owned()
     })
+}
+
+/// The helper's programs, as built.
+const PROGRAMS: [&str; 3] = [
+    "git-credential-githosted",
+    "git-credential-githosted-core",
+    "git-credential-githosted-agent",
+];
+
+/// `None` if other users can reach `dir` (every directory on its path is
+/// searchable by others); else a 0755 directory under the system's temporary
+/// directory holding hard links (or copies) of the helper's programs, made
+/// once per test process. Those of processes that have ended are removed.
+#[cfg(unix)]
+fn reachable_by_others(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let searchable = dir.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    });
+    if searchable {
+        return None;
+    }
+    const PREFIX: &str = "githosted-testkit-bin-";
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ended = |pid: &str| {
+            pid.parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|pid| {
+                    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+                })
+        };
+        if name.strip_prefix(PREFIX).is_some_and(ended) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let linked = tmp.join(format!("{PREFIX}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&linked);
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&linked)
+        .expect("a directory for the helper's programs");
+    std::fs::set_permissions(&linked, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    for program in PROGRAMS {
+        let (from, to) = (dir.join(program), linked.join(program));
+        if from.exists() && std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to).expect("copy the helper");
+        }
+    }
+    Some(linked)
+}
+
+#[cfg(not(unix))]
+fn reachable_by_others(_: &Path) -> Option<PathBuf> {
+    None
 }
 
 /// The two git clients the helper must work with.
