@@ -312,14 +312,7 @@ fn from_broker(
         }
     }
     let runtime = api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
-    let id_token = runtime
-        .block_on(source.fetch(&broker.audience, deadline))
-        .map_err(|e| {
-            GetError::Broker(format!(
-                "no ID token for the broker {}: {e}",
-                broker.url_arg
-            ))
-        })?;
+    let id_token = runtime.block_on(id_token(broker, &source, deadline))?;
     let grant = Grant::Broker {
         broker: broker.url.clone(),
         id_token,
@@ -367,6 +360,20 @@ pub fn broker_key_parent(
         &broker.audience,
         &identity,
     ))
+}
+
+/// The job's ID token for the broker, or the one line that says why not.
+pub async fn id_token(
+    broker: &settings::BrokerSettings,
+    source: &crate::oidc::Source,
+    deadline: Instant,
+) -> Result<Secret, GetError> {
+    source.fetch(&broker.audience, deadline).await.map_err(|e| {
+        GetError::Broker(format!(
+            "no ID token for the broker {}: {e}",
+            broker.url_arg
+        ))
+    })
 }
 
 /// Where the job's ID token comes from, or the one line that says how to give it one.
@@ -513,10 +520,10 @@ fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
         return 0;
     };
     let deadline = api::deadline_in(REVOKE_BUDGET);
-    let id_token = match runtime.block_on(source.fetch(&broker.audience, deadline)) {
+    let id_token = match runtime.block_on(id_token(broker, &source, deadline)) {
         Ok(t) => t,
         Err(e) => {
-            tracing::debug!("no ID token to revoke with: {e}");
+            tracing::debug!("cannot revoke: {e}");
             return 0;
         }
     };

@@ -77,6 +77,18 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A CI job on GitHub Actions: a world whose environment holds the ID-token
+/// request variables, its issuer, and a broker trusting it (`policy_for`).
+fn ci_job() -> (World, Issuer, Broker) {
+    let mut job = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    (job, issuer, broker)
+}
+
 /// A valid claim set "signed" HS256 with the current key's public half (what
 /// the JWKS shows) as the HMAC secret: the algorithm-confusion forgery.
 fn hs256_keyed_with_public_key(issuer: &Issuer, kid: &str) -> String {
@@ -489,12 +501,7 @@ fn a_ci_job_with_only_its_id_token_clones_and_pushes_through_the_broker() {
     // The job runs in a world whose environment holds nothing but the
     // ID-token request variables of GitHub Actions (the broker, started
     // above, got its parent through its own environment only).
-    let mut job = World::new();
-    let issuer = Issuer::start();
-    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
-    for (k, v) in issuer.actions_env() {
-        job.set_env(k, &v);
-    }
+    let (job, _issuer, broker) = ci_job();
     job.configure(&["--broker", &broker.url]);
     let config = std::fs::read_to_string(job.home.join(".gitconfig")).unwrap();
     assert!(
@@ -727,22 +734,8 @@ fn a_proxy_never_sees_the_jobs_id_token_on_loopback() {
     let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
     proxy.set_nonblocking(true).unwrap();
     let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
-    let mut job = World::new();
-    let issuer = Issuer::start();
-    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
-    for (k, v) in issuer.actions_env() {
-        job.set_env(k, &v);
-    }
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        job.set_env(var, &proxy_url);
-    }
+    let (mut job, _issuer, broker) = ci_job();
+    job.set_proxies(&proxy_url);
     job.configure(&["--broker", &broker.url]);
     let run = job.helper(&["token", "--repo", "acme/app"], None);
     run.assert_ok();
@@ -755,12 +748,7 @@ fn exec_with_a_broker_gives_one_repo_and_hides_the_jobs_identity() {
     // A job on GitHub Actions (request variables) and jobs with a token file
     // (absolute, relative, behind Kubernetes-style links): in each, the command
     // sees its repo token and nothing that gets another.
-    let mut job = World::new();
-    let issuer = Issuer::start();
-    let broker = start_broker(&job, &policy_for(&issuer)).unwrap();
-    for (k, v) in issuer.actions_env() {
-        job.set_env(k, &v);
-    }
+    let (mut job, issuer, broker) = ci_job();
     job.set_env("ACTIONS_RUNTIME_TOKEN", "the-job-token");
     let file = job.path("id-token");
     std::fs::write(&file, issuer.token(MAIN)).unwrap();
@@ -861,12 +849,7 @@ exit 7"#
 #[test]
 fn two_jobs_on_one_agent_never_share_or_erase_each_others_tokens() {
     // A self-hosted runner: one user, one agent, two jobs with their own identities.
-    let mut world = World::new();
-    let issuer = Issuer::start();
-    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
-    for (k, v) in issuer.actions_env() {
-        world.set_env(k, &v);
-    }
+    let (mut world, issuer, broker) = ci_job();
     world.set_env("JOB_B_ID_TOKEN", &issuer.token(MAIN));
     let api = world.server.base_url();
     let job_a = ["--api-url", &api, "--broker", &broker.url];

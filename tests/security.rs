@@ -658,16 +658,7 @@ fn a_loopback_api_is_never_proxied() {
     for options in [&["--no-agent"][..], &[][..]] {
         let mut world = World::new();
         world.with_env_parent();
-        for var in [
-            "http_proxy",
-            "HTTP_PROXY",
-            "https_proxy",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ] {
-            world.set_env(var, &proxy_url);
-        }
+        world.set_proxies(&proxy_url);
         let run = world.get("app", options);
         assert!(field(&run.stdout, "password").is_some(), "{run:#?}");
         assert!(

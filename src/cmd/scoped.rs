@@ -263,12 +263,7 @@ impl ExecToken {
         let deadline = api::deadline_in(settings.timeout);
         if let Some(broker) = &settings.broker {
             let source = issuer::id_token_source(broker)?;
-            let id_token = source
-                .fetch(&broker.audience, deadline)
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("no ID token for the broker {}: {e}", broker.url_arg)
-                })?;
+            let id_token = issuer::id_token(broker, &source, deadline).await?;
             let target = &targets[0];
             let granted = crate::broker_client::request(
                 &broker.url,
@@ -337,10 +332,7 @@ impl ExecToken {
                 client.revoke_token(parent, &self.id, deadline).await?;
             }
             Revoker::Broker { broker, source } => {
-                let id_token = source
-                    .fetch(&broker.audience, deadline)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("no ID token for the broker: {e}"))?;
+                let id_token = issuer::id_token(broker, source, deadline).await?;
                 crate::broker_client::revoke(&broker.url, &id_token, &self.id, deadline).await?;
             }
         }

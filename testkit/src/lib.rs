@@ -63,9 +63,9 @@ const PROGRAMS: [&str; 3] = [
 #[cfg(unix)]
 fn reachable_by_others(dir: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let searchable = dir.ancestors().all(|d| {
-        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    });
+    let searchable = dir
+        .ancestors()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
     if searchable {
         return None;
     }
@@ -269,6 +269,20 @@ impl World {
         args.push(&url);
         args.extend_from_slice(options);
         self.helper(&args, None).assert_ok();
+    }
+
+    /// Every proxy variable (both spellings) pointing at `url`.
+    pub fn set_proxies(&mut self, url: &str) {
+        for var in [
+            "http_proxy",
+            "HTTP_PROXY",
+            "https_proxy",
+            "HTTPS_PROXY",
+            "all_proxy",
+            "ALL_PROXY",
+        ] {
+            self.set_env(var, url);
+        }
     }
 
     pub fn set_env(&mut self, key: &str, value: &str) {
