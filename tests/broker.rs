@@ -885,6 +885,24 @@ fn two_jobs_on_one_agent_never_share_or_erase_each_others_tokens() {
     assert_eq!(token(&job_a), a, "job A lost its token to job B's erase");
     assert_ne!(token(&job_b), b);
     assert_eq!(world.server.exchange_count(), 3);
+
+    // Logged at trace level, a mint, an erase and its revocation through the
+    // broker show no ID token (JWTs start `eyJ`) and no repo token.
+    world.set_env("GITHOSTED_LOG", "trace");
+    let mut logged = String::new();
+    for (args, input) in [
+        (
+            &["token", "--repo", "acme/app", "--permission", "read"][..],
+            None,
+        ),
+        (&["erase"][..], Some(host_only.as_str())),
+    ] {
+        let run = world.helper(&[&job_b[..], args].concat(), input);
+        run.assert_ok();
+        logged.push_str(&run.stderr);
+    }
+    assert!(logged.contains("revoked through the broker"), "{logged}");
+    assert!(!logged.contains("eyJ"), "an ID token in the log: {logged}");
 }
 
 #[test]
