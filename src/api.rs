@@ -35,8 +35,9 @@ pub fn deadline_in(after: Duration) -> Instant {
 
 const CLIENT_NAME: &str = concat!("git-credential-githosted/", env!("CARGO_PKG_VERSION"));
 
-/// The `code` of a Connect error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The `code` of a Connect error (on the agent's wire: its name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
 pub enum Code {
     Unauthenticated,
     PermissionDenied,
@@ -100,8 +101,21 @@ impl Code {
     }
 }
 
-/// What went wrong with a call. Messages name the API host; they never hold a token.
-#[derive(Debug, Clone, thiserror::Error)]
+impl From<String> for Code {
+    fn from(code: String) -> Code {
+        Code::parse(&code)
+    }
+}
+
+impl From<Code> for String {
+    fn from(code: Code) -> String {
+        code.as_str().to_owned()
+    }
+}
+
+/// What went wrong with a call. Messages name the API host; they never hold a
+/// token. The agent's wire carries it as it is.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
 pub enum ApiError {
     /// The server answered with a Connect error.
     #[error("{host} answered {status} {}: {message}", code.as_str())]
@@ -129,6 +143,17 @@ pub enum ApiError {
         token_workspace: String,
         wanted: String,
     },
+    /// Neither the API nor a declaration says which workspace the parent token
+    /// belongs to: nothing is minted (the caller says how to declare it).
+    #[error(
+        "{host} cannot say which workspace your token belongs to, and none is declared for it (wanted: {wanted})"
+    )]
+    WorkspaceUnknown { host: String, wanted: String },
+    /// The workspace declared for the parent is not the one the API reports.
+    #[error(
+        "the workspace declared for your token is {declared}, but the API says it is for {actual}"
+    )]
+    DeclaredWorkspace { declared: String, actual: String },
     /// A token broker (`--broker`) refused or failed: one line naming it and its reason.
     #[error("{reason}")]
     Broker {
@@ -151,7 +176,9 @@ impl ApiError {
             }
             ApiError::BadResponse { .. }
             | ApiError::Unresolvable { .. }
-            | ApiError::WrongWorkspace { .. } => false,
+            | ApiError::WrongWorkspace { .. }
+            | ApiError::WorkspaceUnknown { .. }
+            | ApiError::DeclaredWorkspace { .. } => false,
         }
     }
 
@@ -445,6 +472,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// The API's host (with a non-default port), as errors name it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// A client for `base` (e.g. `https://api.githosted.dev`) with the
     /// proxies and CA certificates of `network`; `host` names it in errors.
     pub fn new(base: &Url, host: &str, network: &Network) -> Result<Client, ApiError> {

@@ -13,14 +13,14 @@
 //!   everything for an API/workspace/repo when no value is given.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Mutex;
 
 use tokio::sync::watch;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, Client, ExchangeRequest, Minted, Network, Workspace, deadline_in};
+use crate::api::ApiError;
+pub use crate::minter::{Grant, MintParams, Minter, Scope};
 use crate::secret::Secret;
 use crate::token::{Issued, Permission};
 
@@ -39,6 +39,18 @@ pub struct Key {
     pub parent: String,
 }
 
+impl Key {
+    /// What a mint for this key is for: its one repo.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            api: self.api.clone(),
+            workspace: self.workspace.clone(),
+            repos: vec![self.repo.clone()],
+            permission: self.permission,
+        }
+    }
+}
+
 /// A token the agent forgot, to be revoked by the caller (who has the parent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
@@ -51,16 +63,6 @@ pub struct Dropped {
     /// token). The key itself never leaves the agent.
     #[serde(default)]
     pub from_broker: bool,
-}
-
-/// What a mint is paid with: a workspace token, or a CI job's ID token for a broker.
-/// The agent drops it after the mint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Grant {
-    /// A workspace token (`gw_…`), exchanged at the githosted API.
-    Parent(Secret),
-    /// The job's OIDC ID token, presented to the token broker at `broker`.
-    Broker { broker: url::Url, id_token: Secret },
 }
 
 /// The [`Key::parent`] of tokens a broker mints for a job: the broker, the
@@ -105,30 +107,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// What a mint asks for besides the key.
-#[derive(Debug, Clone)]
-pub struct MintParams {
-    pub ttl: u64,
-    pub subject: String,
-    /// How long the mint may take, retries included.
-    pub timeout: std::time::Duration,
-    /// The asker's proxies and CA certificates.
-    pub network: crate::api::Network,
-}
-
 /// While the API fails, a cached token inside the margin is still served if it
 /// has at least this many seconds left.
 pub const STALE_MIN_SECS: i64 = 10;
-
-/// Something that exchanges a grant for a repo token (the API or a broker, or a fake).
-pub trait Minter: Send + Sync + 'static {
-    fn mint(
-        &self,
-        key: &Key,
-        params: &MintParams,
-        grant: &Grant,
-    ) -> impl Future<Output = Result<Minted, ApiError>> + Send;
-}
 
 #[derive(Debug, Clone)]
 struct Cached {
@@ -256,7 +237,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
         let _marker = Inflight(&self.state, key);
 
         let minted_at = self.clock.now();
-        let result = self.minter.mint(key, params, &grant).await;
+        let result = self.minter.mint(&key.scope(), params, &grant).await;
         drop(grant);
         let outcome = match result {
             Ok(minted) => {
@@ -393,138 +374,6 @@ fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now: i64) -> Option<Iss
         .then(|| cached.issued())
 }
 
-/// Mints through the githosted API, one HTTP client per API base.
-#[derive(Default)]
-pub struct ApiMinter {
-    clients: Mutex<HashMap<(String, Network), Client>>,
-    /// Each parent's workspace (`None`: the server cannot say), by holder id.
-    workspaces: Mutex<HashMap<String, Option<Workspace>>>,
-}
-
-impl ApiMinter {
-    /// The parent's workspace, asked once per parent (by its keyed hash).
-    async fn workspace_of(
-        &self,
-        client: &Client,
-        parent: &Secret,
-        deadline: std::time::Instant,
-    ) -> Result<Option<Workspace>, ApiError> {
-        let id = parent.holder_id();
-        if let Some(known) = self.lock_workspaces().get(&id) {
-            return Ok(known.clone());
-        }
-        let found = client.workspace_of(parent, deadline).await?;
-        self.lock_workspaces().insert(id, found.clone());
-        Ok(found)
-    }
-
-    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Workspace>>> {
-        self.workspaces.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The client for an API base with the asker's network settings.
-    fn client(&self, base: &str, network: &Network) -> Result<Client, ApiError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let id = (base.to_owned(), network.clone());
-        if let Some(client) = clients.get(&id) {
-            return Ok(client.clone());
-        }
-        let service = crate::target::Service::new(Some(base)).map_err(|e| ApiError::Transport {
-            host: base.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let client = Client::new(service.api_url(), service.api_host(), network)?;
-        clients.insert(id, client.clone());
-        Ok(client)
-    }
-}
-
-impl Minter for ApiMinter {
-    async fn mint(
-        &self,
-        key: &Key,
-        params: &MintParams,
-        grant: &Grant,
-    ) -> Result<Minted, ApiError> {
-        let (minted, host) = match grant {
-            Grant::Parent(parent) => (self.exchange(key, params, parent).await?, key.api.clone()),
-            Grant::Broker { broker, id_token } => {
-                let granted = crate::broker_client::request(
-                    broker,
-                    id_token,
-                    &format!("{}/{}", key.workspace, key.repo),
-                    key.permission,
-                    Some(params.ttl),
-                    deadline_in(params.timeout),
-                    &params.network,
-                )
-                .await?;
-                let minted = Minted {
-                    token: granted.token,
-                    record: crate::api::TokenRecord {
-                        id: granted.id,
-                        ..Default::default()
-                    },
-                    expires_at: granted.expires_at,
-                };
-                (minted, broker.to_string())
-            }
-        };
-        if minted.expires_at <= SystemClock.now() {
-            return Err(ApiError::BadResponse {
-                host,
-                reason: "the new token has already expired (is this machine's clock right?)".into(),
-            });
-        }
-        tracing::info!(token = %minted.token, workspace = %key.workspace, repo = %key.repo, "agent minted a token");
-        Ok(minted)
-    }
-}
-
-impl ApiMinter {
-    /// `ExchangeToken` with a workspace token, checked to be for the key's workspace.
-    async fn exchange(
-        &self,
-        key: &Key,
-        params: &MintParams,
-        parent: &Secret,
-    ) -> Result<Minted, ApiError> {
-        let client = self.client(&key.api, &params.network)?;
-        let deadline = deadline_in(params.timeout);
-        // A parent's repo slugs are relative to its own workspace: never
-        // exchange it for a URL of another one.
-        let workspace = self.workspace_of(&client, parent, deadline).await?;
-        if let Some(ws) = &workspace
-            && ws.slug != key.workspace
-        {
-            return Err(ApiError::WrongWorkspace {
-                token_workspace: ws.slug.clone(),
-                wanted: key.workspace.clone(),
-            });
-        }
-        let request = ExchangeRequest {
-            repo_allowlist: vec![key.repo.as_str()],
-            permission: key.permission,
-            ttl_seconds: params.ttl,
-            subject: &params.subject,
-        };
-        let minted = client.exchange_token(parent, &request, deadline).await?;
-        if let Some(ws) = &workspace
-            && !minted.record.workspace_id.is_empty()
-            && minted.record.workspace_id != ws.id
-        {
-            return Err(ApiError::BadResponse {
-                host: key.api.clone(),
-                reason: format!(
-                    "the new token is for workspace {}, not {}",
-                    minted.record.workspace_id, ws.id
-                ),
-            });
-        }
-        Ok(minted)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -532,7 +381,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::api::{Code, TokenRecord};
+    use crate::api::{Code, Minted, TokenRecord};
 
     #[derive(Clone, Default)]
     struct FakeClock(Arc<AtomicI64>);
@@ -559,11 +408,13 @@ mod tests {
     impl Minter for FakeMinter {
         async fn mint(
             &self,
-            _key: &Key,
+            _scope: &Scope,
             params: &MintParams,
             grant: &Grant,
         ) -> Result<Minted, ApiError> {
-            assert!(matches!(grant, Grant::Parent(p) if p.expose().starts_with("gw_")));
+            assert!(
+                matches!(grant, Grant::Parent { token, .. } if token.expose().starts_with("gw_"))
+            );
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(self.delay_ms)).await;
             if self.fail.load(Ordering::SeqCst) {
@@ -607,7 +458,10 @@ mod tests {
     }
 
     fn parent() -> Grant {
-        Grant::Parent(Secret::new("gw_parent".into()))
+        Grant::Parent {
+            token: Secret::new("gw_parent".into()),
+            workspace: None,
+        }
     }
 
     fn broker(delay_ms: u64) -> (Arc<Cache<FakeClock, FakeMinter>>, FakeClock, FakeMinter) {

@@ -49,6 +49,9 @@ pub struct HelperOptions {
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
     #[arg(long)]
     pub no_agent: bool,
+    /// The workspace GITHOSTED_TOKEN belongs to, when the API cannot say (also: GITHOSTED_WORKSPACE)
+    #[arg(long, value_name = "WS")]
+    pub workspace: Option<String>,
     #[command(flatten)]
     pub broker: BrokerOptions,
 }
@@ -121,6 +124,7 @@ impl HelperOptions {
             ttl: later.ttl.or(self.ttl),
             min_ttl: later.min_ttl.or(self.min_ttl),
             no_agent: self.no_agent || later.no_agent,
+            workspace: later.workspace.clone().or_else(|| self.workspace.clone()),
             broker: self.broker.and(&later.broker),
         }
     }
@@ -138,6 +142,7 @@ impl HelperOptions {
             ttl_secs: self.ttl,
             min_ttl_secs: self.min_ttl,
             no_agent: self.no_agent,
+            workspace: self.workspace.clone(),
             broker: crate::settings::BrokerRequested {
                 url: self.broker.broker.clone(),
                 token_file: self.broker.oidc_token_file.clone(),
@@ -426,6 +431,9 @@ pub struct ExecArgs {
     /// Run the command unconfined: it can then reach everything this user can (keychain, agent, processes)
     #[arg(long)]
     pub no_isolate: bool,
+    /// Stop renewing the command's token after this many seconds [default: renew while it runs]
+    #[arg(long, value_name = "SECS")]
+    pub max_session: Option<u64>,
     /// The command and its arguments (after `--`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

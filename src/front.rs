@@ -123,10 +123,10 @@ mod warm {
     use git_credential_githosted::agent::AgentDir;
     use git_credential_githosted::agent::client::Agent;
     use git_credential_githosted::api::Network;
-    use git_credential_githosted::cache::{Grant, Key, MintParams};
+    use git_credential_githosted::cache::{Key, MintParams};
     use git_credential_githosted::cmd::helper::{USERNAME, answer as answer_git};
     use git_credential_githosted::issuer::broker_key_parent;
-    use git_credential_githosted::issuer::classify;
+    use git_credential_githosted::issuer::{classify, parent_grant};
     use git_credential_githosted::keychain::ENV_TOKEN;
     use git_credential_githosted::keychain::{self, Parent};
     use git_credential_githosted::oidc::Source;
@@ -162,6 +162,7 @@ mod warm {
         min_ttl: Option<u64>,
         ttl: Option<u64>,
         timeout: Option<u64>,
+        workspace: Option<String>,
         broker: BrokerRequested,
     }
 
@@ -201,6 +202,7 @@ mod warm {
                 "--min-ttl" => options.min_ttl = Some(value()?.parse().ok()?),
                 "--ttl" => options.ttl = Some(value()?.parse().ok()?),
                 "--timeout" => options.timeout = Some(value()?.parse().ok()?),
+                "--workspace" => options.workspace = Some(value()?),
                 "--broker" => options.broker.url = Some(value()?),
                 "--oidc-token-file" => options.broker.token_file = Some(value()?.into()),
                 "--oidc-token-env" => options.broker.token_env = Some(value()?),
@@ -212,6 +214,12 @@ mod warm {
             return None;
         }
         if std::env::var_os("GITHOSTED_NO_AGENT").is_some_and(|v| !v.is_empty() && v != "0") {
+            return None;
+        }
+        // Inside `exec`, tokens come from `exec`'s channel, never an agent.
+        if std::env::var_os(git_credential_githosted::settings::EXEC_CHANNEL_ENV)
+            .is_some_and(|v| !v.is_empty())
+        {
             return None;
         }
         Some(options)
@@ -285,6 +293,7 @@ mod warm {
                 ttl_secs: options.ttl,
                 min_ttl_secs: options.min_ttl,
                 timeout_secs: options.timeout,
+                workspace: options.workspace.clone(),
                 broker: options.broker.clone(),
                 ..Requested::default()
             },
@@ -347,17 +356,15 @@ mod warm {
                     timeout: settings.timeout,
                     network: Network::from_env(),
                 };
-                let grant = Grant::Parent(parent);
+                let parent = Parent {
+                    token: parent,
+                    source: keychain::Source::Env,
+                };
+                let grant = parent_grant(&settings, &parent);
                 match agent.mint(&key, settings.min_ttl_secs, &params, &grant) {
                     Ok(Ok(issued)) => Ok(issued),
                     Ok(Err(e)) => {
-                        let Grant::Parent(token) = grant else {
-                            return None;
-                        };
-                        let parent = Parent {
-                            token,
-                            source: keychain::Source::Env,
-                        };
+                        drop(grant);
                         Err(anyhow::anyhow!(
                             "{}",
                             classify(&settings, &target, &parent, e)

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::agent::client::{Agent, AgentError};
 use crate::api::{self, ApiError, Code};
-use crate::cache::{ApiMinter, Dropped, Grant, Key, MintParams, Minter};
+use crate::cache::{Dropped, Grant, Key, MintParams, Minter};
 use crate::keychain::{self, KeychainError, Parent, Source};
+use crate::minter::ApiMinter;
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::target::Target;
@@ -62,6 +63,24 @@ pub enum GetError {
         api_flag: String,
     },
     #[error(
+        "{api_host} cannot say which workspace {origin} belongs to, so nothing was minted for {wanted}: {remedy}"
+    )]
+    WorkspaceUnknown {
+        api_host: String,
+        origin: Source,
+        wanted: String,
+        remedy: String,
+    },
+    #[error(
+        "{declared_by} says the token is for {declared}, but {api_host} says it is for {actual}: nothing was minted; correct {declared_by}"
+    )]
+    DeclaredWorkspace {
+        api_host: String,
+        declared_by: String,
+        declared: String,
+        actual: String,
+    },
+    #[error(
         "{api_host} has no repo `{repo}` in workspace `{workspace}` that this token can see: check the remote URL, or the token belongs to another workspace (server: {message})"
     )]
     NotFound {
@@ -90,6 +109,9 @@ pub enum GetError {
     /// Getting a token from a broker failed: one line naming the broker and its reason.
     #[error("{0}")]
     Broker(String),
+    /// Inside `exec`: `exec` refused, or cannot be reached (one line).
+    #[error("{0}")]
+    Exec(String),
 }
 
 fn not_a_token_remedy(source: &Source) -> String {
@@ -180,8 +202,12 @@ pub fn agent(settings: &Settings) -> Option<Agent> {
     }
 }
 
-/// A token for `target` with the system's parents, agent and API.
+/// A token for `target` with the system's parents, agent and API; inside
+/// `exec`, from `exec`'s renewal channel only.
 pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
+    if let Some(channel) = &settings.exec_channel {
+        return from_exec(settings, channel, target);
+    }
     let env = keychain::env_token();
     if let Some(broker) = &settings.broker
         && env.as_ref().map(Secret::kind) != Some(TokenKind::Repo)
@@ -252,7 +278,7 @@ pub fn issue_with(
         network: api::Network::from_env(),
     };
     if let Some(link) = agent {
-        let grant = Grant::Parent(parent.token.clone());
+        let grant = parent_grant(settings, &parent);
         match link.mint(&key, settings.min_ttl_secs, &params, &grant) {
             Ok(Ok(issued)) => return Ok(issued),
             Ok(Err(e)) => return Err(classify(settings, target, &parent, e)),
@@ -339,7 +365,7 @@ fn from_broker(
         parent: String::new(),
     });
     let minted = runtime
-        .block_on(ApiMinter::default().mint(&key, &params, &grant))
+        .block_on(ApiMinter::default().mint(&key.scope(), &params, &grant))
         .map_err(|e| GetError::Broker(e.to_string()))?;
     tracing::debug!(token = %minted.token, id = %minted.record.id, "minted by the broker");
     Ok(Issued {
@@ -347,6 +373,55 @@ fn from_broker(
         expires_at: Some(minted.expires_at),
     })
 }
+
+/// Inside `exec`: a token from `exec` itself, for a repo it granted (nothing
+/// else is asked: no agent, no parent).
+#[cfg(unix)]
+fn from_exec(
+    settings: &Settings,
+    channel: &std::path::Path,
+    target: &Target,
+) -> Result<Issued, GetError> {
+    use crate::channel::{Answer, Ask};
+    let ask = Ask::Token {
+        workspace: target.workspace.clone(),
+        repo: target.repo.clone(),
+        permission: settings.permission,
+    };
+    match crate::channel::ask(channel, &ask, settings.timeout) {
+        Ok(Answer::Token { token, expires_at }) => Ok(Issued {
+            token,
+            expires_at: Some(expires_at),
+        }),
+        Ok(Answer::Refused(why)) => Err(GetError::Exec(why)),
+        Ok(Answer::Forgotten) => Err(GetError::Exec(
+            "`exec` answered a token request with something else".into(),
+        )),
+        Err(e) => Err(GetError::Exec(format!(
+            "cannot reach `exec`'s token channel ({e}): the `exec` that started this command has ended or the command left its sandbox; start it again with `git-credential-githosted exec`"
+        ))),
+    }
+}
+
+#[cfg(not(unix))]
+fn from_exec(_: &Settings, _: &std::path::Path, _: &Target) -> Result<Issued, GetError> {
+    Err(GetError::Exec(
+        "`exec` keeps no token channel on this system".into(),
+    ))
+}
+
+/// Inside `exec`: tells `exec` that git was refused with `password`, so it is
+/// not handed out again (the next ask mints a fresh one). Best effort.
+#[cfg(unix)]
+pub fn forget_in_exec(settings: &Settings, channel: &std::path::Path, password: Secret) {
+    let ask = crate::channel::Ask::Forget { password };
+    if let Err(e) = crate::channel::ask(channel, &ask, settings.timeout.min(REVOKE_BUDGET)) {
+        tracing::debug!("exec's channel did not answer an erase: {e}");
+    }
+}
+
+#[cfg(not(unix))]
+pub fn forget_in_exec(_: &Settings, _: &std::path::Path, _: Secret) {}
 
 /// What the agent files this job's broker tokens under ([`Key::parent`]):
 /// `None` when the job has no identity to read without asking anyone.
@@ -385,6 +460,20 @@ pub fn id_token_source(broker: &settings::BrokerSettings) -> Result<crate::oidc:
                 broker.url_arg
             ))
         })
+}
+
+/// What a workspace token pays a mint with: the token, and the workspace
+/// declared for it (the keychain entry's, else `--workspace` /
+/// `GITHOSTED_WORKSPACE`), which the minter checks against the API's answer.
+pub fn parent_grant(settings: &Settings, parent: &Parent) -> Grant {
+    let from_entry = match &parent.source {
+        Source::Keychain { account } => account.split_once('/').map(|(_, ws)| ws.to_owned()),
+        Source::Env => None,
+    };
+    Grant::Parent {
+        token: parent.token.clone(),
+        workspace: from_entry.or_else(|| settings.declared_workspace.clone()),
+    }
 }
 
 fn passed_through(token: Secret) -> Issued {
@@ -431,7 +520,7 @@ fn mint_here(
         classify(settings, target, parent, error)
     })?;
     let minted = runtime
-        .block_on(minter.mint(key, params, &Grant::Parent(parent.token.clone())))
+        .block_on(minter.mint(&key.scope(), params, &parent_grant(settings, parent)))
         .map_err(|e| classify(settings, target, parent, e))?;
     Ok(Issued {
         token: minted.token,
@@ -558,6 +647,37 @@ pub fn classify(
         ApiError::Status { message, .. } => message.clone(),
         _ => String::new(),
     };
+    if let ApiError::WorkspaceUnknown { wanted, .. } = &error {
+        let remedy = match &parent.source {
+            Source::Env => format!(
+                "if {env} is a {wanted} token, set {ws_env}={wanted} (or add --workspace {wanted} to the helper line)",
+                env = keychain::ENV_TOKEN,
+                ws_env = settings::WORKSPACE_ENV,
+            ),
+            Source::Keychain { .. } => format!(
+                "store it for its workspace: `git-credential-githosted login{} --workspace {wanted}` (token on stdin)",
+                settings.api_url_flag()
+            ),
+        };
+        return GetError::WorkspaceUnknown {
+            api_host,
+            origin: parent.source.clone(),
+            wanted: wanted.clone(),
+            remedy,
+        };
+    }
+    if let ApiError::DeclaredWorkspace { declared, actual } = &error {
+        let declared_by = match &parent.source {
+            Source::Keychain { account } => format!("the keychain entry {account}"),
+            Source::Env => format!("--workspace or {}", settings::WORKSPACE_ENV),
+        };
+        return GetError::DeclaredWorkspace {
+            api_host,
+            declared_by,
+            declared: declared.clone(),
+            actual: actual.clone(),
+        };
+    }
     if let ApiError::WrongWorkspace {
         token_workspace,
         wanted,
@@ -672,7 +792,7 @@ mod tests {
             params: &MintParams,
             grant: &Grant,
         ) -> Result<Result<Issued, ApiError>, AgentError> {
-            let Grant::Parent(parent) = grant else {
+            let Grant::Parent { token: parent, .. } = grant else {
                 panic!("a broker grant for a parent's key");
             };
             self.asked.borrow_mut().push(format!(
@@ -702,7 +822,12 @@ mod tests {
     }
 
     impl Minter for FakeMinter {
-        async fn mint(&self, _: &Key, params: &MintParams, _: &Grant) -> Result<Minted, ApiError> {
+        async fn mint(
+            &self,
+            _: &crate::minter::Scope,
+            params: &MintParams,
+            _: &Grant,
+        ) -> Result<Minted, ApiError> {
             self.given.lock().unwrap().push(params.timeout);
             Ok(Minted {
                 token: Secret::new("gr_direct".into()),

@@ -15,8 +15,8 @@
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`] | values and formats; no I/O but stderr |
 //! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`broker_client`], [`git`], [`supervise`], [`tty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers, a token broker, git, child processes, the terminal, Windows' users, pipes and job objects |
-//! | 3 policy | [`cache`], [`policy`] | what is cached for how long, one mint per key; the API-backed minter; the broker's rules |
-//! | 4 transport | [`agent`] | the background process around the cache: socket or named pipe, peer checks, its wire |
+//! | 3 policy | [`minter`], [`cache`], [`policy`] | the one minter (a grant exchanged for a repo token, the workspace check); what is cached for how long, one mint per key; the broker's rules |
+//! | 4 transport | [`agent`], [`channel`] | the background process around the cache: socket or named pipe, peer checks, its wire; `exec`'s renewal channel to its command |
 //! | 5 use cases | [`issuer`], [`sandbox`], [`broker`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement; the CI token broker |
 //! | 6 commands | [`cmd`] | one module per command: what it prints and how it fails |
 //! | 7 entry | [`cli`] | the command line |
@@ -32,12 +32,14 @@ pub mod api;
 pub mod broker;
 pub mod broker_client;
 pub mod cache;
+pub mod channel;
 pub mod cli;
 pub mod cmd;
 pub mod git;
 pub mod harden;
 pub mod issuer;
 pub mod keychain;
+pub mod minter;
 pub mod oidc;
 pub mod permission;
 pub mod policy;

@@ -97,7 +97,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exec(a) => {
             let settings = helper(for_person(&a.helper), scoped::EXEC_TTL_SECS)?;
-            return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate);
+            let max_session = a.max_session.map(std::time::Duration::from_secs);
+            return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate, max_session);
         }
         Command::Configure(a) => {
             // Running it again keeps what it wrote before, unless told otherwise.
@@ -114,13 +115,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => {
             no_token_options("login")?;
             let settings = api(&a.api)?;
-            login::login(&settings, a.workspace.as_deref(), !a.no_verify)?;
+            let workspace = a.workspace.as_deref().or(top.workspace.as_deref());
+            login::login(&settings, workspace, !a.no_verify)?;
             true
         }
         Command::Logout(a) => {
             no_token_options("logout")?;
             let settings = api(&a.api)?;
-            login::logout(&settings, a.workspace.as_deref())?;
+            login::logout(
+                &settings,
+                a.workspace.as_deref().or(top.workspace.as_deref()),
+            )?;
             true
         }
         Command::Status(a) => {

@@ -37,6 +37,12 @@ pub struct Settings {
     pub timeout: std::time::Duration,
     /// Tokens come from a broker (CI), not from a workspace token.
     pub broker: Option<BrokerSettings>,
+    /// The workspace declared for a parent the API cannot place
+    /// (`--workspace` on the helper line, else `GITHOSTED_WORKSPACE`).
+    pub declared_workspace: Option<String>,
+    /// Inside `exec`: its renewal channel, the only source of tokens there
+    /// ([`EXEC_CHANNEL_ENV`]).
+    pub exec_channel: Option<std::path::PathBuf>,
 }
 
 /// Where a CI job's tokens come from: a broker, for the job's OIDC ID token.
@@ -52,6 +58,12 @@ pub struct BrokerSettings {
     /// The audience asked for; `githosted-broker` unless told.
     pub audience: String,
 }
+
+/// Declares the workspace of `GITHOSTED_TOKEN` when the API cannot say (like `--workspace`).
+pub const WORKSPACE_ENV: &str = "GITHOSTED_WORKSPACE";
+
+/// Set by `exec` for its command: the socket of its renewal channel.
+pub const EXEC_CHANNEL_ENV: &str = "GITHOSTED_EXEC_CHANNEL";
 
 /// Names the broker when `--broker` does not.
 pub const BROKER_ENV: &str = "GITHOSTED_BROKER";
@@ -80,6 +92,8 @@ pub struct Requested {
     pub ttl_secs: Option<u64>,
     pub min_ttl_secs: Option<u64>,
     pub no_agent: bool,
+    /// `--workspace` on the helper line.
+    pub workspace: Option<String>,
     pub timeout_secs: Option<u64>,
     pub broker: BrokerRequested,
 }
@@ -91,6 +105,15 @@ impl Settings {
         let broker = broker_settings(&requested.broker)?;
         Ok(Settings {
             broker,
+            declared_workspace: requested
+                .workspace
+                .clone()
+                .or_else(|| std::env::var(WORKSPACE_ENV).ok())
+                .map(|ws| ws.trim().to_owned())
+                .filter(|ws| !ws.is_empty()),
+            exec_channel: std::env::var_os(EXEC_CHANNEL_ENV)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from),
             service: Service::new(api_url)?,
             api_url_arg: api_url.map(str::to_owned),
             permission: requested.permission.unwrap_or(Permission::Write),

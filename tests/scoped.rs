@@ -277,3 +277,264 @@ fn permission_auto_reads_for_fetching_and_writes_for_pushing() {
         );
     }
 }
+
+/// `exec` mints through the same minter as `get`: with acme's workspace token
+/// it refuses globex's repo in one line, before any exchange (it once minted
+/// acme/lib for `--repo globex/lib`).
+#[test]
+fn exec_refuses_a_repo_of_another_workspace_as_get_does() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world.server.add_workspace("globex");
+    world.server.add_repo("globex", "lib");
+    world.server.add_repo("acme", "lib");
+    let url = world.server.base_url();
+    let marker = world.path("ran");
+    let script = format!("touch {}", marker.display());
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--repo",
+            "globex/lib",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        None,
+    );
+    run.assert_failed();
+    let line = run.stderr.trim();
+    assert!(
+        line.contains("your token is for acme, not globex"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(line.lines().count(), 1, "{}", run.stderr);
+    assert!(!marker.exists(), "the command ran");
+    assert_eq!(world.server.exchange_count(), 0);
+    // `get` says the same.
+    let get = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&request(
+            "http",
+            &world.server.host(),
+            Some("globex/lib.git"),
+        )),
+    );
+    assert!(
+        get.stderr.contains("your token is for acme, not globex"),
+        "{}",
+        get.stderr
+    );
+    assert_eq!(world.server.exchange_count(), 0);
+}
+
+/// When the API cannot say which workspace `GITHOSTED_TOKEN` belongs to
+/// (`ListWorkspaces` answers 404), nothing is minted by `get`, `token` or
+/// `exec` until it is declared; a declaration the API contradicts is refused.
+#[test]
+fn an_unplaceable_parent_mints_nothing_until_its_workspace_is_declared() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world.server.add_workspace("globex");
+    world.server.add_repo("globex", "app");
+    let url = world.server.base_url();
+    let not_listed =
+        || githosted_testkit::server::Fault::status(Some("ListWorkspaces"), 100, 404, "not_found");
+    world.server.inject_fault(not_listed());
+    let token = |world: &World| {
+        world.helper(
+            &[
+                "--api-url",
+                &url,
+                "--no-agent",
+                "token",
+                "--repo",
+                "globex/app",
+            ],
+            None,
+        )
+    };
+    let refused = token(&world);
+    refused.assert_failed();
+    assert!(
+        refused
+            .stderr
+            .contains("cannot say which workspace GITHOSTED_TOKEN belongs to")
+            && refused.stderr.contains("GITHOSTED_WORKSPACE=globex"),
+        "{}",
+        refused.stderr
+    );
+    let get = world.helper(
+        &["--api-url", &url, "--no-agent", "get"],
+        Some(&request(
+            "http",
+            &world.server.host(),
+            Some("globex/app.git"),
+        )),
+    );
+    assert!(!get.stdout.contains("password"), "{}", get.stdout);
+    assert!(get.stderr.contains("GITHOSTED_WORKSPACE"), "{}", get.stderr);
+    let exec = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--no-isolate",
+            "--repo",
+            "globex/app",
+            "--",
+            "true",
+        ],
+        None,
+    );
+    exec.assert_failed();
+    assert!(
+        exec.stderr.contains("GITHOSTED_WORKSPACE"),
+        "{}",
+        exec.stderr
+    );
+    assert_eq!(world.server.exchange_count(), 0);
+
+    // Declared: the declaration decides while the API cannot say.
+    world.set_env("GITHOSTED_WORKSPACE", "acme");
+    let wrong = token(&world);
+    assert!(
+        wrong.stderr.contains("your token is for acme, not globex"),
+        "{}",
+        wrong.stderr
+    );
+    let ok = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "--no-agent",
+            "token",
+            "--repo",
+            "acme/app",
+        ],
+        None,
+    );
+    ok.assert_ok();
+    assert_eq!(world.server.exchange_count(), 1);
+
+    // The API answers again: a declaration it contradicts is refused.
+    world.server.clear_faults();
+    world.set_env("GITHOSTED_WORKSPACE", "globex");
+    let contradicted = token(&world);
+    contradicted.assert_failed();
+    assert!(
+        contradicted.stderr.contains("says the token is for globex")
+            && contradicted.stderr.contains("it is for acme"),
+        "{}",
+        contradicted.stderr
+    );
+    assert_eq!(world.server.exchange_count(), 1);
+}
+
+/// An agent's session outlives its tokens: git inside `exec` gets fresh ones
+/// through `exec`'s channel (tokens live 6 s here; the session lasts over 3 of
+/// them), each minted for `exec` alone and all revoked at the end.
+#[test]
+fn exec_renews_the_token_for_a_long_session() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world
+        .server
+        .cap_exchange_ttl(std::time::Duration::from_secs(6));
+    let url = world.server.base_url();
+    let clone_url = world.url("app");
+    let script = format!(
+        r#"set -e
+git clone -q {clone_url} work
+cd work
+git config user.email agent@example.com
+git config user.name agent
+for i in 1 2 3 4; do
+  sleep 6
+  echo "$i" > "file$i"
+  git add "file$i"
+  git commit -q -m "change $i"
+  git push -q origin HEAD
+done
+echo pushed"#
+    );
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--ttl",
+            "60",
+            "--repo",
+            "acme/app",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout.trim(), "pushed", "{}", run.stderr);
+    let exchanges = world.server.exchanges();
+    assert!(exchanges.len() >= 3, "{} exchanges", exchanges.len());
+    for e in &exchanges {
+        assert_eq!(e.allowlist, vec!["app".to_string()]);
+        assert_eq!(e.ttl_seconds, 60);
+        assert!(e.subject.ends_with(" exec"), "{}", e.subject);
+    }
+    // Every token exec minted that was still alive is revoked; none is in the agent.
+    let revoked = world.server.revoked_via_api();
+    assert!(!revoked.is_empty());
+    let last = exchanges.last().unwrap().minted.id.clone();
+    assert!(revoked.contains(&last), "{revoked:?}");
+    let status = world.helper(&["--api-url", &url, "status"], None);
+    assert!(!status.stdout.contains("acme/app"), "{}", status.stdout);
+}
+
+/// The renewal channel mints for the granted repos only: `token` and git
+/// inside `exec` are refused another repo in one line, and nothing is minted
+/// for it.
+#[test]
+fn exec_channel_refuses_repos_outside_the_grant() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world.server.add_repo("acme", "lib");
+    let url = world.server.base_url();
+    let host = world.server.host();
+    let script = format!(
+        r#"git-credential-githosted --api-url {url} token --repo acme/lib; echo "token rc=$?"
+printf 'protocol=http\nhost={host}\npath=acme/lib.git\n' | git-credential-githosted --api-url {url} get; echo "get rc=$?"
+printf 'protocol=http\nhost={host}\npath=acme/app.git\n' | git-credential-githosted --api-url {url} get | grep -c '^password=gr_'
+git-credential-githosted --api-url {url} token --repo acme/app | grep -c '^gr_'"#
+    );
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout, "token rc=1\nquit=1\nget rc=1\n1\n1\n", "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("runs under `exec` with tokens for acme/app only, not acme/lib"),
+        "{}",
+        run.stderr
+    );
+    let exchanges = world.server.exchanges();
+    assert_eq!(exchanges.len(), 1, "one token, for app only");
+    assert_eq!(exchanges[0].allowlist, vec!["app".to_string()]);
+}

@@ -236,7 +236,7 @@ impl Agent {
         let wait = params.timeout.saturating_add(Duration::from_secs(1));
         match self.request(&request, wait)? {
             Response::Token { token, expires_at } => Ok(Ok(issued(token, expires_at))),
-            Response::Failed(failure) => Ok(Err(failure.into())),
+            Response::Failed(error) => Ok(Err(error)),
             _ => Err(AgentError::Unexpected),
         }
     }

@@ -31,7 +31,8 @@ use super::server::{
     AgentCache, BUSY, MAX_CONNECTIONS, READY, announce, converse, idle_and_empty, touch,
 };
 use super::wire::{self, Request, Response};
-use crate::cache::{ApiMinter, Cache, SystemClock};
+use crate::cache::{Cache, SystemClock};
+use crate::minter::ApiMinter;
 use crate::win32::{self, SecurityDescriptor, Sid};
 
 /// The pipe's name prefix; the version and the user's SID follow. Each version

@@ -26,7 +26,8 @@ use tokio::sync::Semaphore;
 use super::wire::{self, AgentStatus, Request, Response};
 #[cfg(unix)]
 use super::{AgentDir, LOCK_NAME, SOCKET_NAME};
-use crate::cache::{ApiMinter, Cache, MintParams, SystemClock};
+use crate::cache::{Cache, MintParams, SystemClock};
+use crate::minter::ApiMinter;
 
 /// How long the agent stays up with nothing cached, by default.
 pub const DEFAULT_IDLE_SECS: u64 = 300;
@@ -254,7 +255,7 @@ async fn respond(request: Request, cache: &AgentCache, started: Instant) -> Resp
             .await
         {
             Ok(issued) => token(issued),
-            Err(e) => Response::Failed(e.into()),
+            Err(e) => Response::Failed(e),
         },
         Request::Erase {
             api,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, Code, Network};
+use crate::api::{ApiError, Network};
 use crate::cache::{Dropped, EntryInfo, Grant, Key};
 use crate::secret::Secret;
 
@@ -57,105 +57,15 @@ pub enum Request {
 /// The agent's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
-    Token { token: Secret, expires_at: i64 },
+    Token {
+        token: Secret,
+        expires_at: i64,
+    },
     Miss,
-    Failed(Failure),
+    /// The mint failed: the API's (or broker's) error, as it is.
+    Failed(ApiError),
     Dropped(Vec<Dropped>),
     Status(AgentStatus),
-}
-
-/// Why a mint failed, as the wire carries it: the API's error, flattened.
-#[derive(Debug, Serialize, Deserialize)]
-pub enum Failure {
-    Status {
-        host: String,
-        status: u16,
-        code: String,
-        message: String,
-        retry_after: Option<u64>,
-    },
-    Transport {
-        host: String,
-        reason: String,
-    },
-    BadResponse {
-        host: String,
-        reason: String,
-    },
-    WrongWorkspace {
-        token_workspace: String,
-        wanted: String,
-    },
-    Unresolvable {
-        host: String,
-        reason: String,
-    },
-    Broker {
-        status: Option<u16>,
-        reason: String,
-    },
-}
-
-impl From<ApiError> for Failure {
-    fn from(e: ApiError) -> Failure {
-        match e {
-            ApiError::Status {
-                host,
-                status,
-                code,
-                message,
-                retry_after,
-            } => Failure::Status {
-                host,
-                status,
-                code: code.as_str().to_owned(),
-                message,
-                retry_after,
-            },
-            ApiError::Transport { host, reason } => Failure::Transport { host, reason },
-            ApiError::BadResponse { host, reason } => Failure::BadResponse { host, reason },
-            ApiError::Unresolvable { host, reason } => Failure::Unresolvable { host, reason },
-            ApiError::Broker { status, reason } => Failure::Broker { status, reason },
-            ApiError::WrongWorkspace {
-                token_workspace,
-                wanted,
-            } => Failure::WrongWorkspace {
-                token_workspace,
-                wanted,
-            },
-        }
-    }
-}
-
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> ApiError {
-        match f {
-            Failure::Status {
-                host,
-                status,
-                code,
-                message,
-                retry_after,
-            } => ApiError::Status {
-                host,
-                status,
-                code: Code::parse(&code),
-                message,
-                retry_after,
-            },
-            Failure::Transport { host, reason } => ApiError::Transport { host, reason },
-            Failure::BadResponse { host, reason } => ApiError::BadResponse { host, reason },
-            Failure::Unresolvable { host, reason } => ApiError::Unresolvable { host, reason },
-            Failure::Broker { status, reason } => ApiError::Broker { status, reason },
-            Failure::WrongWorkspace {
-                token_workspace,
-                wanted,
-            } => ApiError::WrongWorkspace {
-                token_workspace,
-                wanted,
-            },
-        }
-    }
 }
 
 /// The agent's state, as `status` shows it.
@@ -256,14 +166,21 @@ mod tests {
             subject: "s".into(),
             timeout_ms: 20_000,
             network: Box::default(),
-            grant: Grant::Parent(Secret::new("gw_parent".into())),
+            grant: Grant::Parent {
+                token: Secret::new("gw_parent".into()),
+                workspace: None,
+            },
         };
         let mut buf = Vec::new();
         send(&mut buf, &request).unwrap();
         let back: Request = receive(&mut &buf[..]).unwrap();
         match back {
             Request::Mint {
-                grant: Grant::Parent(parent),
+                grant:
+                    Grant::Parent {
+                        token: parent,
+                        workspace: None,
+                    },
                 key,
                 ..
             } => {

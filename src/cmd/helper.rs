@@ -183,6 +183,13 @@ pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Resul
     };
     // With Bearer (git 2.46+) the rejected token comes as `credential`.
     let password = request.password.or(request.credential);
+    // Inside `exec`, only `exec` holds tokens: tell it.
+    if let Some(channel) = &settings.exec_channel {
+        if let Some(password) = password {
+            issuer::forget_in_exec(settings, channel, password);
+        }
+        return Ok(());
+    }
     let api = settings.service.api_url().to_string();
     // A CI job with a broker forgets only its own tokens (and revokes them through the broker).
     let parent = match &settings.broker {

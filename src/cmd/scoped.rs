@@ -12,13 +12,16 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::api::{self, ExchangeRequest};
+use crate::api;
+use crate::cache::{Clock, SystemClock};
 use crate::issuer::{self, REVOKE_BUDGET};
-use crate::keychain;
+use crate::keychain::{self, Parent};
+use crate::minter::{ApiMinter, Grant, MintParams, Minter, Scope};
 use crate::sandbox::{Hidden, Sandbox};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::target::{Resolution, Target};
+use crate::token::{Issued, Permission};
 
 /// The repos named by `--repo`, which must all be in one workspace.
 fn targets(repos: &[String]) -> anyhow::Result<Vec<Target>> {
@@ -110,17 +113,24 @@ pub(crate) fn repo_of_this_clone(settings: &Settings) -> anyhow::Result<String> 
 /// The lifetime of an `exec` token unless `--ttl` says otherwise.
 pub const EXEC_TTL_SECS: u64 = 900;
 
+/// The shortest `--ttl` `exec` accepts: each token is renewed shortly before
+/// it expires, so a shorter one would mostly be renewing.
+pub const EXEC_MIN_TTL_SECS: u64 = 60;
+
 /// `exec`: run `command` with a fresh token for `repos`, revoked when it ends.
 /// With `isolate` (the default) the command runs confined ([`crate::sandbox`]);
 /// the confinement is checked before anything is minted (Linux only: elsewhere
-/// `exec` refuses unless `--no-isolate`). Returns the command's exit status
-/// (128 + signal if a signal ended it). On Windows the command runs in a job
-/// object that kills it when `exec` ends.
+/// `exec` refuses unless `--no-isolate`). While it runs, git inside gets fresh
+/// tokens for the granted repos (only) through `exec`'s renewal channel, for
+/// at most `max_session` when given. Returns the command's exit status (128 +
+/// signal if a signal ended it). On Windows the command runs in a job object
+/// that kills it when `exec` ends.
 pub fn exec(
     settings: &Settings,
     repos: &[String],
     command: &[String],
     isolate: bool,
+    max_session: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
     let targets = targets(repos)?;
     if command.is_empty() {
@@ -131,6 +141,12 @@ pub fn exec(
             "with --broker, `exec` gives the command a token for one repo (the broker mints one repo per request): name a single --repo WS/REPO"
         );
     }
+    if settings.ttl_secs < EXEC_MIN_TTL_SECS {
+        bail!(
+            "`exec --ttl {}` is too short: give --ttl {EXEC_MIN_TTL_SECS} or more (the command's git gets a fresh token before each one expires)",
+            settings.ttl_secs
+        );
+    }
     let sandbox = if isolate {
         Some(Sandbox::prepare(job_files(settings)?)?)
     } else {
@@ -138,48 +154,332 @@ pub fn exec(
         None
     };
     let runtime = api::runtime()?;
-    let minted = runtime
-        .block_on(ExecToken::mint(settings, &targets))
-        .with_context(|| format!("minting a token for {}", repos.join(", ")))?;
-    tracing::info!(token = %minted.token, "exec: minted");
+    let lease = std::sync::Arc::new(Lease::new(settings, &targets, max_session)?);
+    let first = runtime
+        .block_on(lease.token())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(token = %first.token, "exec: minted");
 
     let mut env = git_config_env(settings);
     let unset = job_variables(settings);
     env.push((
         keychain::ENV_TOKEN.to_owned(),
-        minted.token.expose().to_owned(),
+        first.token.expose().to_owned(),
     ));
+    drop(first);
+    #[cfg(unix)]
+    let channel = {
+        let _entered = runtime.enter();
+        let mut channel = crate::channel::Channel::open(&std::env::temp_dir())
+            .context("opening exec's token channel for the command")?;
+        let serving = lease.clone();
+        let task = channel.serve(move |ask| {
+            let lease = serving.clone();
+            async move { lease.answer(ask).await }
+        });
+        env.push((
+            settings::EXEC_CHANNEL_ENV.to_owned(),
+            channel.socket().to_string_lossy().into_owned(),
+        ));
+        (channel, task)
+    };
     let env = zeroize::Zeroizing::new(env);
     let status = runtime.block_on(run(sandbox.as_ref(), command, &env, &unset));
     #[cfg(unix)]
     let status = status.map(crate::supervise::as_exit_code);
-
-    // Whatever happened to the command, the token dies with it.
-    let deadline = Instant::now() + REVOKE_BUDGET;
-    match runtime.block_on(minted.revoke(deadline)) {
-        Ok(()) => tracing::info!(token = %minted.token, "exec: revoked"),
-        Err(e) => crate::say!(
-            "could not revoke the exec token {} ({e}); it expires on its own in {}",
-            minted.token,
-            crate::cmd::status::duration(
-                minted
-                    .expires_at
-                    .saturating_sub(crate::cache::Clock::now(&crate::cache::SystemClock))
-            )
-        ),
+    #[cfg(unix)]
+    {
+        let (channel, task) = channel;
+        if let Some(task) = task {
+            task.abort();
+        }
+        drop(channel);
     }
+
+    // Whatever happened to the command, its tokens die with it.
+    let deadline = Instant::now() + REVOKE_BUDGET;
+    runtime.block_on(lease.revoke_all(deadline));
     #[cfg(windows)]
     let status = status.map(|code| match u8::try_from(code) {
         Ok(small) => ExitCode::from(small),
         // An exit code no ExitCode can carry (an NTSTATUS such as 0xC000013A
         // after Ctrl-C): leave with it as it is, the token revoked already.
         Err(_) => {
-            drop(minted);
+            drop(lease);
             drop(runtime);
             std::process::exit(code)
         }
     });
     status
+}
+
+/// Whether `exec`'s grant covers an ask (pure): the same workspace, one of
+/// the granted repos, no more than the granted permission.
+pub fn admits(
+    scope: &Scope,
+    workspace: &str,
+    repo: &str,
+    permission: Permission,
+) -> Result<(), String> {
+    let granted = scope
+        .repos
+        .iter()
+        .map(|r| format!("{}/{r}", scope.workspace))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if workspace != scope.workspace || !scope.repos.iter().any(|r| r == repo) {
+        return Err(format!(
+            "this command runs under `exec` with tokens for {granted} only, not {}/{}: run it under an `exec --repo {}/{}` of its own",
+            crate::ui::printable(workspace, 100),
+            crate::ui::printable(repo, 100),
+            crate::ui::printable(workspace, 100),
+            crate::ui::printable(repo, 100)
+        ));
+    }
+    if permission == Permission::Write && scope.permission == Permission::Read {
+        return Err(format!(
+            "this command runs under `exec` with {} tokens for {granted}: it cannot have a {} token; start `exec --permission {}`",
+            scope.permission.as_str(),
+            permission.as_str(),
+            permission.as_str()
+        ));
+    }
+    Ok(())
+}
+
+/// What `exec` pays its mints with.
+enum Payer {
+    /// A workspace token (environment or keychain), and what we know of it.
+    Parent { parent: Parent, grant: Grant },
+    /// The job's ID token for a broker, fetched afresh for each mint.
+    Broker {
+        broker: settings::BrokerSettings,
+        source: crate::oidc::Source,
+    },
+}
+
+/// `exec`'s grant for its command: the scope, what pays for it, the current
+/// token and every token minted (all revoked at the end).
+struct Lease {
+    scope: Scope,
+    payer: Payer,
+    minter: ApiMinter,
+    /// For the error lines (`classify`), the first repo.
+    settings: Settings,
+    target: Target,
+    /// No renewal after this.
+    until: Option<Instant>,
+    max_session: Option<std::time::Duration>,
+    state: tokio::sync::Mutex<LeaseState>,
+}
+
+#[derive(Default)]
+struct LeaseState {
+    current: Option<Held>,
+    minted: Vec<Held>,
+}
+
+#[derive(Clone)]
+struct Held {
+    token: Secret,
+    id: String,
+    expires_at: i64,
+    lifetime: i64,
+}
+
+impl Lease {
+    fn new(
+        settings: &Settings,
+        targets: &[Target],
+        max_session: Option<std::time::Duration>,
+    ) -> anyhow::Result<Lease> {
+        let target = targets[0].clone();
+        let scope = Scope {
+            api: settings.service.api_url().to_string(),
+            workspace: target.workspace.clone(),
+            repos: targets.iter().map(|t| t.repo.clone()).collect(),
+            permission: settings.permission,
+        };
+        let payer = match &settings.broker {
+            Some(broker) => Payer::Broker {
+                broker: broker.clone(),
+                source: issuer::id_token_source(broker)?,
+            },
+            None => {
+                let api_host = settings.service.api_host();
+                let workspace = &target.workspace;
+                let parent = keychain::parent_token(api_host, workspace)?.with_context(|| {
+                    format!(
+                        "no githosted workspace token for {workspace} on {api_host}: run `git-credential-githosted login{} --workspace {workspace}`, or set {}",
+                        settings.api_url_flag(),
+                        keychain::ENV_TOKEN
+                    )
+                })?;
+                if parent.token.kind() != TokenKind::Workspace {
+                    bail!(
+                        "{} holds no workspace token (gw_…); `exec` needs one to mint a narrower token",
+                        parent.source
+                    );
+                }
+                let grant = issuer::parent_grant(settings, &parent);
+                Payer::Parent { parent, grant }
+            }
+        };
+        Ok(Lease {
+            scope,
+            payer,
+            minter: ApiMinter::default(),
+            settings: settings.clone(),
+            target,
+            until: max_session.map(api::deadline_in),
+            max_session,
+            state: tokio::sync::Mutex::new(LeaseState::default()),
+        })
+    }
+
+    /// The current token if it still has the margin, else a fresh one.
+    async fn token(&self) -> Result<Issued, issuer::GetError> {
+        let mut state = self.state.lock().await;
+        let now = SystemClock.now();
+        if let Some(held) = &state.current
+            && held.expires_at.saturating_sub(now)
+                >= crate::cache::margin(held.lifetime, self.settings.min_ttl_secs)
+        {
+            return Ok(held.issued());
+        }
+        if !state.minted.is_empty()
+            && let (Some(until), Some(max)) = (self.until, self.max_session)
+            && Instant::now() >= until
+        {
+            return Err(issuer::GetError::Exec(format!(
+                "this `exec` session reached its --max-session of {} s: no more tokens; start a new `exec`",
+                max.as_secs()
+            )));
+        }
+        let held = self.mint().await?;
+        state.minted.push(held.clone());
+        let issued = held.issued();
+        state.current = Some(held);
+        Ok(issued)
+    }
+
+    async fn mint(&self) -> Result<Held, issuer::GetError> {
+        let deadline = api::deadline_in(self.settings.timeout);
+        let params = MintParams {
+            ttl: self.settings.ttl_secs,
+            subject: format!("{} exec", settings::subject()),
+            timeout: self.settings.timeout,
+            network: api::Network::from_env(),
+        };
+        let minted_at = SystemClock.now();
+        let minted = match &self.payer {
+            Payer::Parent { parent, grant } => self
+                .minter
+                .mint(&self.scope, &params, grant)
+                .await
+                .map_err(|e| issuer::classify(&self.settings, &self.target, parent, e))?,
+            Payer::Broker { broker, source } => {
+                let id_token = issuer::id_token(broker, source, deadline).await?;
+                let grant = Grant::Broker {
+                    broker: broker.url.clone(),
+                    id_token,
+                };
+                self.minter
+                    .mint(&self.scope, &params, &grant)
+                    .await
+                    .map_err(|e| issuer::GetError::Broker(e.to_string()))?
+            }
+        };
+        Ok(Held {
+            token: minted.token,
+            id: minted.record.id,
+            expires_at: minted.expires_at,
+            lifetime: minted.expires_at.saturating_sub(minted_at).max(0),
+        })
+    }
+
+    /// The answer to the command's ask, through the channel.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    async fn answer(&self, ask: crate::channel::Ask) -> crate::channel::Answer {
+        use crate::channel::{Answer, Ask};
+        match ask {
+            Ask::Token {
+                workspace,
+                repo,
+                permission,
+            } => {
+                if let Err(why) = admits(&self.scope, &workspace, &repo, permission) {
+                    tracing::info!("exec: refused a token for {workspace}/{repo}");
+                    return Answer::Refused(why);
+                }
+                match self.token().await {
+                    Ok(issued) => {
+                        tracing::debug!(token = %issued.token, "exec: handed out");
+                        Answer::Token {
+                            token: issued.token,
+                            expires_at: issued.expires_at.unwrap_or(0),
+                        }
+                    }
+                    Err(e) => Answer::Refused(e.to_string()),
+                }
+            }
+            Ask::Forget { password } => {
+                let mut state = self.state.lock().await;
+                if state
+                    .current
+                    .as_ref()
+                    .is_some_and(|held| held.token.ct_eq(password.expose()))
+                {
+                    tracing::info!(
+                        "exec: git was refused with the current token; the next ask mints"
+                    );
+                    state.current = None;
+                }
+                Answer::Forgotten
+            }
+        }
+    }
+
+    /// Revokes every token minted for the command (best effort, by `deadline`).
+    async fn revoke_all(&self, deadline: Instant) {
+        let minted = std::mem::take(&mut self.state.lock().await.minted);
+        let now = SystemClock.now();
+        for held in minted.iter().filter(|h| h.expires_at > now) {
+            match self.revoke(&held.id, deadline).await {
+                Ok(()) => tracing::info!(token = %held.token, "exec: revoked"),
+                Err(e) => crate::say!(
+                    "could not revoke the exec token {} ({e}); it expires on its own in {}",
+                    held.token,
+                    crate::cmd::status::duration(held.expires_at.saturating_sub(now))
+                ),
+            }
+        }
+    }
+
+    async fn revoke(&self, id: &str, deadline: Instant) -> anyhow::Result<()> {
+        match &self.payer {
+            Payer::Parent { parent, .. } => {
+                let client = self
+                    .minter
+                    .client(&self.scope.api, &api::Network::from_env())?;
+                client.revoke_token(&parent.token, id, deadline).await?;
+            }
+            Payer::Broker { broker, source } => {
+                let id_token = issuer::id_token(broker, source, deadline).await?;
+                crate::broker_client::revoke(&broker.url, &id_token, id, deadline).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Held {
+    fn issued(&self) -> Issued {
+        Issued {
+            token: self.token.clone(),
+            expires_at: Some(self.expires_at),
+        }
+    }
 }
 
 /// With `--broker`, the variables that let a process get the job's ID token
@@ -235,109 +535,6 @@ fn job_files(settings: &Settings) -> anyhow::Result<Hidden> {
         hidden.dirs.push(dir.to_owned());
     }
     Ok(hidden)
-}
-
-/// `exec`'s token, and how to revoke it.
-struct ExecToken {
-    token: Secret,
-    id: String,
-    /// Unix seconds.
-    expires_at: i64,
-    revoker: Revoker,
-}
-
-enum Revoker {
-    /// At the API, with the workspace token that minted it.
-    Api { client: api::Client, parent: Secret },
-    /// Through the broker, with a fresh ID token (the first may have expired).
-    Broker {
-        broker: settings::BrokerSettings,
-        source: crate::oidc::Source,
-    },
-}
-
-impl ExecToken {
-    /// A fresh token for `targets`: from the broker, or exchanged with the
-    /// workspace token (environment, then keychain).
-    async fn mint(settings: &Settings, targets: &[Target]) -> anyhow::Result<ExecToken> {
-        let deadline = api::deadline_in(settings.timeout);
-        if let Some(broker) = &settings.broker {
-            let source = issuer::id_token_source(broker)?;
-            let id_token = issuer::id_token(broker, &source, deadline).await?;
-            let target = &targets[0];
-            let granted = crate::broker_client::request(
-                &broker.url,
-                &id_token,
-                &format!("{}/{}", target.workspace, target.repo),
-                settings.permission,
-                Some(settings.ttl_secs),
-                deadline,
-                &api::Network::from_env(),
-            )
-            .await?;
-            return Ok(ExecToken {
-                token: granted.token,
-                id: granted.id,
-                expires_at: granted.expires_at,
-                revoker: Revoker::Broker {
-                    broker: broker.clone(),
-                    source,
-                },
-            });
-        }
-        let api_host = settings.service.api_host();
-        let workspace = &targets[0].workspace;
-        let parent = keychain::parent_token(api_host, workspace)?.with_context(|| {
-            format!(
-                "no githosted workspace token for {workspace} on {api_host}: run `git-credential-githosted login{} --workspace {workspace}`, or set {}",
-                settings.api_url_flag(),
-                keychain::ENV_TOKEN
-            )
-        })?;
-        if parent.token.kind() != TokenKind::Workspace {
-            bail!(
-                "{} holds no workspace token (gw_…); `exec` needs one to mint a narrower token",
-                parent.source
-            );
-        }
-        let client = api::Client::new(
-            settings.service.api_url(),
-            api_host,
-            &api::Network::from_env(),
-        )?;
-        let subject = settings::subject();
-        let request = ExchangeRequest {
-            repo_allowlist: targets.iter().map(|t| t.repo.as_str()).collect(),
-            permission: settings.permission,
-            ttl_seconds: settings.ttl_secs,
-            subject: &subject,
-        };
-        let minted = client
-            .exchange_token(&parent.token, &request, deadline)
-            .await?;
-        Ok(ExecToken {
-            token: minted.token,
-            id: minted.record.id,
-            expires_at: minted.expires_at,
-            revoker: Revoker::Api {
-                client,
-                parent: parent.token,
-            },
-        })
-    }
-
-    async fn revoke(&self, deadline: Instant) -> anyhow::Result<()> {
-        match &self.revoker {
-            Revoker::Api { client, parent } => {
-                client.revoke_token(parent, &self.id, deadline).await?;
-            }
-            Revoker::Broker { broker, source } => {
-                let id_token = issuer::id_token(broker, source, deadline).await?;
-                crate::broker_client::revoke(&broker.url, &id_token, &self.id, deadline).await?;
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Starts the command (in the sandbox, or directly in a session of its own),

@@ -662,6 +662,11 @@ impl Server {
         }
     }
 
+    /// Exchanged tokens live at most `cap` from now on (whatever was asked).
+    pub fn cap_exchange_ttl(&self, cap: Duration) {
+        self.lock().exchange_ttl_cap = Some(i64::try_from(cap.as_secs()).unwrap_or(i64::MAX));
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }

@@ -87,6 +87,9 @@ pub(crate) struct Store {
     pub(crate) anonymous_info_refs: bool,
     /// TEST-ONLY, see [`Server::issued_tokens`]. Never read by the server.
     pub(crate) issued_for_leak_checks: Vec<String>,
+    /// Test knob: exchanged tokens live at most this many seconds (a server
+    /// clamps `ttlSeconds` as it likes), so renewals happen within a test.
+    pub(crate) exchange_ttl_cap: Option<i64>,
 }
 
 impl Store {
@@ -104,6 +107,7 @@ impl Store {
             revoked_via_api: Vec::new(),
             anonymous_info_refs: false,
             issued_for_leak_checks: Vec::new(),
+            exchange_ttl_cap: None,
         }
     }
 
@@ -319,6 +323,7 @@ impl Store {
             0 => DEFAULT_EXCHANGE_TTL_SECS,
             n => n.min(MAX_EXCHANGE_TTL_SECS),
         };
+        let ttl = self.exchange_ttl_cap.map_or(ttl, |cap| ttl.min(cap));
         let now = now();
         let name = if subject.is_empty() {
             "exchange".to_string()
