@@ -351,3 +351,77 @@ print('answered' if data else 'refused')
     ]);
     assert_eq!(other.stdout.trim(), "refused", "{other:#?}");
 }
+
+/// A process in another pid namespace (a sandbox, a container) gets nothing
+/// from the agent, even one that reaches its socket and names the exact key
+/// (here the test computes it: an attacker inside `exec` could name a keychain
+/// key): the same 20-line client gets the token outside and nothing inside
+/// bubblewrap's namespaces.
+#[test]
+fn a_client_in_another_pid_namespace_gets_nothing() {
+    use git_credential_githosted::agent::wire::{Request, encode};
+    use git_credential_githosted::cache::Key;
+    use git_credential_githosted::secret::Secret;
+    use git_credential_githosted::settings::Settings;
+    let Some(bwrap) = ["/usr/bin/bwrap", "/bin/bwrap"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        eprintln!("bubblewrap is not installed; skipped (CI installs it)");
+        assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap");
+        return;
+    };
+    let mut world = World::new();
+    let parent = world.with_env_parent();
+    world.token("app", &[]);
+    let socket = world
+        .agent_dir()
+        .join(git_credential_githosted::agent::SOCKET_NAME);
+    let url = world.server.base_url();
+    let key = Key {
+        api: Settings::for_api(Some(&url))
+            .unwrap()
+            .service
+            .api_url()
+            .to_string(),
+        workspace: "acme".into(),
+        repo: "app".into(),
+        permission: git_credential_githosted::token::Permission::Write,
+        parent: format!("env:{}", Secret::new(parent).holder_id()),
+    };
+    let frame = encode(&Request::Get { key, min_ttl: None }).unwrap();
+    let frame_file = world.path("frame");
+    std::fs::write(&frame_file, &*frame).unwrap();
+    let client = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(5)
+try:
+    s.sendall(open(sys.argv[2], 'rb').read())
+    data = s.recv(65536)
+except (BrokenPipeError, ConnectionResetError, socket.timeout):
+    data = b''
+print('token' if b'gr_' in data else 'miss' if data else 'refused')
+"#;
+    let ask = |prefix: &[&str]| {
+        let mut cmd = std::process::Command::new(prefix[0]);
+        cmd.args(&prefix[1..])
+            .args(["python3", "-c", client])
+            .arg(&socket)
+            .arg(&frame_file);
+        world.run(cmd, None)
+    };
+    let outside = ask(&["env"]);
+    assert_eq!(outside.stdout.trim(), "token", "{outside:#?}");
+    let inside = ask(&[
+        bwrap,
+        "--dev-bind",
+        "/",
+        "/",
+        "--unshare-user",
+        "--unshare-pid",
+        "--proc",
+        "/proc",
+        "--",
+    ]);
+    assert_eq!(inside.stdout.trim(), "refused", "{inside:#?}");
+}

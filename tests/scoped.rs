@@ -527,7 +527,11 @@ git-credential-githosted --api-url {url} token --repo acme/app | grep -c '^gr_'"
         None,
     );
     run.assert_ok();
-    assert_eq!(run.stdout, "token rc=1\nquit=1\nget rc=1\n1\n1\n", "{}", run.stderr);
+    assert_eq!(
+        run.stdout, "token rc=1\nquit=1\nget rc=1\n1\n1\n",
+        "{}",
+        run.stderr
+    );
     assert!(
         run.stderr
             .contains("runs under `exec` with tokens for acme/app only, not acme/lib"),

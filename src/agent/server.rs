@@ -201,7 +201,36 @@ async fn handle(
         );
         return Ok(());
     }
+    if !same_pid_namespace(peer.pid()) {
+        tracing::warn!(
+            peer_pid = peer.pid(),
+            "refused a connection from another pid namespace (a sandbox or container)"
+        );
+        return Ok(());
+    }
     converse(&mut stream, cache, started).await
+}
+
+/// Whether the peer runs in the agent's own pid namespace (Linux): a process
+/// in a sandbox (`exec`'s, or any other) gets nothing, even if a socket
+/// reached it. Read from `/proc/PID/status` (`NSpid` lists one pid per
+/// namespace level; a nested process has more than the agent): unknown means no.
+#[cfg(target_os = "linux")]
+fn same_pid_namespace(peer: Option<i32>) -> bool {
+    fn depth(pid: &str) -> Option<usize> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+        Some(line.split_whitespace().count())
+    }
+    match peer.filter(|&pid| pid > 0) {
+        Some(pid) => depth(&pid.to_string()).is_some_and(|d| Some(d) == depth("self")),
+        None => false,
+    }
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn same_pid_namespace(_: Option<i32>) -> bool {
+    true
 }
 
 /// Answers a checked peer's requests, in order, until it hangs up or goes
