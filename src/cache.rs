@@ -33,10 +33,45 @@ pub struct Key {
     pub workspace: String,
     pub repo: String,
     pub permission: Permission,
-    /// Where the parent token comes from: `keychain`, or `env:<Secret::holder_id>`
-    /// (a keyed hash only the holder of the token can compute), or
-    /// [`broker_parent`] for a CI job's broker.
-    pub parent: String,
+    /// Where the parent token comes from.
+    pub origin: Origin,
+}
+
+/// Where the parent of a cached token came from (part of its [`Key`]): tokens
+/// of different origins never answer for each other. Nothing printed (a
+/// fingerprint, `status`) lets another process name an env or broker origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Origin {
+    /// The keychain's entry for the API host (and workspace).
+    Keychain,
+    /// `GITHOSTED_TOKEN`, by [`Secret::holder_id`]: a keyed hash only the
+    /// holder of the token can compute.
+    Env { holder: String },
+    /// A CI job's broker: the broker, the audience, and a keyed hash of what
+    /// identifies the job (see `oidc::Source::identity`).
+    Broker {
+        broker: String,
+        audience: String,
+        holder: String,
+    },
+}
+
+impl Origin {
+    /// The origin of tokens minted from `GITHOSTED_TOKEN` holding `token`.
+    pub fn env(token: &Secret) -> Origin {
+        Origin::Env {
+            holder: token.holder_id(),
+        }
+    }
+
+    /// The origin of the tokens a broker mints for a job with this identity.
+    pub fn broker(broker: &url::Url, audience: &str, identity: &Secret) -> Origin {
+        Origin::Broker {
+            broker: broker.to_string(),
+            audience: audience.to_owned(),
+            holder: identity.holder_id(),
+        }
+    }
 }
 
 impl Key {
@@ -65,18 +100,6 @@ pub struct Dropped {
     pub from_broker: bool,
 }
 
-/// The [`Key::parent`] of tokens a broker mints for a job: the broker, the
-/// audience, and a keyed hash of what identifies the job (see
-/// `oidc::Source::identity`).
-pub fn broker_parent(broker: &url::Url, audience: &str, identity: &Secret) -> String {
-    format!(
-        "{BROKER_PARENT}{broker} {audience} {}",
-        identity.holder_id()
-    )
-}
-
-const BROKER_PARENT: &str = "broker:";
-
 /// One cached token, without its value.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntryInfo {
@@ -91,19 +114,25 @@ pub struct EntryInfo {
 /// The default upper bound of the lifetime margin, in seconds.
 pub const DEFAULT_MARGIN_SECS: i64 = 300;
 
-/// Unix time, in seconds.
+/// Unix time: milliseconds, so the margin is kept exactly (a quarter of a
+/// 30 s lifetime is 7.5 s, not 7 or 8).
 pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> i64;
+    fn now_ms(&self) -> i64;
+
+    /// Whole seconds (rounded down).
+    fn now(&self) -> i64 {
+        self.now_ms().div_euclid(1000)
+    }
 }
 
 /// The system clock.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now(&self) -> i64 {
+    fn now_ms(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
 }
 
@@ -116,8 +145,8 @@ struct Cached {
     token: Secret,
     id: String,
     expires_at: i64,
-    /// Seconds between minting and expiry.
-    lifetime: i64,
+    /// Milliseconds between minting and expiry.
+    lifetime_ms: i64,
 }
 
 type Outcome = Option<Result<Issued, ApiError>>;
@@ -145,12 +174,20 @@ pub struct Cache<C, M> {
     state: Mutex<State>,
 }
 
-/// The minimum remaining lifetime for a token that lives `lifetime` seconds.
-pub fn margin(lifetime: i64, min_ttl: Option<u64>) -> i64 {
+/// The minimum remaining lifetime, in milliseconds, for a token that lives
+/// `lifetime_ms`: `min_ttl` seconds when given, else the smaller of 5 minutes
+/// and a quarter of the lifetime (rounded up: the margin is never shortened).
+pub fn margin_ms(lifetime_ms: i64, min_ttl: Option<u64>) -> i64 {
     match min_ttl {
-        Some(secs) => i64::try_from(secs).unwrap_or(i64::MAX),
-        None => DEFAULT_MARGIN_SECS.min(lifetime / 4),
+        Some(secs) => i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000),
+        None => (DEFAULT_MARGIN_SECS * 1000).min(lifetime_ms.max(0).saturating_add(3) / 4),
     }
+}
+
+/// Whether a token expiring at `expires_at` (Unix seconds), minted
+/// `lifetime_ms` before it, may still be handed out at `now_ms`.
+pub fn fit(expires_at: i64, lifetime_ms: i64, min_ttl: Option<u64>, now_ms: i64) -> bool {
+    expires_at.saturating_mul(1000).saturating_sub(now_ms) >= margin_ms(lifetime_ms, min_ttl)
 }
 
 impl<C: Clock, M: Minter> Cache<C, M> {
@@ -171,7 +208,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
 
     /// A cached token for `key` with enough lifetime left.
     pub fn lookup(&self, key: &Key, min_ttl: Option<u64>) -> Option<Issued> {
-        fresh(&self.state(), key, min_ttl, self.clock.now())
+        fresh(&self.state(), key, min_ttl, self.clock.now_ms())
     }
 
     /// A token for `key`: from the cache if fit, else one exchange shared by all
@@ -190,7 +227,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
             }
             let next = {
                 let mut state = self.state();
-                if let Some(issued) = fresh(&state, key, min_ttl, self.clock.now()) {
+                if let Some(issued) = fresh(&state, key, min_ttl, self.clock.now_ms()) {
                     return Ok(issued);
                 }
                 match state.inflight.get(key) {
@@ -236,7 +273,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
         }
         let _marker = Inflight(&self.state, key);
 
-        let minted_at = self.clock.now();
+        let minted_at_ms = self.clock.now_ms();
         let result = self.minter.mint(&key.scope(), params, &grant).await;
         drop(grant);
         let outcome = match result {
@@ -253,7 +290,11 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                         token: minted.token,
                         id: minted.record.id,
                         expires_at: minted.expires_at,
-                        lifetime: minted.expires_at.saturating_sub(minted_at).max(0),
+                        lifetime_ms: minted
+                            .expires_at
+                            .saturating_mul(1000)
+                            .saturating_sub(minted_at_ms)
+                            .max(0),
                     },
                 );
                 Ok(issued)
@@ -279,18 +320,18 @@ impl<C: Clock, M: Minter> Cache<C, M> {
 
     /// Forgets tokens: the one equal to `password` (within `api`), or, without
     /// a password, all for `api` and the optional workspace and repo; only
-    /// those minted from `parent`, when given (a CI job's broker tokens).
+    /// those minted from `origin`, when given (a CI job's broker tokens).
     pub fn erase(
         &self,
         api: &str,
         workspace: Option<&str>,
         repo: Option<&str>,
         password: Option<&Secret>,
-        parent: Option<&str>,
+        origin: Option<&Origin>,
     ) -> Vec<Dropped> {
         self.remove_where(|key, cached| {
             key.api == api
-                && parent.is_none_or(|p| p == key.parent)
+                && origin.is_none_or(|o| *o == key.origin)
                 && match password {
                     Some(password) => cached.token.ct_eq(password.expose()),
                     None => {
@@ -325,7 +366,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                     workspace: key.workspace,
                     repo: key.repo,
                     expires_at: cached.expires_at,
-                    from_broker: key.parent.starts_with(BROKER_PARENT),
+                    from_broker: matches!(key.origin, Origin::Broker { .. }),
                 })
             })
             .collect()
@@ -368,10 +409,9 @@ impl<C: Clock, M: Minter> Cache<C, M> {
     }
 }
 
-fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now: i64) -> Option<Issued> {
+fn fresh(state: &State, key: &Key, min_ttl: Option<u64>, now_ms: i64) -> Option<Issued> {
     let cached = state.cache.get(key)?;
-    (cached.expires_at.saturating_sub(now) >= margin(cached.lifetime, min_ttl))
-        .then(|| cached.issued())
+    fit(cached.expires_at, cached.lifetime_ms, min_ttl, now_ms).then(|| cached.issued())
 }
 
 #[cfg(test)]
@@ -386,13 +426,16 @@ mod tests {
     #[derive(Clone, Default)]
     struct FakeClock(Arc<AtomicI64>);
     impl Clock for FakeClock {
-        fn now(&self) -> i64 {
+        fn now_ms(&self) -> i64 {
             self.0.load(Ordering::SeqCst)
         }
     }
     impl FakeClock {
         fn advance(&self, secs: i64) {
-            self.0.fetch_add(secs, Ordering::SeqCst);
+            self.advance_ms(secs * 1000);
+        }
+        fn advance_ms(&self, ms: i64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
         }
     }
 
@@ -444,7 +487,7 @@ mod tests {
             workspace: "acme".into(),
             repo: repo.into(),
             permission,
-            parent: "keychain".into(),
+            origin: Origin::Keychain,
         }
     }
 
@@ -488,9 +531,33 @@ mod tests {
 
     #[test]
     fn margin_is_the_smaller_of_five_minutes_and_a_quarter() {
-        assert_eq!(margin(3600, None), 300);
-        assert_eq!(margin(600, None), 150);
-        assert_eq!(margin(600, Some(30)), 30);
+        assert_eq!(margin_ms(3_600_000, None), 300_000);
+        assert_eq!(margin_ms(600_000, None), 150_000);
+        assert_eq!(margin_ms(600_000, Some(30)), 30_000);
+        assert_eq!(
+            margin_ms(30_001, None),
+            7_501,
+            "rounded up, never shortened"
+        );
+    }
+
+    /// `--ttl 30` (a 7.5 s margin), minted 0.6 s into a second: a token with
+    /// 6.5 s left is never handed out; with whole seconds it was (the clock
+    /// read 23 s at 23.5 s, leaving "7 s", equal to a margin of 7).
+    #[test]
+    fn the_margin_is_kept_to_the_millisecond() {
+        let (broker, clock, _) = broker(0);
+        clock.advance_ms(600);
+        let k = key("app", Permission::Write);
+        rt().block_on(broker.get_or_mint(&k, None, &params(30), parent()))
+            .unwrap();
+        // Expires at 30.000 s, minted at 0.600 s: lifetime 29.4 s, margin 7.35 s.
+        clock.advance_ms(22_650 - 600);
+        assert!(broker.lookup(&k, None).is_some(), "exactly at the margin");
+        clock.advance_ms(1);
+        assert!(broker.lookup(&k, None).is_none(), "1 ms inside the margin");
+        clock.advance_ms(23_500 - 22_651);
+        assert!(broker.lookup(&k, None).is_none(), "6.5 s left");
     }
 
     #[test]
@@ -555,7 +622,9 @@ mod tests {
                 .is_none()
         );
         let mut other_parent = key("app", Permission::Read);
-        other_parent.parent = "env:gw_…1234".into();
+        other_parent.origin = Origin::Env {
+            holder: "1234".into(),
+        };
         assert!(broker.lookup(&other_parent, None).is_none());
     }
 
@@ -688,11 +757,19 @@ mod tests {
         // Only a given parent's, when one is named.
         assert!(
             broker
-                .erase(&api, None, None, None, Some("env:x"))
+                .erase(
+                    &api,
+                    None,
+                    None,
+                    None,
+                    Some(&Origin::Env { holder: "x".into() })
+                )
                 .is_empty()
         );
         assert_eq!(
-            broker.erase(&api, None, None, None, Some("keychain")).len(),
+            broker
+                .erase(&api, None, None, None, Some(&Origin::Keychain))
+                .len(),
             2
         );
         assert!(broker.is_idle());

@@ -7,6 +7,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::flags;
 use crate::settings::Requested;
 use crate::token::Permission;
 
@@ -38,20 +39,23 @@ pub struct HelperOptions {
     #[command(flatten)]
     pub api: ApiOptions,
     /// Permission of the tokens (auto: read for fetch/clone/pull/ls-remote, write for push) [default: write]
-    #[arg(long, value_enum, value_name = "PERMISSION")]
+    #[arg(long = flags::PERMISSION, value_enum, value_name = "PERMISSION")]
     pub permission: Option<PermissionArg>,
     /// Requested token lifetime in seconds; the server clamps to 24 h [default: 3600; exec: 900]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long = flags::TTL, value_name = "SECS")]
     pub ttl: Option<u64>,
     /// Minimum remaining lifetime of a token handed out [default: min(300, ttl/4)]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long = flags::MIN_TTL, value_name = "SECS")]
     pub min_ttl: Option<u64>,
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
-    #[arg(long)]
+    #[arg(long = flags::NO_AGENT)]
     pub no_agent: bool,
     /// The workspace GITHOSTED_TOKEN belongs to, when the API cannot say (also: GITHOSTED_WORKSPACE)
-    #[arg(long, value_name = "WS")]
+    #[arg(long = flags::WORKSPACE, value_name = "WS")]
     pub workspace: Option<String>,
+    /// (internal) the front has looked the key up in the agent and missed
+    #[arg(long = flags::AGENT_MISSED, hide = true)]
+    pub agent_missed: bool,
     #[command(flatten)]
     pub broker: BrokerOptions,
 }
@@ -60,16 +64,16 @@ pub struct HelperOptions {
 #[derive(Debug, Clone, Default, Args)]
 pub struct BrokerOptions {
     /// Get tokens from this token broker with the job's OIDC ID token (also: GITHOSTED_BROKER)
-    #[arg(long, value_name = "URL")]
+    #[arg(long = flags::BROKER, value_name = "URL")]
     pub broker: Option<String>,
     /// Read the job's ID token from this file (GitLab id_tokens, Kubernetes) [default: GitHub Actions' endpoint]
-    #[arg(long, value_name = "PATH")]
+    #[arg(long = flags::OIDC_TOKEN_FILE, value_name = "PATH")]
     pub oidc_token_file: Option<std::path::PathBuf>,
     /// Read the job's ID token from this environment variable
-    #[arg(long, value_name = "NAME")]
+    #[arg(long = flags::OIDC_TOKEN_ENV, value_name = "NAME")]
     pub oidc_token_env: Option<String>,
     /// The audience to ask the ID token for [default: githosted-broker]
-    #[arg(long, value_name = "AUD")]
+    #[arg(long = flags::OIDC_AUDIENCE, value_name = "AUD")]
     pub oidc_audience: Option<String>,
 }
 
@@ -97,10 +101,10 @@ impl BrokerOptions {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ApiOptions {
     /// githosted API base URL (self-hosted or local servers) [default: https://api.githosted.dev]
-    #[arg(long, value_name = "URL")]
+    #[arg(long = flags::API_URL, value_name = "URL")]
     pub api_url: Option<String>,
     /// The longest a command may wait for the API, retries included (1–600) [default: 20]
-    #[arg(long, value_name = "SECS")]
+    #[arg(long = flags::TIMEOUT, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Log what happens to stderr (tokens appear only as fingerprints); or set GITHOSTED_LOG=debug
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -125,6 +129,7 @@ impl HelperOptions {
             min_ttl: later.min_ttl.or(self.min_ttl),
             no_agent: self.no_agent || later.no_agent,
             workspace: later.workspace.clone().or_else(|| self.workspace.clone()),
+            agent_missed: self.agent_missed || later.agent_missed,
             broker: self.broker.and(&later.broker),
         }
     }
@@ -143,6 +148,7 @@ impl HelperOptions {
             min_ttl_secs: self.min_ttl,
             no_agent: self.no_agent,
             workspace: self.workspace.clone(),
+            agent_missed: self.agent_missed,
             broker: crate::settings::BrokerRequested {
                 url: self.broker.broker.clone(),
                 token_file: self.broker.oidc_token_file.clone(),
@@ -440,7 +446,7 @@ pub struct ExecArgs {
 }
 
 /// Names the API when `--api-url` does not.
-pub const API_URL_ENV: &str = "GITHOSTED_API_URL";
+pub use crate::settings::API_URL_ENV;
 
 /// The helper options on a helper line this program's `configure` wrote
 /// (`/path/git-credential-githosted --api-url X --permission auto`); `None`
@@ -483,9 +489,7 @@ impl HelperOptions {
         mut self,
         configured: impl FnOnce() -> Option<HelperOptions>,
     ) -> HelperOptions {
-        let from_env = std::env::var(API_URL_ENV)
-            .ok()
-            .filter(|v| !v.trim().is_empty());
+        let from_env = crate::settings::env_api_url();
         let wants_api = self.api.api_url.is_none() && from_env.is_none();
         // A job configured for a broker keeps using it (`token` in CI).
         let wants_broker = self.broker.broker.is_none()
@@ -531,6 +535,31 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// The front reads `get`'s options by [`flags::GET_VALUES`]: each is an
+    /// option of clap's `get` that takes a value, and every option of `get`
+    /// that takes a value is there (the others send the line to the core).
+    #[test]
+    fn the_fronts_options_are_gets_own() {
+        let cli = Cli::command();
+        let get = cli.find_subcommand("get").unwrap();
+        let mut taking_values: Vec<&str> = get
+            .get_arguments()
+            .filter(|a| a.get_action().takes_values() && !a.is_hide_set())
+            .filter_map(|a| a.get_long())
+            .collect();
+        taking_values.sort_unstable();
+        let mut front: Vec<&str> = flags::GET_VALUES.to_vec();
+        front.sort_unstable();
+        assert_eq!(taking_values, front);
+        // The same options before the command word (git's place for them).
+        for name in flags::GET_VALUES {
+            assert!(
+                cli.get_arguments().any(|a| a.get_long() == Some(name)),
+                "--{name} before the command word"
+            );
+        }
+    }
 
     #[test]
     fn unknown_commands_get_the_closest_one() {

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             Some(warm::Outcome::Answered) => ExitCode::SUCCESS,
             Some(warm::Outcome::Failed) => ExitCode::FAILURE,
             Some(warm::Outcome::HandOver(request)) => hand_over(&args, Some(&request)),
+            Some(warm::Outcome::Missed(request)) => {
+                hand_over(&warm::after_miss(&args), Some(&request))
+            }
             Some(warm::Outcome::AgentStuck(request, left)) => {
                 hand_over(&warm::without_agent(&args, left), Some(&request))
             }
@@ -123,17 +126,15 @@ mod warm {
     use git_credential_githosted::agent::AgentDir;
     use git_credential_githosted::agent::client::Agent;
     use git_credential_githosted::api::Network;
-    use git_credential_githosted::cache::{Key, MintParams};
+    use git_credential_githosted::cache::MintParams;
     use git_credential_githosted::cmd::helper::{USERNAME, answer as answer_git};
-    use git_credential_githosted::issuer::broker_key_parent;
-    use git_credential_githosted::issuer::{classify, parent_grant};
-    use git_credential_githosted::keychain::ENV_TOKEN;
+    use git_credential_githosted::flags;
+    use git_credential_githosted::issuer::classify;
     use git_credential_githosted::keychain::{self, Parent};
-    use git_credential_githosted::oidc::Source;
+    use git_credential_githosted::plan::{self, Plan};
     use git_credential_githosted::protocol::Request;
-    use git_credential_githosted::secret::Secret;
     use git_credential_githosted::settings::{
-        BrokerRequested, DEFAULT_TTL_SECS, Requested, Settings, subject,
+        self, BrokerRequested, DEFAULT_TTL_SECS, Requested, Settings, subject,
     };
     use git_credential_githosted::target::Resolution;
     use git_credential_githosted::token::Permission;
@@ -151,19 +152,62 @@ mod warm {
         /// The agent did not answer a mint: the full program takes over
         /// without it, with what is left of the deadline.
         AgentStuck(Vec<u8>, Duration),
+        /// The agent has no fit token and the parent needs the full program
+        /// (keychain, broker): it takes over without looking up again.
+        Missed(Vec<u8>),
     }
 
-    /// The options of a `get` this program understands; anything else (or
-    /// logging asked for) is the full program's.
+    /// `args` for the full program after a miss in the agent.
+    pub fn after_miss(args: &[OsString]) -> Vec<OsString> {
+        let mut kept = args.to_vec();
+        let last = kept.pop();
+        kept.push(format!("--{}", flags::AGENT_MISSED).into());
+        kept.extend(last);
+        kept
+    }
+
+    /// The options of a `get` this program understands ([`flags::GET_VALUES`],
+    /// by name); anything else (or logging asked for) is the full program's.
     #[derive(Default)]
-    struct Options {
-        api_url: Option<String>,
-        permission: Option<String>,
-        min_ttl: Option<u64>,
-        ttl: Option<u64>,
-        timeout: Option<u64>,
-        workspace: Option<String>,
-        broker: BrokerRequested,
+    struct Options(Vec<(&'static str, String)>);
+
+    impl Options {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn number(&self, name: &str) -> Result<Option<u64>, ()> {
+            self.get(name).map(str::parse).transpose().map_err(|_| ())
+        }
+
+        /// What they ask for, as the full program reads the same line.
+        fn requested(&self) -> Option<Requested> {
+            let permission = match self.get(flags::PERMISSION) {
+                None | Some("write") => Permission::Write,
+                Some("read") => Permission::Read,
+                Some("auto") => git_credential_githosted::permission::from_git_command(),
+                Some(_) => return None,
+            };
+            let owned = |name| self.get(name).map(str::to_owned);
+            Some(Requested {
+                api_url: owned(flags::API_URL).or_else(settings::env_api_url),
+                permission: Some(permission),
+                ttl_secs: self.number(flags::TTL).ok()?,
+                min_ttl_secs: self.number(flags::MIN_TTL).ok()?,
+                timeout_secs: self.number(flags::TIMEOUT).ok()?,
+                workspace: owned(flags::WORKSPACE),
+                broker: BrokerRequested {
+                    url: owned(flags::BROKER),
+                    token_file: owned(flags::OIDC_TOKEN_FILE).map(Into::into),
+                    token_env: owned(flags::OIDC_TOKEN_ENV),
+                    audience: owned(flags::OIDC_AUDIENCE),
+                },
+                ..Requested::default()
+            })
+        }
     }
 
     /// The options, when the line is one the full program would accept as
@@ -176,50 +220,28 @@ mod warm {
             return None;
         }
         let mut options = Options::default();
-        let mut seen: Vec<&str> = Vec::new();
-        let mut words = before.iter().map(|a| a.to_str()).peekable();
+        let mut words = before.iter().map(|a| a.to_str());
         while let Some(word) = words.next() {
             let word = word?;
             let (name, inline) = match word.split_once('=') {
                 Some((name, value)) => (name, Some(value.to_owned())),
                 None => (word, None),
             };
-            if seen.contains(&name) {
+            let name = flags::GET_VALUES
+                .iter()
+                .find(|known| name.strip_prefix("--") == Some(**known))?;
+            if options.get(name).is_some() {
                 return None;
             }
-            seen.push(name);
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| words.next().flatten().map(str::to_owned))
-                    .filter(|v| {
-                        !v.starts_with('-') && !v.starts_with("gw_") && !v.starts_with("gr_")
-                    })
-            };
-            match name {
-                "--api-url" => options.api_url = Some(value()?),
-                "--permission" => options.permission = Some(value()?),
-                "--min-ttl" => options.min_ttl = Some(value()?.parse().ok()?),
-                "--ttl" => options.ttl = Some(value()?.parse().ok()?),
-                "--timeout" => options.timeout = Some(value()?.parse().ok()?),
-                "--workspace" => options.workspace = Some(value()?),
-                "--broker" => options.broker.url = Some(value()?),
-                "--oidc-token-file" => options.broker.token_file = Some(value()?.into()),
-                "--oidc-token-env" => options.broker.token_env = Some(value()?),
-                "--oidc-audience" => options.broker.audience = Some(value()?),
-                _ => return None,
-            }
+            let value = inline
+                .or_else(|| words.next().flatten().map(str::to_owned))
+                .filter(|v| {
+                    !v.starts_with('-') && !v.starts_with("gw_") && !v.starts_with("gr_")
+                })?;
+            options.0.push((name, value));
         }
-        if std::env::var_os("GITHOSTED_LOG").is_some_and(|v| !v.is_empty()) {
-            return None;
-        }
-        if std::env::var_os("GITHOSTED_NO_AGENT").is_some_and(|v| !v.is_empty() && v != "0") {
-            return None;
-        }
-        // Inside `exec`, tokens come from `exec`'s channel, never an agent.
-        if std::env::var_os(git_credential_githosted::settings::EXEC_CHANNEL_ENV)
-            .is_some_and(|v| !v.is_empty())
-        {
+        // Logging asked for, no agent, or inside `exec`: the full program's.
+        if settings::env_log().is_some() || settings::env_no_agent() || settings::env_in_exec() {
             return None;
         }
         Some(options)
@@ -238,13 +260,15 @@ mod warm {
         }
         let started = Instant::now();
         let mut stuck = None;
-        Some(match answer(&options, &request, &mut stuck) {
+        let mut missed = false;
+        Some(match answer(&options, &request, &mut stuck, &mut missed) {
             Some(true) => Outcome::Answered,
             Some(false) => Outcome::Failed,
             None => match stuck {
                 Some(timeout) => {
                     Outcome::AgentStuck(request, timeout.saturating_sub(started.elapsed()))
                 }
+                None if missed => Outcome::Missed(request),
                 None => Outcome::HandOver(request),
             },
         })
@@ -253,18 +277,22 @@ mod warm {
     /// `args` for the full program after the agent failed a mint: `--no-agent`
     /// and `--timeout` what is left (one deadline for the whole `get`).
     pub fn without_agent(args: &[OsString], left: Duration) -> Vec<OsString> {
+        let timeout = format!("--{}", flags::TIMEOUT);
         let mut kept = Vec::new();
         let mut words = args.iter();
         while let Some(word) = words.next() {
-            if word == "--timeout" {
+            if *word == *timeout {
                 words.next();
-            } else if !word.to_str().is_some_and(|w| w.starts_with("--timeout=")) {
+            } else if !word.to_str().is_some_and(|w| {
+                w.strip_prefix(timeout.as_str())
+                    .is_some_and(|r| r.starts_with('='))
+            }) {
                 kept.push(word.clone());
             }
         }
         let last = kept.pop();
-        kept.push("--no-agent".into());
-        kept.push("--timeout".into());
+        kept.push(format!("--{}", flags::NO_AGENT).into());
+        kept.push(timeout.into());
         kept.push(left.as_secs().max(1).to_string().into());
         kept.extend(last);
         kept
@@ -272,34 +300,15 @@ mod warm {
 
     /// `Some` when answered (`false`: with a failure); `None` hands over
     /// (`stuck`: the agent did not answer a mint within this timeout).
-    fn answer(options: &Options, bytes: &[u8], stuck: &mut Option<Duration>) -> Option<bool> {
+    fn answer(
+        options: &Options,
+        bytes: &[u8],
+        stuck: &mut Option<Duration>,
+        missed: &mut bool,
+    ) -> Option<bool> {
         let request = Request::read_from(&mut &bytes[..]).ok()?;
-        let api_url = options.api_url.clone().or_else(|| {
-            std::env::var("GITHOSTED_API_URL")
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-        });
-        let permission = match options.permission.as_deref() {
-            None | Some("write") => Permission::Write,
-            Some("read") => Permission::Read,
-            Some("auto") => git_credential_githosted::permission::from_git_command(),
-            Some(_) => return None,
-        };
         // The full program's rules for defaults and bounds.
-        let settings = Settings::new(
-            &Requested {
-                api_url,
-                permission: Some(permission),
-                ttl_secs: options.ttl,
-                min_ttl_secs: options.min_ttl,
-                timeout_secs: options.timeout,
-                workspace: options.workspace.clone(),
-                broker: options.broker.clone(),
-                ..Requested::default()
-            },
-            DEFAULT_TTL_SECS,
-        )
-        .ok()?;
+        let settings = Settings::new(&options.requested()?, DEFAULT_TTL_SECS).ok()?;
         let service = &settings.service;
         if request.username.as_deref().is_some_and(|u| u != USERNAME) {
             return Some(true);
@@ -313,58 +322,47 @@ mod warm {
             Resolution::Repo(target) => target,
             _ => return None,
         };
-        let env_parent = match std::env::var(ENV_TOKEN) {
-            Ok(value) if !value.trim().is_empty() => {
-                let token = Secret::new(value.trim().to_owned());
-                // A repo token passes through, a non-token is explained: the full program's job.
-                if !token.expose().starts_with("gw_") {
-                    return None;
-                }
-                Some(token)
-            }
-            _ => None,
-        };
-        let (parent, env_parent) = match (&settings.broker, env_parent) {
-            // A CI job's broker tokens (a broker wins over a workspace token,
-            // as in the full program): filed under the job's identity; a miss
-            // (an ID token to fetch) is the full program's.
-            (Some(broker), _) => {
-                let source =
-                    Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref())?;
-                (broker_key_parent(broker, &source)?, None)
-            }
-            (None, Some(token)) => (format!("env:{}", token.holder_id()), Some(token)),
-            (None, None) => ("keychain".to_owned(), None),
-        };
-        let key = Key {
-            api: service.api_url().to_string(),
-            workspace: target.workspace.clone(),
-            repo: target.repo.clone(),
-            permission,
+        // The one decision, as the full program makes it: only a plan that
+        // uses the agent is this program's.
+        let env = plan::Env::read(&settings);
+        let Plan::Token {
+            key,
+            agent: true,
+            lookup,
             parent,
+            ..
+        } = plan::get(&settings, &env, &target)
+        else {
+            return None;
         };
         let dir = AgentDir::open().ok()?;
         let mut agent = Agent::connect_in(&dir).ok()?;
-        let issued = match (agent.lookup(&key, settings.min_ttl_secs).ok()?, env_parent) {
+        let found = if lookup {
+            agent.lookup(&key, settings.min_ttl_secs).ok()?
+        } else {
+            None
+        };
+        let issued = match (found, parent.grant()) {
             (Some(issued), _) => Ok(issued),
             // A miss with the parent at hand: the agent mints (once, however
             // many ask); a failure is said as the full program says it.
-            (None, Some(parent)) => {
+            (None, Some(grant)) => {
                 let params = MintParams {
                     ttl: settings.ttl_secs,
                     subject: subject(),
                     timeout: settings.timeout,
                     network: Network::from_env(),
                 };
-                let parent = Parent {
-                    token: parent,
-                    source: keychain::Source::Env,
-                };
-                let grant = parent_grant(&settings, &parent);
                 match agent.mint(&key, settings.min_ttl_secs, &params, &grant) {
                     Ok(Ok(issued)) => Ok(issued),
                     Ok(Err(e)) => {
-                        drop(grant);
+                        let plan::Parent::Env { token, .. } = parent else {
+                            return None;
+                        };
+                        let parent = Parent {
+                            token,
+                            source: keychain::Source::Env,
+                        };
                         Err(anyhow::anyhow!(
                             "{}",
                             classify(&settings, &target, &parent, e)
@@ -376,7 +374,12 @@ mod warm {
                     }
                 }
             }
-            (None, None) => return None,
+            // The parent needs the keychain or the broker: the full program's,
+            // told that the agent has no fit token.
+            (None, None) => {
+                *missed = true;
+                return None;
+            }
         };
         let mut out = std::io::stdout().lock();
         // Whatever happens to git's pipe, nothing more to do.
@@ -419,5 +422,34 @@ mod tests {
             words,
             ["--no-agent", "--timeout", "1", "get"].map(OsString::from)
         );
+    }
+
+    /// After a miss the core is told so, and the line still parses as the
+    /// core's `get` with the front's options as they were.
+    #[test]
+    fn after_a_miss_the_core_does_not_look_up_again() {
+        use clap::Parser;
+        let args: Vec<OsString> = ["--api-url", "http://127.0.0.1:9", "get"]
+            .map(OsString::from)
+            .to_vec();
+        let words = super::warm::after_miss(&args);
+        let cli = git_credential_githosted::cli::Cli::try_parse_from(
+            std::iter::once(OsString::from("x")).chain(words),
+        )
+        .unwrap();
+        assert!(cli.options.agent_missed, "{cli:?}");
+        assert_eq!(
+            cli.options.api.api_url.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        let git_credential_githosted::cli::Command::Get(_) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        // The same line without the flag looks up first.
+        let plain = git_credential_githosted::cli::Cli::try_parse_from(
+            std::iter::once(OsString::from("x")).chain(args),
+        )
+        .unwrap();
+        assert!(!plain.options.agent_missed);
     }
 }

@@ -23,6 +23,7 @@ use crate::api::{self, ApiError, Code};
 use crate::cache::{Dropped, Grant, Key, MintParams, Minter};
 use crate::keychain::{self, KeychainError, Parent, Source};
 use crate::minter::ApiMinter;
+use crate::plan::{self, Plan};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::target::Target;
@@ -136,20 +137,14 @@ pub struct Denied {
 
 /// Where parent tokens come from.
 pub trait Parents {
-    /// `GITHOSTED_TOKEN`, if set.
-    fn env(&self) -> Option<Secret>;
-    /// The parent for a workspace on an API host: environment, then keychain.
+    /// The stored parent for a workspace on an API host.
     fn parent(&self, api_host: &str, workspace: &str) -> Result<Option<Parent>, KeychainError>;
 }
 
-/// The environment and the OS keychain.
+/// The OS keychain.
 pub struct SystemParents;
 
 impl Parents for SystemParents {
-    fn env(&self) -> Option<Secret> {
-        keychain::env_token()
-    }
-
     fn parent(&self, api_host: &str, workspace: &str) -> Result<Option<Parent>, KeychainError> {
         keychain::parent_token(api_host, workspace)
     }
@@ -205,56 +200,53 @@ pub fn agent(settings: &Settings) -> Option<Agent> {
 /// A token for `target` with the system's parents, agent and API; inside
 /// `exec`, from `exec`'s renewal channel only.
 pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
-    if let Some(channel) = &settings.exec_channel {
-        return from_exec(settings, channel, target);
-    }
-    let env = keychain::env_token();
-    if let Some(broker) = &settings.broker
-        && env.as_ref().map(Secret::kind) != Some(TokenKind::Repo)
-    {
-        return from_broker(settings, broker, target);
-    }
-    // A repo token in the environment needs no agent at all.
-    let mut link = match env.as_ref().map(Secret::kind) {
-        Some(TokenKind::Repo) => None,
-        _ => agent(settings),
+    let env = plan::Env::read(settings);
+    let plan = plan::get(settings, &env, target);
+    let mut link = match &plan {
+        Plan::Token { agent: true, .. } => agent(settings),
+        _ => None,
     };
     issue_with(
         settings,
         target,
+        plan,
         &SystemParents,
         link.as_mut().map(|a| a as &mut dyn AgentLink),
         &ApiMinter::default(),
     )
 }
 
-/// A token for `target`: see the module's documentation for the order.
+/// Carries out `plan` (see the module's documentation for the order).
 pub fn issue_with(
     settings: &Settings,
     target: &Target,
+    plan: Plan,
     parents: &impl Parents,
     mut agent: Option<&mut dyn AgentLink>,
     minter: &impl Minter,
 ) -> Result<Issued, GetError> {
     // One deadline for everything: the agent and the fallback share it.
     let deadline = api::deadline_in(settings.timeout);
-    let env = parents.env();
-    if let Some(token) = env.as_ref().filter(|t| t.kind() == TokenKind::Repo) {
-        tracing::debug!(token = %token, "GITHOSTED_TOKEN holds a repo token: passed through as it is");
-        return Ok(passed_through(token.clone()));
-    }
-    let key = Key {
-        api: settings.service.api_url().to_string(),
-        workspace: target.workspace.clone(),
-        repo: target.repo.clone(),
-        permission: settings.permission,
-        // Nothing printed (fingerprints, status) lets another process name this key.
-        parent: env.map_or_else(
-            || "keychain".to_owned(),
-            |t| format!("env:{}", t.holder_id()),
-        ),
+    let (key, cacheable, lookup, parent) = match plan {
+        Plan::Exec(channel) => return from_exec(settings, &channel, target),
+        Plan::PassThrough(token) => {
+            tracing::debug!(token = %token, "GITHOSTED_TOKEN holds a repo token: passed through as it is");
+            return Ok(passed_through(token));
+        }
+        Plan::NotAToken => return Err(GetError::NotAToken(Source::Env)),
+        Plan::NoIdToken => return Err(no_id_token(settings)),
+        Plan::Token {
+            key,
+            cacheable,
+            lookup,
+            parent,
+            ..
+        } => (key, cacheable, lookup, parent),
     };
-    if let Some(link) = agent.as_deref_mut() {
+    if !cacheable {
+        agent = None;
+    }
+    if lookup && let Some(link) = agent.as_deref_mut() {
         match look_up(link, &key, settings.min_ttl_secs) {
             Ok(Some(issued)) => return Ok(issued),
             Ok(None) => {}
@@ -262,15 +254,45 @@ pub fn issue_with(
         }
     }
 
-    let parent = find_parent(settings, target, parents)?;
-    match parent.token.kind() {
-        TokenKind::Repo => {
-            tracing::debug!(token = %parent.token, source = %parent.source, "a repo token is passed through as it is");
-            return Ok(passed_through(parent.token));
+    // A miss: the parent, read or fetched now.
+    let (grant, parent) = match parent {
+        plan::Parent::Env { token, declared } => (
+            Grant::Parent {
+                token: token.clone(),
+                workspace: declared,
+            },
+            Some(Parent {
+                token,
+                source: Source::Env,
+            }),
+        ),
+        plan::Parent::Keychain { declared } => {
+            let parent = find_parent(settings, target, parents)?;
+            match parent.token.kind() {
+                TokenKind::Repo => {
+                    tracing::debug!(token = %parent.token, source = %parent.source, "a repo token is passed through as it is");
+                    return Ok(passed_through(parent.token));
+                }
+                TokenKind::Workspace => {}
+                TokenKind::Unknown => return Err(GetError::NotAToken(parent.source)),
+            }
+            (plan::stored_grant(&parent, declared), Some(parent))
         }
-        TokenKind::Workspace => {}
-        TokenKind::Unknown => return Err(GetError::NotAToken(parent.source)),
-    }
+        plan::Parent::Broker { broker, source } => {
+            let runtime =
+                api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
+            let id_token = runtime.block_on(id_token(&broker, &source, deadline))?;
+            let grant = Grant::Broker {
+                broker: broker.url.clone(),
+                id_token,
+            };
+            (grant, None)
+        }
+    };
+    let failed = |e: ApiError| match &parent {
+        Some(parent) => classify(settings, target, parent, e),
+        None => GetError::Broker(e.to_string()),
+    };
     let mut params = MintParams {
         ttl: settings.ttl_secs,
         subject: settings::subject(),
@@ -278,16 +300,36 @@ pub fn issue_with(
         network: api::Network::from_env(),
     };
     if let Some(link) = agent {
-        let grant = parent_grant(settings, &parent);
         match link.mint(&key, settings.min_ttl_secs, &params, &grant) {
             Ok(Ok(issued)) => return Ok(issued),
-            Ok(Err(e)) => return Err(classify(settings, target, &parent, e)),
+            Ok(Err(e)) => return Err(failed(e)),
             Err(e) => tracing::debug!("the agent failed, minting directly: {e}"),
         }
     }
     // Whatever time the agent used is gone: the fallback gets what is left.
     params.timeout = deadline.saturating_duration_since(Instant::now());
-    mint_here(settings, target, &key, &params, &parent, minter)
+    let runtime = api::runtime().map_err(|e| {
+        failed(ApiError::Transport {
+            host: settings.service.api_host().to_owned(),
+            reason: format!("cannot start the I/O runtime: {e}"),
+        })
+    })?;
+    let minted = runtime
+        .block_on(minter.mint(&key.scope(), &params, &grant))
+        .map_err(failed)?;
+    tracing::debug!(token = %minted.token, id = %minted.record.id, "minted without the agent");
+    Ok(Issued {
+        token: minted.token,
+        expires_at: Some(minted.expires_at),
+    })
+}
+
+/// `--broker` without a way to get the job's ID token: how to give it one.
+fn no_id_token(settings: &Settings) -> GetError {
+    GetError::Broker(format!(
+        "--broker {} needs the job's OIDC ID token: on GitHub Actions give the job `permissions: id-token: write`; elsewhere add --oidc-token-file PATH or --oidc-token-env NAME",
+        settings.broker.as_ref().map_or("", |b| b.url_arg.as_str())
+    ))
 }
 
 /// The agent's fit token for `key`, if it has one; `Err` when the agent did
@@ -309,69 +351,6 @@ fn look_up(
             Err(())
         }
     }
-}
-
-/// A token from the broker, for the job's ID token (no workspace token
-/// anywhere): from the agent's cache when it holds one for this job's
-/// identity, else minted through the agent (or here, without one).
-fn from_broker(
-    settings: &Settings,
-    broker: &settings::BrokerSettings,
-    target: &Target,
-) -> Result<Issued, GetError> {
-    let deadline = api::deadline_in(settings.timeout);
-    let source = id_token_source(broker)?;
-    // Without a stable identity to key the cache by, every request asks the broker.
-    let key = broker_key_parent(broker, &source).map(|parent| Key {
-        api: settings.service.api_url().to_string(),
-        workspace: target.workspace.clone(),
-        repo: target.repo.clone(),
-        permission: settings.permission,
-        parent,
-    });
-    let mut link = key.as_ref().and_then(|_| agent(settings));
-    if let (Some(agent), Some(key)) = (link.as_mut(), &key) {
-        match look_up(agent, key, settings.min_ttl_secs) {
-            Ok(Some(issued)) => return Ok(issued),
-            Ok(None) => {}
-            Err(()) => link = None,
-        }
-    }
-    let runtime = api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
-    let id_token = runtime.block_on(id_token(broker, &source, deadline))?;
-    let grant = Grant::Broker {
-        broker: broker.url.clone(),
-        id_token,
-    };
-    let mut params = MintParams {
-        ttl: settings.ttl_secs,
-        subject: settings::subject(),
-        timeout: deadline.saturating_duration_since(Instant::now()),
-        network: api::Network::from_env(),
-    };
-    if let (Some(agent), Some(key)) = (link.as_mut(), &key) {
-        match agent.mint(key, settings.min_ttl_secs, &params, &grant) {
-            Ok(Ok(issued)) => return Ok(issued),
-            Ok(Err(e)) => return Err(GetError::Broker(e.to_string())),
-            Err(e) => tracing::debug!("the agent failed, asking the broker directly: {e}"),
-        }
-    }
-    params.timeout = deadline.saturating_duration_since(Instant::now());
-    let key = key.unwrap_or_else(|| Key {
-        api: settings.service.api_url().to_string(),
-        workspace: target.workspace.clone(),
-        repo: target.repo.clone(),
-        permission: settings.permission,
-        parent: String::new(),
-    });
-    let minted = runtime
-        .block_on(ApiMinter::default().mint(&key.scope(), &params, &grant))
-        .map_err(|e| GetError::Broker(e.to_string()))?;
-    tracing::debug!(token = %minted.token, id = %minted.record.id, "minted by the broker");
-    Ok(Issued {
-        token: minted.token,
-        expires_at: Some(minted.expires_at),
-    })
 }
 
 /// Inside `exec`: a token from `exec` itself, for a repo it granted (nothing
@@ -423,20 +402,6 @@ pub fn forget_in_exec(settings: &Settings, channel: &std::path::Path, password: 
 #[cfg(not(unix))]
 pub fn forget_in_exec(_: &Settings, _: &std::path::Path, _: Secret) {}
 
-/// What the agent files this job's broker tokens under ([`Key::parent`]):
-/// `None` when the job has no identity to read without asking anyone.
-pub fn broker_key_parent(
-    broker: &settings::BrokerSettings,
-    source: &crate::oidc::Source,
-) -> Option<String> {
-    let identity = source.identity()?;
-    Some(crate::cache::broker_parent(
-        &broker.url,
-        &broker.audience,
-        &identity,
-    ))
-}
-
 /// The job's ID token for the broker, or the one line that says why not.
 pub async fn id_token(
     broker: &settings::BrokerSettings,
@@ -452,27 +417,10 @@ pub async fn id_token(
 }
 
 /// Where the job's ID token comes from, or the one line that says how to give it one.
-pub fn id_token_source(broker: &settings::BrokerSettings) -> Result<crate::oidc::Source, GetError> {
-    crate::oidc::Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref())
-        .ok_or_else(|| {
-            GetError::Broker(format!(
-                "--broker {} needs the job's OIDC ID token: on GitHub Actions give the job `permissions: id-token: write`; elsewhere add --oidc-token-file PATH or --oidc-token-env NAME",
-                broker.url_arg
-            ))
-        })
-}
-
-/// What a workspace token pays a mint with: the token, and the workspace
-/// declared for it (the keychain entry's, else `--workspace` /
-/// `GITHOSTED_WORKSPACE`), which the minter checks against the API's answer.
-pub fn parent_grant(settings: &Settings, parent: &Parent) -> Grant {
-    let from_entry = match &parent.source {
-        Source::Keychain { account } => account.split_once('/').map(|(_, ws)| ws.to_owned()),
-        Source::Env => None,
-    };
-    Grant::Parent {
-        token: parent.token.clone(),
-        workspace: from_entry.or_else(|| settings.declared_workspace.clone()),
+pub fn id_token_source(settings: &Settings) -> Result<crate::oidc::Source, GetError> {
+    match plan::parent(settings, &plan::Env::read(settings)) {
+        Some(plan::Parent::Broker { source, .. }) => Ok(source),
+        _ => Err(no_id_token(settings)),
     }
 }
 
@@ -501,31 +449,6 @@ fn find_parent(
             workspace: target.workspace.clone(),
             api_flag: settings.api_url_flag(),
         })
-}
-
-/// One exchange in this process, without the agent.
-fn mint_here(
-    settings: &Settings,
-    target: &Target,
-    key: &Key,
-    params: &MintParams,
-    parent: &Parent,
-    minter: &impl Minter,
-) -> Result<Issued, GetError> {
-    let runtime = api::runtime().map_err(|e| {
-        let error = ApiError::Transport {
-            host: settings.service.api_host().to_owned(),
-            reason: format!("cannot start the I/O runtime: {e}"),
-        };
-        classify(settings, target, parent, error)
-    })?;
-    let minted = runtime
-        .block_on(minter.mint(&key.scope(), params, &parent_grant(settings, parent)))
-        .map_err(|e| classify(settings, target, parent, e))?;
-    Ok(Issued {
-        token: minted.token,
-        expires_at: Some(minted.expires_at),
-    })
 }
 
 /// Revokes forgotten tokens, best effort and within [`REVOKE_BUDGET`]: those
@@ -602,7 +525,7 @@ fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
         tracing::debug!("tokens from a broker, but no --broker to revoke them with");
         return 0;
     };
-    let Ok(source) = id_token_source(broker) else {
+    let Ok(source) = id_token_source(settings) else {
         return 0;
     };
     let Ok(runtime) = api::runtime() else {
@@ -749,16 +672,7 @@ mod tests {
     }
 
     impl Parents for FakeParents {
-        fn env(&self) -> Option<Secret> {
-            self.env.map(|t| Secret::new(t.into()))
-        }
         fn parent(&self, _: &str, ws: &str) -> Result<Option<Parent>, KeychainError> {
-            if let Some(env) = self.env() {
-                return Ok(Some(Parent {
-                    token: env,
-                    source: Source::Env,
-                }));
-            }
             self.reads.fetch_add(1, Ordering::SeqCst);
             Ok(self.stored.map(|t| Parent {
                 token: Secret::new(t.into()),
@@ -780,9 +694,11 @@ mod tests {
 
     impl AgentLink for FakeAgent {
         fn lookup(&mut self, key: &Key, _: Option<u64>) -> Result<Option<Issued>, AgentError> {
-            self.asked
-                .borrow_mut()
-                .push(format!("lookup {}", key.parent));
+            self.asked.borrow_mut().push(match &key.origin {
+                crate::cache::Origin::Keychain => "lookup keychain".to_owned(),
+                crate::cache::Origin::Env { holder } => format!("lookup env:{holder}"),
+                crate::cache::Origin::Broker { .. } => "lookup broker".to_owned(),
+            });
             Ok(self.cached.map(issued))
         }
         fn mint(
@@ -842,9 +758,16 @@ mod tests {
         agent: Option<&mut FakeAgent>,
         minter: &FakeMinter,
     ) -> Result<Issued, GetError> {
+        let settings = settings();
+        let env = plan::Env {
+            token: parents.env.map(|t| Secret::new(t.into())),
+            job: None,
+        };
+        let plan = plan::get(&settings, &env, &target());
         issue_with(
-            &settings(),
+            &settings,
             &target(),
+            plan,
             parents,
             agent.map(|a| a as &mut dyn AgentLink),
             minter,

@@ -182,11 +182,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "the broker needs a policy: git-credential-githosted broker --policy FILE (see `broker check --help`)"
                     );
                 };
-                let api_url = a.api_url.clone().or_else(|| {
-                    std::env::var(cli::API_URL_ENV)
-                        .ok()
-                        .filter(|v| !v.trim().is_empty())
-                });
+                let api_url = a
+                    .api_url
+                    .clone()
+                    .or_else(git_credential_githosted::settings::env_api_url);
                 broker::serve(&broker::Serve {
                     listen: &a.listen,
                     policy,
@@ -256,14 +255,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_tracing(verbose: u8) {
     const CRATE: &str = "git_credential_githosted";
     let filter: Option<Targets> = match verbose {
-        0 => std::env::var("GITHOSTED_LOG")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .and_then(|v| match v.trim().parse::<Level>() {
+        0 => git_credential_githosted::settings::env_log().and_then(|v| {
+            match v.trim().parse::<Level>() {
                 // A bare level means this crate's events at that level.
                 Ok(level) => Some(Targets::new().with_target(CRATE, level)),
                 Err(_) => v.parse().ok(),
-            }),
+            }
+        }),
         1 => Some(Targets::new().with_target(CRATE, Level::INFO)),
         _ => Some(Targets::new().with_target(CRATE, Level::DEBUG)),
     };

@@ -43,6 +43,9 @@ pub struct Settings {
     /// Inside `exec`: its renewal channel, the only source of tokens there
     /// ([`EXEC_CHANNEL_ENV`]).
     pub exec_channel: Option<std::path::PathBuf>,
+    /// The front looked the key up in the agent already (and missed): do not
+    /// ask again.
+    pub agent_missed: bool,
 }
 
 /// Where a CI job's tokens come from: a broker, for the job's OIDC ID token.
@@ -57,6 +60,45 @@ pub struct BrokerSettings {
     pub token_env: Option<String>,
     /// The audience asked for; `githosted-broker` unless told.
     pub audience: String,
+}
+
+/// Names the API when `--api-url` does not.
+pub const API_URL_ENV: &str = "GITHOSTED_API_URL";
+
+/// Logging: `LEVEL` or `target=LEVEL,…` (like `-v`).
+pub const LOG_ENV: &str = "GITHOSTED_LOG";
+
+/// How long an idle, empty agent waits before it exits (seconds).
+pub const AGENT_IDLE_ENV: &str = "GITHOSTED_AGENT_IDLE_SECS";
+
+/// A variable's value, when set to something other than blanks.
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The API named by `GITHOSTED_API_URL`.
+pub fn env_api_url() -> Option<String> {
+    env_value(API_URL_ENV)
+}
+
+/// What `GITHOSTED_LOG` asks for.
+pub fn env_log() -> Option<String> {
+    env_value(LOG_ENV)
+}
+
+/// `GITHOSTED_NO_AGENT` set (to anything but `0`).
+pub fn env_no_agent() -> bool {
+    env_value(NO_AGENT_ENV).is_some_and(|v| v.trim() != "0")
+}
+
+/// Inside `exec`: `GITHOSTED_EXEC_CHANNEL` set.
+pub fn env_in_exec() -> bool {
+    std::env::var_os(EXEC_CHANNEL_ENV).is_some_and(|v| !v.is_empty())
+}
+
+/// `GITHOSTED_AGENT_IDLE_SECS`, when it is a number.
+pub fn env_agent_idle_secs() -> Option<u64> {
+    env_value(AGENT_IDLE_ENV).and_then(|v| v.trim().parse().ok())
 }
 
 /// Declares the workspace of `GITHOSTED_TOKEN` when the API cannot say (like `--workspace`).
@@ -94,6 +136,8 @@ pub struct Requested {
     pub no_agent: bool,
     /// `--workspace` on the helper line.
     pub workspace: Option<String>,
+    /// (internal) the front's lookup missed.
+    pub agent_missed: bool,
     pub timeout_secs: Option<u64>,
     pub broker: BrokerRequested,
 }
@@ -108,9 +152,10 @@ impl Settings {
             declared_workspace: requested
                 .workspace
                 .clone()
-                .or_else(|| std::env::var(WORKSPACE_ENV).ok())
+                .or_else(|| env_value(WORKSPACE_ENV))
                 .map(|ws| ws.trim().to_owned())
                 .filter(|ws| !ws.is_empty()),
+            agent_missed: requested.agent_missed,
             exec_channel: std::env::var_os(EXEC_CHANNEL_ENV)
                 .filter(|v| !v.is_empty())
                 .map(std::path::PathBuf::from),
@@ -124,8 +169,7 @@ impl Settings {
                 n => n.min(MAX_TTL_SECS),
             },
             min_ttl_secs: requested.min_ttl_secs,
-            no_agent: requested.no_agent
-                || std::env::var_os(NO_AGENT_ENV).is_some_and(|v| !v.is_empty() && v != "0"),
+            no_agent: requested.no_agent || env_no_agent(),
             timeout: std::time::Duration::from_secs(
                 requested
                     .timeout_secs

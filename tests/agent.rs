@@ -387,7 +387,7 @@ fn a_client_in_another_pid_namespace_gets_nothing() {
         workspace: "acme".into(),
         repo: "app".into(),
         permission: git_credential_githosted::token::Permission::Write,
-        parent: format!("env:{}", Secret::new(parent).holder_id()),
+        origin: git_credential_githosted::cache::Origin::env(&Secret::new(parent)),
     };
     let frame = encode(&Request::Get { key, min_ttl: None }).unwrap();
     let frame_file = world.path("frame");

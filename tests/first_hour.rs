@@ -258,7 +258,7 @@ fn conventions_people_expect() {
     assert!(!login.contains("--repo") && !login.contains("--remove") && !login.contains("--ttl"));
     let get = help("get");
     assert!(
-        !get.contains("--remove") && !get.contains("--workspace"),
+        !get.contains("--remove") && get.contains("GITHOSTED_WORKSPACE"),
         "{get}"
     );
     let exec = help("exec");

@@ -326,13 +326,14 @@ fn printed_fingerprints_do_not_unlock_the_agent() {
     assert!(!status.stdout.contains(&token));
     let api = format!("{url}/");
     for guess in [
-        format!("env:{fingerprint}"),
-        format!("env:{}", &fingerprint["gw_…".len()..]),
-        "env:".to_owned(),
+        fingerprint.clone(),
+        fingerprint["gw_…".len()..].to_owned(),
+        String::new(),
     ] {
         let request = serde_json::json!({"Get": {"key": {
             "api": api, "workspace": "acme", "repo": "app",
-            "permission": "PERMISSION_WRITE", "parent": guess}, "min_ttl": null}});
+            "permission": "PERMISSION_WRITE", "origin": {"Env": {"holder": guess}}},
+            "min_ttl": null}});
         let body = serde_json::to_vec(&request).unwrap();
         let mut conn = UnixStream::connect(
             world

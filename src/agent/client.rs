@@ -20,7 +20,7 @@ use super::wire::{AgentStatus, Request, Response};
 #[cfg(unix)]
 use super::{AgentDir, DirError, SOCKET_NAME};
 use crate::api::ApiError;
-use crate::cache::{Dropped, Grant, Key, MintParams};
+use crate::cache::{Dropped, Grant, Key, MintParams, Origin};
 use crate::secret::Secret;
 use crate::token::Issued;
 
@@ -249,14 +249,14 @@ impl Agent {
         workspace: Option<&str>,
         repo: Option<&str>,
         password: Option<&Secret>,
-        parent: Option<&str>,
+        origin: Option<&Origin>,
     ) -> Result<Vec<Dropped>, AgentError> {
         self.dropped(&Request::Erase {
             api: api.to_owned(),
             workspace: workspace.map(str::to_owned),
             repo: repo.map(str::to_owned),
             password: password.cloned(),
-            parent: parent.map(str::to_owned),
+            origin: origin.cloned(),
         })
     }
 

@@ -32,7 +32,7 @@ use crate::minter::ApiMinter;
 /// How long the agent stays up with nothing cached, by default.
 pub const DEFAULT_IDLE_SECS: u64 = 300;
 /// The environment variable that sets it (seconds).
-pub const IDLE_ENV: &str = "GITHOSTED_AGENT_IDLE_SECS";
+pub use crate::settings::AGENT_IDLE_ENV as IDLE_ENV;
 /// How long a connection may sit before its first frame.
 const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long it may sit between frames (a helper reads the keychain, which may
@@ -291,13 +291,13 @@ async fn respond(request: Request, cache: &AgentCache, started: Instant) -> Resp
             workspace,
             repo,
             password,
-            parent,
+            origin,
         } => Response::Dropped(cache.erase(
             &api,
             workspace.as_deref(),
             repo.as_deref(),
             password.as_ref(),
-            parent.as_deref(),
+            origin.as_ref(),
         )),
         Request::Drain { api, workspace } => {
             Response::Dropped(cache.erase(&api, workspace.as_deref(), None, None, None))
@@ -350,9 +350,6 @@ fn harden() {
 
 /// The idle period from the environment, or the default.
 pub fn idle_from_env() -> Duration {
-    let secs = std::env::var(IDLE_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(DEFAULT_IDLE_SECS);
+    let secs = crate::settings::env_agent_idle_secs().unwrap_or(DEFAULT_IDLE_SECS);
     Duration::from_secs(secs)
 }

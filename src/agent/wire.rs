@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
 use crate::api::{ApiError, Network};
-use crate::cache::{Dropped, EntryInfo, Grant, Key};
+use crate::cache::{Dropped, EntryInfo, Grant, Key, Origin};
 use crate::secret::Secret;
 
 /// The largest frame either side accepts.
@@ -41,9 +41,9 @@ pub enum Request {
         workspace: Option<String>,
         repo: Option<String>,
         password: Option<Secret>,
-        /// Only tokens minted from this parent (a CI job's broker tokens).
+        /// Only tokens minted from this origin (a CI job's broker tokens).
         #[serde(default)]
-        parent: Option<String>,
+        origin: Option<Origin>,
     },
     /// Forget every token for the API (and workspace), e.g. on `logout`.
     Drain {
@@ -159,7 +159,7 @@ mod tests {
                 workspace: "acme".into(),
                 repo: "app".into(),
                 permission: crate::token::Permission::Write,
-                parent: "keychain".into(),
+                origin: Origin::Keychain,
             },
             ttl: 3600,
             min_ttl: None,

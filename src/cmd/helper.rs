@@ -192,17 +192,9 @@ pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Resul
     }
     let api = settings.service.api_url().to_string();
     // A CI job with a broker forgets only its own tokens (and revokes them through the broker).
-    let parent = match &settings.broker {
-        Some(broker) => {
-            let Some(parent) = issuer::id_token_source(broker)
-                .ok()
-                .and_then(|source| issuer::broker_key_parent(broker, &source))
-            else {
-                return Ok(()); // no identity: nothing of this job's was cached
-            };
-            Some(parent)
-        }
-        None => None,
+    let Some(origin) = crate::plan::erase_origin(settings, &crate::plan::Env::read(settings))
+    else {
+        return Ok(()); // no identity: nothing of this job's was cached
     };
     // No agent running means nothing is cached: do not start one to find out.
     let dropped = match Agent::connect().and_then(|mut agent| {
@@ -211,7 +203,7 @@ pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Resul
             workspace.as_deref(),
             repo.as_deref(),
             password.as_ref(),
-            parent.as_deref(),
+            origin.as_ref(),
         )
     }) {
         Ok(dropped) => dropped,

@@ -258,6 +258,20 @@ enum Payer {
     },
 }
 
+impl Payer {
+    /// A workspace token pays; anything else cannot mint a narrower token.
+    fn parent(parent: Parent, grant: impl FnOnce(&Parent) -> Grant) -> anyhow::Result<Payer> {
+        if parent.token.kind() != TokenKind::Workspace {
+            bail!(
+                "{} holds no workspace token (gw_…); `exec` needs one to mint a narrower token",
+                parent.source
+            );
+        }
+        let grant = grant(&parent);
+        Ok(Payer::Parent { parent, grant })
+    }
+}
+
 /// `exec`'s grant for its command: the scope, what pays for it, the current
 /// token and every token minted (all revoked at the end).
 struct Lease {
@@ -284,7 +298,8 @@ struct Held {
     token: Secret,
     id: String,
     expires_at: i64,
-    lifetime: i64,
+    /// Milliseconds between minting and expiry.
+    lifetime_ms: i64,
 }
 
 impl Lease {
@@ -300,12 +315,18 @@ impl Lease {
             repos: targets.iter().map(|t| t.repo.clone()).collect(),
             permission: settings.permission,
         };
-        let payer = match &settings.broker {
-            Some(broker) => Payer::Broker {
-                broker: broker.clone(),
-                source: issuer::id_token_source(broker)?,
-            },
-            None => {
+        let payer = match crate::plan::parent(settings, &crate::plan::Env::read(settings)) {
+            Some(crate::plan::Parent::Broker { broker, source }) => {
+                Payer::Broker { broker, source }
+            }
+            Some(crate::plan::Parent::Env { token, declared }) => {
+                let parent = Parent {
+                    token,
+                    source: keychain::Source::Env,
+                };
+                Payer::parent(parent, |p| crate::plan::stored_grant(p, declared))?
+            }
+            Some(crate::plan::Parent::Keychain { declared }) => {
                 let api_host = settings.service.api_host();
                 let workspace = &target.workspace;
                 let parent = keychain::parent_token(api_host, workspace)?.with_context(|| {
@@ -315,14 +336,12 @@ impl Lease {
                         keychain::ENV_TOKEN
                     )
                 })?;
-                if parent.token.kind() != TokenKind::Workspace {
-                    bail!(
-                        "{} holds no workspace token (gw_…); `exec` needs one to mint a narrower token",
-                        parent.source
-                    );
-                }
-                let grant = issuer::parent_grant(settings, &parent);
-                Payer::Parent { parent, grant }
+                Payer::parent(parent, |p| crate::plan::stored_grant(p, declared))?
+            }
+            None => {
+                return Err(issuer::id_token_source(settings)
+                    .err()
+                    .map_or_else(|| anyhow::anyhow!("no ID token"), anyhow::Error::from));
             }
         };
         Ok(Lease {
@@ -340,10 +359,13 @@ impl Lease {
     /// The current token if it still has the margin, else a fresh one.
     async fn token(&self) -> Result<Issued, issuer::GetError> {
         let mut state = self.state.lock().await;
-        let now = SystemClock.now();
         if let Some(held) = &state.current
-            && held.expires_at.saturating_sub(now)
-                >= crate::cache::margin(held.lifetime, self.settings.min_ttl_secs)
+            && crate::cache::fit(
+                held.expires_at,
+                held.lifetime_ms,
+                self.settings.min_ttl_secs,
+                SystemClock.now_ms(),
+            )
         {
             return Ok(held.issued());
         }
@@ -371,7 +393,7 @@ impl Lease {
             timeout: self.settings.timeout,
             network: api::Network::from_env(),
         };
-        let minted_at = SystemClock.now();
+        let minted_at_ms = SystemClock.now_ms();
         let minted = match &self.payer {
             Payer::Parent { parent, grant } => self
                 .minter
@@ -394,7 +416,11 @@ impl Lease {
             token: minted.token,
             id: minted.record.id,
             expires_at: minted.expires_at,
-            lifetime: minted.expires_at.saturating_sub(minted_at).max(0),
+            lifetime_ms: minted
+                .expires_at
+                .saturating_mul(1000)
+                .saturating_sub(minted_at_ms)
+                .max(0),
         })
     }
 
