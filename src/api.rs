@@ -812,6 +812,26 @@ fn backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
+/// An HTTP answer's body, at most `max` bytes, in memory that is wiped (it
+/// may hold a token): for callers outside the API's own client.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let too_big = || format!("the answer is larger than {} KiB", max / 1024);
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_big());
+    }
+    let mut body = zeroize::Zeroizing::new(Vec::new());
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len().saturating_add(chunk.len()) > max {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A runtime for one blocking call into this (async) client.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

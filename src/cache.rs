@@ -48,7 +48,7 @@ pub enum Origin {
     /// holder of the token can compute.
     Env { holder: String },
     /// A CI job's broker: the broker, the audience, and a keyed hash of what
-    /// identifies the job (see `oidc::Source::identity`).
+    /// identifies the job (see `id_token::Source::identity`).
     Broker {
         broker: String,
         audience: String,

@@ -405,7 +405,7 @@ pub fn forget_in_exec(_: &Settings, _: &std::path::Path, _: Secret) {}
 /// The job's ID token for the broker, or the one line that says why not.
 pub async fn id_token(
     broker: &settings::BrokerSettings,
-    source: &crate::oidc::Source,
+    source: &crate::id_token::Source,
     deadline: Instant,
 ) -> Result<Secret, GetError> {
     source.fetch(&broker.audience, deadline).await.map_err(|e| {
@@ -417,7 +417,7 @@ pub async fn id_token(
 }
 
 /// Where the job's ID token comes from, or the one line that says how to give it one.
-pub fn id_token_source(settings: &Settings) -> Result<crate::oidc::Source, GetError> {
+pub fn id_token_source(settings: &Settings) -> Result<crate::id_token::Source, GetError> {
     match plan::parent(settings, &plan::Env::read(settings)) {
         Some(plan::Parent::Broker { source, .. }) => Ok(source),
         _ => Err(no_id_token(settings)),

@@ -30,7 +30,7 @@ pub struct Env {
 /// A CI job's identity for the broker.
 #[derive(Debug, Clone)]
 pub struct Job {
-    pub source: crate::oidc::Source,
+    pub source: crate::id_token::Source,
     pub identity: Option<Secret>,
 }
 
@@ -39,7 +39,7 @@ impl Env {
     /// with `--broker`, the job's ID-token source and identity.
     pub fn read(settings: &Settings) -> Env {
         let job = settings.broker.as_ref().and_then(|broker| {
-            let source = crate::oidc::Source::choose(
+            let source = crate::id_token::Source::choose(
                 broker.token_file.as_deref(),
                 broker.token_env.as_deref(),
             )?;
@@ -67,7 +67,7 @@ pub enum Parent {
     /// A CI job's ID token, presented to the broker.
     Broker {
         broker: BrokerSettings,
-        source: crate::oidc::Source,
+        source: crate::id_token::Source,
     },
 }
 
@@ -246,7 +246,7 @@ mod tests {
         Env {
             token: token.map(|t| Secret::new(t.into())),
             job: job.map(|identity| Job {
-                source: crate::oidc::Source::Env("ID".into()),
+                source: crate::id_token::Source::Env("ID".into()),
                 identity: identity.map(|i| Secret::new(i.into())),
             }),
         }

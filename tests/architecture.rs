@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("keychain", 2),
     ("api", 2),
     ("oidc", 2),
+    ("id_token", 2),
     ("broker_client", 2),
     ("git", 2),
     ("supervise", 2),

@@ -153,7 +153,7 @@ fn check_broker(
             ),
         ),
     }
-    use crate::oidc::Source;
+    use crate::id_token::Source;
     match Source::choose(broker.token_file.as_deref(), broker.token_env.as_deref()) {
         None => report.line(
             Level::Warn,
@@ -188,7 +188,7 @@ fn check_broker(
 fn dry_run(
     report: &mut Report,
     broker: &crate::settings::BrokerSettings,
-    source: &crate::oidc::Source,
+    source: &crate::id_token::Source,
     repo: &str,
 ) {
     use crate::broker_client as client;

@@ -254,7 +254,7 @@ enum Payer {
     /// The job's ID token for a broker, fetched afresh for each mint.
     Broker {
         broker: settings::BrokerSettings,
-        source: crate::oidc::Source,
+        source: crate::id_token::Source,
     },
 }
 
