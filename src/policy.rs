@@ -630,4 +630,37 @@ max_ttl_seconds = 600
             vec![(1, "acme/[!o]*".to_owned())]
         );
     }
+
+    #[test]
+    fn the_deploy_examples_parse_and_name_one_workspace() {
+        for (name, text, issuer) in [
+            (
+                "policy-github.toml",
+                include_str!("../deploy/policy-github.toml"),
+                GH,
+            ),
+            (
+                "policy-gitlab.toml",
+                include_str!("../deploy/policy-gitlab.toml"),
+                "https://gitlab.com",
+            ),
+        ] {
+            let p = Policy::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.issuers(), vec![issuer.to_owned()], "{name}");
+            assert!(p.foreign_repos("acme").is_empty(), "{name}");
+        }
+        let gitlab = Policy::parse(include_str!("../deploy/policy-gitlab.toml"), "gitlab").unwrap();
+        let mut claims = serde_json::Map::new();
+        claims.insert("namespace_path".into(), "acme-group".into());
+        claims.insert("ref_protected".into(), "true".into());
+        let main = "project_path:acme-group/app:ref_type:branch:ref:main";
+        let ask = Ask {
+            issuer: "https://gitlab.com",
+            subject: main,
+            claims: &claims,
+            repo: "acme/app",
+            permission: Permission::Write,
+        };
+        assert_eq!(gitlab.decide(&ask).unwrap().number, 1);
+    }
 }
