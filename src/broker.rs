@@ -67,8 +67,6 @@ const LIMIT_BURST: f64 = 20.0;
 const LIMIT_PER_SECOND: f64 = 2.0;
 /// The most identities a rate limiter remembers.
 const LIMIT_KEYS: usize = 10_000;
-/// The longest `kid` or other ID-token text echoed in answers and audit lines.
-pub const ECHO_MAX: usize = 64;
 
 /// What the broker needs to run.
 pub struct Config {
@@ -992,18 +990,19 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let head = if permit.is_some() {
+            let full = permit.is_some();
+            let head = if full {
                 HEADER_READ_TIMEOUT
             } else {
                 SHED_HEADER_READ_TIMEOUT
             };
             match acceptor {
-                None => connection(stream, service, head).await,
+                None => connection(stream, service, head, full).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(head, acceptor.accept(stream)).await
                     {
-                        connection(stream, service, head).await;
+                        connection(stream, service, head, full).await;
                     }
                 }
             }
@@ -1012,8 +1011,9 @@ pub async fn serve(
     }
 }
 
-/// Serves HTTP/1.1 on one connection, each request head within `head`.
-async fn connection<I>(io: I, service: axum::Router, head: Duration)
+/// Serves HTTP/1.1 on one connection, each request head within `head`;
+/// kept alive only when it holds one of the [`MAX_CONNECTIONS`] slots (`full`).
+async fn connection<I>(io: I, service: axum::Router, head: Duration, full: bool)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -1021,7 +1021,7 @@ where
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(head)
-        .keep_alive(head == HEADER_READ_TIMEOUT);
+        .keep_alive(full);
     let service = hyper_util::service::TowerToHyperService::new(service);
     let _ = builder
         .serve_connection(hyper_util::rt::TokioIo::new(io), service)
