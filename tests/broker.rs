@@ -1655,3 +1655,47 @@ fn broker_check_warns_about_issuers_and_foreign_workspaces_and_works_offline() {
     assert!(!run.status.success());
     assert!(run.stdout.contains("no \"iss\" claim"), "{}", run.stdout);
 }
+
+#[test]
+fn a_request_whose_body_never_ends_gets_a_json_503_at_the_deadline() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let addr: std::net::SocketAddr = broker.url.trim_start_matches("http://").parse().unwrap();
+    let answer = runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/token HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"repo\":",
+                    issuer.token(MAIN)
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // The rest of the body never comes. The bound is generous: the
+        // broker's deadline is at most 30 s.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after") && answer.contains("\"deadline\""),
+        "{answer:?}"
+    );
+    assert_eq!(world.server.exchange_count(), 0);
+}
