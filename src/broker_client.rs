@@ -16,7 +16,8 @@ pub struct Granted {
     pub token: Secret,
     /// Unix seconds.
     pub expires_at: i64,
-    /// The githosted token record's id (what `/v1/revoke` takes).
+    /// What `/v1/revoke` takes: the broker's revocation handle for the token
+    /// (`gbr1.<record id>.<expiry>.<mac>`; older brokers sent the record id).
     pub id: String,
 }
 
@@ -84,7 +85,8 @@ pub async fn check(
     Ok((decision.rule, decision.ttl_seconds))
 }
 
-/// `POST /v1/revoke`: revokes a token this broker minted for the same identity.
+/// `POST /v1/revoke`: revokes a token this broker minted for the same identity;
+/// `id` is what `/v1/token` answered as the token's `id` (a revocation handle).
 pub async fn revoke(
     broker: &url::Url,
     id_token: &Secret,
@@ -130,13 +132,30 @@ async fn post(
         .await
         .map_err(|e| unreachable(format!("the broker {broker} did not answer: {e}")))?;
     let status = response.status();
-    let bytes = zeroize::Zeroizing::new(
-        response
-            .bytes()
-            .await
-            .map_err(|e| unreachable(format!("the broker {broker}: {e}")))?
-            .to_vec(),
-    );
+    let too_big = || {
+        unreachable(format!(
+            "the broker {broker} sent an answer larger than {} KiB",
+            crate::api::MAX_BODY / 1024
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > crate::api::MAX_BODY as u64)
+    {
+        return Err(too_big());
+    }
+    let mut response = response;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| unreachable(format!("the broker {broker}: {e}")))?
+    {
+        if bytes.len().saturating_add(chunk.len()) > crate::api::MAX_BODY {
+            return Err(too_big());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     if !status.is_success() {
         let refusal: Option<Refusal> = serde_json::from_slice(&bytes).ok();
         let (code, message) = refusal
@@ -153,4 +172,60 @@ async fn post(
         });
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker stand-in whose every answer is `bytes` of JSON-ish padding,
+    /// streamed without a length.
+    async fn huge_broker(bytes: usize) -> url::Url {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = stream.read(&mut head).await;
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n")
+                        .await;
+                    let chunk = vec![b' '; 64 * 1024];
+                    let mut sent = 0;
+                    while sent < bytes {
+                        if stream.write_all(&chunk).await.is_err() {
+                            return;
+                        }
+                        sent += chunk.len();
+                    }
+                });
+            }
+        });
+        url::Url::parse(&format!("http://{addr}/")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_larger_than_a_mebibyte_is_refused_not_read() {
+        let broker = huge_broker(64 * 1024 * 1024).await;
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let id_token = Secret::new("x.y.z".into());
+        let error = request(
+            &broker,
+            &id_token,
+            "acme/app",
+            Permission::Read,
+            None,
+            deadline,
+            &Network::default(),
+        )
+        .await
+        .err()
+        .expect("a 64 MiB answer was accepted");
+        assert!(
+            error.to_string().contains("larger than 1024 KiB"),
+            "{error}"
+        );
+    }
 }

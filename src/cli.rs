@@ -253,7 +253,7 @@ pub enum Command {
     /// Run the CI token broker: a job's OIDC ID token in, a short-lived repo token out
     #[command(
         args_conflicts_with_subcommands = true,
-        after_help = "Examples:\n  git-credential-githosted broker --policy policy.toml --token-file /run/secrets/githosted-token\n  git-credential-githosted broker check --policy policy.toml\n  git-credential-githosted broker check --policy policy.toml --claims claims.json --repo acme/app --permission write"
+        after_help = "Examples:\n  git-credential-githosted broker --policy policy.toml --workspace acme --audience https://broker.example.com --token-file /run/secrets/githosted-token\n  git-credential-githosted broker check --policy policy.toml\n  git-credential-githosted broker check --policy policy.toml --claims claims.json --repo acme/app --permission write"
     )]
     Broker(BrokerArgs),
     /// (internal) Run the background agent; the helper starts it on demand
@@ -295,6 +295,9 @@ pub struct BrokerArgs {
     /// Read the workspace token from this file (a mounted secret) [default: GITHOSTED_TOKEN, then the keychain]
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<std::path::PathBuf>,
+    /// The workspace of the broker's token: tokens only for its repos (required when the API cannot tell)
+    #[arg(long, value_name = "WS")]
+    pub workspace: Option<String>,
     /// Serve plain http on a non-loopback address: TLS ends at a proxy in front
     #[arg(long)]
     pub behind_proxy: bool,
@@ -322,6 +325,9 @@ pub enum BrokerCommand {
         /// The permission asked for
         #[arg(long, value_enum, default_value_t = BrokerPermission::Write)]
         permission: BrokerPermission,
+        /// The broker's --workspace: flag rules naming another
+        #[arg(long, value_name = "WS")]
+        workspace: Option<String>,
     },
 }
 

@@ -163,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 claims,
                 repo,
                 permission,
+                workspace,
             }) = &a.check
             {
                 let permission = match permission {
@@ -174,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     claims.as_deref(),
                     repo.as_deref(),
                     permission,
+                    workspace.as_deref(),
                     &mut io::stdout().lock(),
                 )?
             } else {
@@ -192,6 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     audience: &a.audience,
                     api_url: api_url.as_deref(),
                     token_file: a.token_file.as_deref(),
+                    workspace: a.workspace.as_deref(),
                     behind_proxy: a.behind_proxy,
                     tls: a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
                 })?;

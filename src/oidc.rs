@@ -3,20 +3,22 @@
 //! Checking: the issuer must be one the policy names; its keys come from
 //! `<issuer>/.well-known/openid-configuration` → `jwks_uri`, cached, fetched
 //! again at most once per [`REFETCH_COOLDOWN`] when a token names an unknown
-//! `kid`; RS256 and ES256 only; `iss` exact, `aud` containing the audience,
+//! `kid` or the last fetch failed (one fetch at a time per issuer; a token
+//! whose key is cached never waits for one); RS256 and ES256 only; `iss` exact, `aud` containing the audience,
 //! `exp`/`nbf`/`iat` with [`LEEWAY_SECS`] of leeway. Every fetch is bounded in
 //! time and size; an issuer that is down leaves its cached keys in use.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::secret::Secret;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
-use crate::secret::Secret;
+/// The most of a `kid` echoed in a refusal.
+const KID_SHOWN: usize = 64;
 
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECS: u64 = 60;
@@ -82,18 +84,35 @@ pub struct Identity {
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
+/// An issuer's keys: what is cached (never locked across a fetch), and the
+/// lock a fetch holds (one at a time).
 #[derive(Default)]
 struct Keys {
-    set: Option<JwkSet>,
-    /// The last fetch for an unknown kid (the first fetch does not count).
+    state: std::sync::Mutex<KeyState>,
+    fetch: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct KeyState {
+    set: Option<std::sync::Arc<JwkSet>>,
+    /// The last refetch for an unknown kid, or the last failed fetch (a first
+    /// fetch that works does not count).
     last_refetch: Option<Instant>,
+    /// Why the last fetch failed.
+    last_error: Option<String>,
+}
+
+impl Keys {
+    fn cached(&self) -> Option<std::sync::Arc<JwkSet>> {
+        self.state.lock().ok().and_then(|s| s.set.clone())
+    }
 }
 
 /// Checks ID tokens against the issuers a policy names.
 pub struct Verifier {
     http: reqwest::Client,
     audience: String,
-    issuers: HashMap<String, Mutex<Keys>>,
+    issuers: HashMap<String, Keys>,
     refreshes: std::sync::atomic::AtomicU64,
 }
 
@@ -105,20 +124,13 @@ struct Discovery {
 
 impl Verifier {
     pub fn new(issuers: &[String], audience: &str) -> Result<Verifier, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = client()?;
         Ok(Verifier {
             http,
             audience: audience.to_owned(),
             issuers: issuers
                 .iter()
-                .map(|i| (i.clone(), Mutex::new(Keys::default())))
+                .map(|i| (i.clone(), Keys::default()))
                 .collect(),
             refreshes: std::sync::atomic::AtomicU64::new(0),
         })
@@ -159,6 +171,7 @@ impl Verifier {
             .kid
             .clone()
             .ok_or_else(|| Refusal::Kid("the ID token names no key (kid)".into()))?;
+        let shown = crate::ui::printable(&kid, KID_SHOWN);
         let key = self.key_for(&issuer, keys, &kid).await?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = LEEWAY_SECS;
@@ -178,7 +191,7 @@ impl Verifier {
             ErrorKind::InvalidAudience => Refusal::Aud(self.audience.clone()),
             ErrorKind::InvalidIssuer => Refusal::Iss("iss does not match".into()),
             ErrorKind::InvalidAlgorithm => Refusal::Alg(format!(
-                "{:?} (the key {kid} is for another algorithm)",
+                "{:?} (the key {shown} is for another algorithm)",
                 header.alg
             )),
             ErrorKind::MissingRequiredClaim(c) if c == "aud" => Refusal::Aud(self.audience.clone()),
@@ -205,90 +218,166 @@ impl Verifier {
         })
     }
 
-    /// The key `kid` of `issuer`: cached, or fetched (at most once per cooldown).
-    async fn key_for(
-        &self,
-        issuer: &str,
-        keys: &Mutex<Keys>,
-        kid: &str,
-    ) -> Result<DecodingKey, Refusal> {
-        let mut keys = keys.lock().await;
-        if let Some(jwk) = keys.set.as_ref().and_then(|s| s.find(kid)) {
-            return DecodingKey::from_jwk(jwk)
-                .map_err(|_| Refusal::Kid(format!("key {kid} of {issuer} is not usable")));
+    /// The key `kid` of `issuer`: cached, or fetched (one fetch at a time;
+    /// after a refetch or a failed fetch, not again within the cooldown).
+    async fn key_for(&self, issuer: &str, keys: &Keys, kid: &str) -> Result<DecodingKey, Refusal> {
+        let shown = crate::ui::printable(kid, KID_SHOWN);
+        let usable = |jwk: &jsonwebtoken::jwk::Jwk| {
+            DecodingKey::from_jwk(jwk)
+                .map_err(|_| Refusal::Kid(format!("key {shown} of {issuer} is not usable")))
+        };
+        if let Some(jwk) = keys.cached().as_ref().and_then(|s| s.find(kid)) {
+            return usable(jwk);
         }
-        // The first fetch always; a refetch for an unknown kid at most once per cooldown.
-        let may_fetch = keys.set.is_none()
-            || keys
+        let _fetching = match keys.fetch.try_lock() {
+            Ok(guard) => guard,
+            // Another request is fetching: use what it gets, fetch nothing more.
+            Err(_) => {
+                let _done = keys.fetch.lock().await;
+                return match keys.cached() {
+                    Some(set) => match set.find(kid) {
+                        Some(jwk) => usable(jwk),
+                        None => Err(Refusal::Kid(format!("{issuer} has no key {shown}"))),
+                    },
+                    None => Err(self.unavailable(issuer, keys)),
+                };
+            }
+        };
+        {
+            let Ok(mut state) = keys.state.lock() else {
+                return Err(self.unavailable(issuer, keys));
+            };
+            if let Some(jwk) = state.set.as_ref().and_then(|s| s.find(kid)) {
+                return usable(jwk);
+            }
+            if state
                 .last_refetch
-                .is_none_or(|t| t.elapsed() >= REFETCH_COOLDOWN);
-        if !may_fetch {
-            return Err(Refusal::Kid(format!(
-                "{issuer} has no key {kid} (its keys were refetched less than {} s ago)",
-                REFETCH_COOLDOWN.as_secs()
-            )));
-        }
-        if keys.set.is_some() {
-            keys.last_refetch = Some(Instant::now());
+                .is_some_and(|t| t.elapsed() < REFETCH_COOLDOWN)
+            {
+                drop(state);
+                return Err(match keys.cached() {
+                    Some(_) => Refusal::Kid(format!(
+                        "{issuer} has no key {shown} (its keys were fetched less than {} s ago)",
+                        REFETCH_COOLDOWN.as_secs()
+                    )),
+                    None => self.unavailable(issuer, keys),
+                });
+            }
+            if state.set.is_some() {
+                state.last_refetch = Some(Instant::now());
+            }
         }
         self.refreshes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match self.fetch_keys(issuer).await {
-            Ok(set) => keys.set = Some(set),
-            // Keep what is cached: an issuer that is down does not stop tokens
-            // signed by keys already known.
-            Err(reason) if keys.set.is_none() => {
-                return Err(Refusal::KeysUnavailable {
-                    issuer: issuer.to_owned(),
-                    reason,
-                });
+        let fetched = self.fetch_keys(issuer).await;
+        let set = {
+            let Ok(mut state) = keys.state.lock() else {
+                return Err(self.unavailable(issuer, keys));
+            };
+            match fetched {
+                Ok(set) => {
+                    state.set = Some(std::sync::Arc::new(set));
+                    state.last_error = None;
+                }
+                // Keep what is cached: an issuer that is down does not stop
+                // tokens signed by keys already known.
+                Err(reason) => {
+                    state.last_refetch = Some(Instant::now());
+                    state.last_error = Some(reason);
+                }
             }
-            Err(_) => {}
+            state.set.clone()
+        };
+        match set {
+            Some(set) => match set.find(kid) {
+                Some(jwk) => usable(jwk),
+                None => Err(Refusal::Kid(format!("{issuer} has no key {shown}"))),
+            },
+            None => Err(self.unavailable(issuer, keys)),
         }
-        match keys.set.as_ref().and_then(|s| s.find(kid)) {
-            Some(jwk) => DecodingKey::from_jwk(jwk)
-                .map_err(|_| Refusal::Kid(format!("key {kid} of {issuer} is not usable"))),
-            None => Err(Refusal::Kid(format!("{issuer} has no key {kid}"))),
+    }
+
+    /// No keys of `issuer` cached: why.
+    fn unavailable(&self, issuer: &str, keys: &Keys) -> Refusal {
+        let reason = keys
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| s.last_error.clone())
+            .unwrap_or_else(|| "they could not be fetched".into());
+        Refusal::KeysUnavailable {
+            issuer: issuer.to_owned(),
+            reason: format!(
+                "{reason} (fetched again at most every {} s)",
+                REFETCH_COOLDOWN.as_secs()
+            ),
         }
     }
 
     async fn fetch_keys(&self, issuer: &str) -> Result<JwkSet, String> {
-        let discovery_url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let discovery: Discovery = self.fetch_json(&discovery_url).await?;
-        if discovery.issuer != issuer {
-            return Err(format!(
-                "its discovery document names issuer {:?}",
-                discovery.issuer
-            ));
-        }
-        if !crate::target::is_secure_url(&discovery.jwks_uri) {
-            return Err("its jwks_uri is not https".into());
-        }
-        self.fetch_json(&discovery.jwks_uri).await
+        fetch_keys_with(&self.http, issuer).await
     }
+}
 
-    async fn fetch_json<T: for<'de> Deserialize<'de>>(&self, url: &str) -> Result<T, String> {
-        let mut response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::ui::printable(&e.to_string(), 300)))?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
-            if body.len().saturating_add(chunk.len()) > MAX_DOCUMENT {
-                return Err(format!("{url}: larger than {MAX_DOCUMENT} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{url}: not the JSON expected: {e}"))
+/// The `issuer` that `issuer`'s discovery document names (`broker check`).
+pub async fn discovered_issuer(issuer: &str) -> Result<String, String> {
+    let http = client()?;
+    let discovery: Discovery = fetch_json(&http, &discovery_url(issuer)).await?;
+    Ok(discovery.issuer)
+}
+
+fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+fn client() -> Result<reqwest::Client, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+async fn fetch_keys_with(http: &reqwest::Client, issuer: &str) -> Result<JwkSet, String> {
+    let discovery: Discovery = fetch_json(http, &discovery_url(issuer)).await?;
+    if discovery.issuer != issuer {
+        return Err(format!(
+            "its discovery document names issuer {:?}",
+            discovery.issuer
+        ));
     }
+    if !crate::target::is_secure_url(&discovery.jwks_uri) {
+        return Err("its jwks_uri is not https".into());
+    }
+    fetch_json(http, &discovery.jwks_uri).await
+}
+
+async fn fetch_json<T: for<'de> Deserialize<'de>>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, String> {
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", crate::ui::printable(&e.to_string(), 300)))?;
+    if !response.status().is_success() {
+        return Err(format!("{url} answered {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+        if body.len().saturating_add(chunk.len()) > MAX_DOCUMENT {
+            return Err(format!("{url}: larger than {MAX_DOCUMENT} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: not the JSON expected: {e}"))
 }
 
 /// The `alg` a header names, when it is not one the JWT library knows (e.g. `none`).

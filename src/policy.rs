@@ -310,6 +310,50 @@ impl Policy {
     }
 }
 
+/// githosted slugs: letters, digits, `-`, `_`, `.`, not starting with a dot.
+pub fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A request's `WS/REPO`, when it is two slugs and the repo is not a repo id
+/// (`rp_…`: the API takes those too, and policy globs would not see what they name).
+pub fn slug_request(text: &str) -> Option<(&str, &str)> {
+    let (workspace, repo) = text.split_once('/')?;
+    (is_slug(workspace) && is_slug(repo) && !repo.starts_with("rp_")).then_some((workspace, repo))
+}
+
+impl Policy {
+    /// Whether any rule allows this identity (issuer, subject and claims),
+    /// whatever the repo and permission.
+    pub fn knows(
+        &self,
+        issuer: &str,
+        subject: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.identity_matches(issuer, subject, claims))
+    }
+
+    /// Rules naming a workspace other than `workspace`: (rule number, pattern).
+    pub fn foreign_repos(&self, workspace: &str) -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for pattern in &rule.repos {
+                let ws = pattern.as_str().split('/').next().unwrap_or_default();
+                if ws != workspace {
+                    out.push((rule.number, pattern.as_str().to_owned()));
+                }
+            }
+        }
+        out
+    }
+}
+
 fn rank(d: Dimension) -> u8 {
     match d {
         Dimension::Subject => 0,
@@ -319,21 +363,30 @@ fn rank(d: Dimension) -> u8 {
 }
 
 impl Rule {
-    fn check(&self, ask: &Ask<'_>) -> Result<(), Dimension> {
-        if self.issuer != ask.issuer || !self.subject.matches(ask.subject) {
-            return Err(Dimension::Subject);
+    fn identity_matches(
+        &self,
+        issuer: &str,
+        subject: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        if self.issuer != issuer || !self.subject.matches(subject) {
+            return false;
         }
-        for (name, matcher) in &self.claims {
-            let value = match ask.claims.get(name) {
+        self.claims.iter().all(|(name, matcher)| {
+            let value = match claims.get(name) {
                 Some(serde_json::Value::String(s)) => s.clone(),
                 Some(v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_))) => {
                     v.to_string()
                 }
-                _ => return Err(Dimension::Subject),
+                _ => return false,
             };
-            if !matcher.matches(&value) {
-                return Err(Dimension::Subject);
-            }
+            matcher.matches(&value)
+        })
+    }
+
+    fn check(&self, ask: &Ask<'_>) -> Result<(), Dimension> {
+        if !self.identity_matches(ask.issuer, ask.subject, ask.claims) {
+            return Err(Dimension::Subject);
         }
         let options = glob::MatchOptions {
             case_sensitive: true,
@@ -542,5 +595,72 @@ max_ttl_seconds = 600
                 && line.contains("read or write tokens"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn only_slugs_are_requests_never_repo_ids() {
+        assert_eq!(slug_request("acme/app"), Some(("acme", "app")));
+        assert_eq!(slug_request("acme/lib-x.y_z"), Some(("acme", "lib-x.y_z")));
+        for bad in [
+            "acme/rp_0123456789",
+            "acme/app/x",
+            "acme",
+            "/app",
+            "acme/",
+            "acme/.hidden",
+            "acme/a*",
+            "acme/a b",
+            "ac me/app",
+            "acme/app\n",
+        ] {
+            assert_eq!(slug_request(bad), None, "{bad:?}");
+        }
+        // "All but ops" must not let a repo id through.
+        let p = policy(
+            "[[allow]]\nissuer = \"https://i\"\nsubject = \"s\"\nrepos = [\"acme/[!o]*\"]\npermission = \"write\"\n",
+        )
+        .unwrap();
+        let c = serde_json::Map::new();
+        assert!(p.knows("https://i", "s", &c));
+        assert!(!p.knows("https://i", "t", &c));
+        assert!(!p.knows("https://j", "s", &c));
+        assert_eq!(p.foreign_repos("acme"), vec![]);
+        assert_eq!(
+            p.foreign_repos("sandbox"),
+            vec![(1, "acme/[!o]*".to_owned())]
+        );
+    }
+
+    #[test]
+    fn the_deploy_examples_parse_and_name_one_workspace() {
+        for (name, text, issuer) in [
+            (
+                "policy-github.toml",
+                include_str!("../deploy/policy-github.toml"),
+                GH,
+            ),
+            (
+                "policy-gitlab.toml",
+                include_str!("../deploy/policy-gitlab.toml"),
+                "https://gitlab.com",
+            ),
+        ] {
+            let p = Policy::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.issuers(), vec![issuer.to_owned()], "{name}");
+            assert!(p.foreign_repos("acme").is_empty(), "{name}");
+        }
+        let gitlab = Policy::parse(include_str!("../deploy/policy-gitlab.toml"), "gitlab").unwrap();
+        let mut claims = serde_json::Map::new();
+        claims.insert("namespace_path".into(), "acme-group".into());
+        claims.insert("ref_protected".into(), "true".into());
+        let main = "project_path:acme-group/app:ref_type:branch:ref:main";
+        let ask = Ask {
+            issuer: "https://gitlab.com",
+            subject: main,
+            claims: &claims,
+            repo: "acme/app",
+            permission: Permission::Write,
+        };
+        assert_eq!(gitlab.decide(&ask).unwrap().number, 1);
     }
 }

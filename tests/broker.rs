@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use githosted_testkit::oidc::{AUDIENCE, Broker, Issuer, start_broker, start_broker_with};
+use githosted_testkit::oidc::{
+    AUDIENCE, Broker, Issuer, start_broker, start_broker_configured, start_broker_with,
+};
 use githosted_testkit::server::Fault;
 use githosted_testkit::{GIT_NEW, World, helper};
 use serde_json::{Value, json};
@@ -333,7 +335,15 @@ fn the_policy_decides_subject_repo_permission_and_ttl() {
     );
     assert_eq!(seen[0].allowlist, vec!["lib-x".to_owned()]);
     let record = world.server.record_for(token).unwrap();
-    assert_eq!(body["id"], record.id);
+    assert_eq!(body["token_id"], record.id);
+    // The id the helper keeps for /v1/revoke is a revocation handle naming the record.
+    assert!(
+        body["id"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("gbr1.{}.", record.id)),
+        "{body}"
+    );
     let expires = time::OffsetDateTime::parse(
         body["expires_at"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
@@ -378,6 +388,7 @@ fn a_job_revokes_its_own_tokens_and_nobody_elses() {
     let other = issuer.token("repo:acme-org/other:ref:refs/heads/main");
     let (_, _, mine) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
     let id = mine["id"].as_str().unwrap().to_owned();
+    let token_id = mine["token_id"].as_str().unwrap().to_owned();
     refused(
         post(&broker, "/v1/revoke", Some(&other), &json!({"id": id})),
         403,
@@ -387,7 +398,7 @@ fn a_job_revokes_its_own_tokens_and_nobody_elses() {
     assert!(world.server.revoked_via_api().is_empty());
     let (status, _, body) = post(&broker, "/v1/revoke", Some(&main), &json!({"id": id}));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(world.server.revoked_via_api(), vec![id]);
+    assert_eq!(world.server.revoked_via_api(), vec![token_id]);
 }
 
 #[test]
@@ -936,4 +947,755 @@ fn rs256_id_tokens_verify_and_their_key_cannot_be_used_as_an_hmac_secret() {
         "invalid_token",
         "alg",
     );
+}
+
+/// A policy allowing MAIN write on `repos` (TOML list items, quoted).
+fn policy_allowing(issuer: &Issuer, repos: &str) -> String {
+    format!(
+        r#"
+[[allow]]
+issuer = "{iss}"
+subject = "{MAIN}"
+repos = [{repos}]
+permission = "write"
+"#,
+        iss = issuer.url()
+    )
+}
+
+/// GET `path`, within the client's 10 s timeout: status and body.
+fn get(url: &str, path: &str) -> Result<(u16, String), String> {
+    runtime().block_on(async {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("{url}{path}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.unwrap_or_default()))
+    })
+}
+
+#[test]
+fn the_workspace_check_fails_closed_and_never_mints_for_another_workspace() {
+    let mut world = World::new();
+    let issuer = Issuer::start();
+    // A shared policy: a rule for a workspace this broker does not serve.
+    let policy = policy_allowing(&issuer, r#""acme/app", "sandbox/*""#);
+    let main = issuer.token(MAIN);
+
+    // The API cannot tell the parent's workspace (404, or `unimplemented`):
+    // without --workspace the broker does not start, and says what to give.
+    for (http, code) in [(404, "not_found"), (501, "unimplemented")] {
+        world
+            .server
+            .inject_fault(Fault::status(Some("ListWorkspaces"), 100, http, code));
+        let error = start_broker(&world, &policy)
+            .err()
+            .expect("a broker whose workspace nobody knows started");
+        assert!(error.contains("--workspace WS"), "{error}");
+        assert_eq!(error.trim().lines().count(), 1, "{error}");
+        // Declared: it serves that workspace, and only that one, with no API call.
+        let broker = start_broker_with(&world, &policy, &["--workspace", "acme"]).unwrap();
+        let exchanges = world.server.exchange_count();
+        refused(
+            post(
+                &broker,
+                "/v1/token",
+                Some(&main),
+                &ask("sandbox/app", "write"),
+            ),
+            403,
+            "repo_not_allowed",
+            "not sandbox",
+        );
+        assert_eq!(world.server.exchange_count(), exchanges);
+        let (status, _, body) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+        assert_eq!(status, 200, "{body}");
+        world.server.clear_faults();
+    }
+
+    // The API answers: a declared workspace that differs is refused, never preferred.
+    let error = start_broker_with(&world, &policy, &["--workspace", "sandbox"])
+        .err()
+        .expect("a broker declared for another workspace than its token's started");
+    assert!(
+        error.contains("is for workspace acme") && error.contains("--workspace acme"),
+        "{error}"
+    );
+    // Told by the API: the same refusal without --workspace.
+    let broker = start_broker(&world, &policy).unwrap();
+    refused(
+        post(
+            &broker,
+            "/v1/token",
+            Some(&main),
+            &ask("sandbox/app", "write"),
+        ),
+        403,
+        "repo_not_allowed",
+        "not sandbox",
+    );
+    drop(broker);
+
+    // The API cannot be reached at start: a network error, named as one.
+    let parent = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    world.server.stop();
+    let error = start_broker_configured(&world, &policy, &[], |cmd| {
+        cmd.env("GITHOSTED_TOKEN", &parent);
+    })
+    .err()
+    .expect("a broker started with its workspace unknown and the API unreachable");
+    assert!(
+        error.contains("could not reach") && error.contains("--workspace WS"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_token_the_api_minted_in_another_workspace_is_revoked_and_never_handed_out() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let expires = time::OffsetDateTime::from_unix_timestamp(now() as i64 + 600)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let fake = format!("gr_{}", "x".repeat(40));
+    world.server.inject_fault(Fault::raw_body(
+        Some("ExchangeToken"),
+        1,
+        200,
+        &json!({
+            "token": fake,
+            "record": {
+                "id": "tk_elsewhere", "workspaceId": "ws_not_acme", "kind": "TOKEN_KIND_REPO",
+                "permission": "PERMISSION_READ", "repoAllowlist": ["app"], "expiresAt": expires,
+            }
+        })
+        .to_string(),
+    ));
+    let revokes = world.server.calls("RevokeToken");
+    let (status, _, body) = post(
+        &broker,
+        "/v1/token",
+        Some(&issuer.token(MAIN)),
+        &ask("acme/app", "read"),
+    );
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "wrong_workspace", "{body}");
+    assert!(!body.to_string().contains(&fake), "{body}");
+    assert_eq!(
+        world.server.calls("RevokeToken"),
+        revokes + 1,
+        "the stray token was not revoked"
+    );
+}
+
+#[test]
+fn revoking_is_one_api_call_for_an_allowed_identity_and_nothing_for_a_stranger() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let parent = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    let with_parent = |cmd: &mut std::process::Command| {
+        cmd.env("GITHOSTED_TOKEN", &parent);
+    };
+    let broker = start_broker_configured(&world, &policy_for(&issuer), &[], with_parent).unwrap();
+    // A replica: same parent, no shared state.
+    let replica = start_broker_configured(&world, &policy_for(&issuer), &[], with_parent).unwrap();
+    // A workspace with a long history.
+    for _ in 0..300 {
+        world.server.seed_token(
+            "acme",
+            githosted_testkit::TokenSpec::repo(
+                githosted_testkit::server::Permission::Read,
+                &["app"],
+                None,
+            ),
+        );
+    }
+    let main = issuer.token(MAIN);
+    let (status, _, mine) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+    assert_eq!(status, 200, "{mine}");
+    let handle = mine["id"].as_str().unwrap().to_owned();
+    let token_id = mine["token_id"].as_str().unwrap().to_owned();
+    let api_calls = |w: &World| w.server.calls("ListTokens") + w.server.calls("RevokeToken");
+    let before = api_calls(&world);
+
+    // An identity no rule allows: 403 before any API call, then 429 with Retry-After.
+    let stranger = issuer.token("repo:evil-org/app:ref:refs/heads/main");
+    let mut limited = None;
+    for attempt in 0..60 {
+        let (status, retry, body) = post(
+            &broker,
+            "/v1/revoke",
+            Some(&stranger),
+            &json!({ "id": handle }),
+        );
+        match status {
+            403 => assert_eq!(body["error"], "subject_not_allowed", "{body}"),
+            429 => {
+                assert!(retry.is_some(), "429 without Retry-After");
+                limited = Some(attempt);
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let limited = limited.expect("60 revocations from a stranger were never rate-limited");
+    println!("the stranger was limited after {limited} revocations");
+    // The same for a stranger's token requests; an allowed subject's are never limited.
+    let mut limited = false;
+    for _ in 0..60 {
+        let (status, retry, body) = post(
+            &broker,
+            "/v1/token",
+            Some(&stranger),
+            &ask("acme/app", "read"),
+        );
+        if status == 429 {
+            assert!(retry.is_some(), "429 without Retry-After");
+            limited = true;
+            break;
+        }
+        assert_eq!(status, 403, "{body}");
+    }
+    assert!(limited, "60 refused token requests were never rate-limited");
+    assert_eq!(
+        api_calls(&world),
+        before,
+        "a stranger's requests reached the API"
+    );
+
+    // Another allowed identity, a forged handle, a bare record id: not theirs.
+    let other = issuer.token("repo:acme-org/other:ref:refs/heads/main");
+    let mut forged = handle.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    for (who, id) in [
+        (&other, handle.as_str()),
+        (&main, forged.as_str()),
+        (&main, token_id.as_str()),
+    ] {
+        refused(
+            post(&broker, "/v1/revoke", Some(who), &json!({ "id": id })),
+            403,
+            "not_yours",
+            "your identity",
+        );
+    }
+    assert_eq!(
+        api_calls(&world),
+        before,
+        "a refused revocation reached the API"
+    );
+
+    // The owner, at the other replica: one RevokeToken, no ListTokens.
+    let (status, _, body) = post(
+        &replica,
+        "/v1/revoke",
+        Some(&main),
+        &json!({ "id": handle }),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(world.server.revoked_via_api(), vec![token_id]);
+    assert_eq!(world.server.calls("ListTokens"), 0);
+    assert_eq!(api_calls(&world), before + 1);
+    // An allowed subject's CI fleet is one subject: its token requests are not limited.
+    for _ in 0..40 {
+        let (status, _, body) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[test]
+fn two_thousand_half_open_connections_leave_healthz_answering() {
+    use std::os::unix::process::CommandExt;
+    let world = World::new();
+    let issuer = Issuer::start();
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    if hard < 4096 {
+        println!(
+            "ignored: the hard limit of open files is {hard}, below the 2,000 connections and the broker's own"
+        );
+        return;
+    }
+    let broker = start_broker_configured(&world, &policy_for(&issuer), &[], |cmd| {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+                rustix::process::setrlimit(
+                    rustix::process::Resource::Nofile,
+                    rustix::process::Rlimit {
+                        current: Some(1024),
+                        maximum: hard,
+                    },
+                )
+                .map_err(std::io::Error::from)
+            });
+        }
+    })
+    .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", broker.pid())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "the broker left its soft limit of open files below the hard limit: {limits}"
+    );
+
+    let addr: std::net::SocketAddr = broker.url.trim_start_matches("http://").parse().unwrap();
+    let rt = runtime();
+    let flood = rt.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut tasks = Vec::new();
+        for _ in 0..2000 {
+            tasks.push(tokio::spawn(async move {
+                let mut stream = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                .ok()?
+                .ok()?;
+                stream
+                    .write_all(b"POST /v1/token HTTP/1.1\r\nHost: broker\r\nContent-")
+                    .await
+                    .ok()?;
+                Some(stream)
+            }));
+        }
+        let mut open = Vec::new();
+        for task in tasks {
+            if let Ok(Some(stream)) = task.await {
+                open.push(stream);
+            }
+        }
+        open
+    });
+    println!("{} half-open connections", flood.len());
+    assert!(
+        flood.len() >= 1900,
+        "only {} connections opened",
+        flood.len()
+    );
+
+    // Under the flood, /healthz answers (within the client's 10 s timeout).
+    let (status, body) =
+        get(&broker.url, "/healthz").expect("/healthz did not answer under the flood");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // A real request is served, or shed with a 503 and Retry-After: never left hanging.
+    let (status, retry, body) = post(&broker, "/v1/token", None, &ask("acme/app", "read"));
+    assert!(
+        status == 401 || (status == 503 && retry.is_some()),
+        "{status} {retry:?} {body}"
+    );
+
+    // A half-sent request head is dropped by the broker (header-read timeout
+    // of at most 10 s; the bound here is generous).
+    let dropped = rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut stream = flood.into_iter().next().unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                // A 408 or the like before closing: read on.
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
+    assert!(
+        dropped,
+        "a half-sent request head was still open after 30 s"
+    );
+}
+
+#[test]
+fn an_issuer_down_at_start_is_asked_once_and_a_hanging_fetch_blocks_no_cached_key() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    issuer.set_down(true);
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    for _ in 0..30 {
+        refused(
+            post(
+                &broker,
+                "/v1/token",
+                Some(&issuer.token(MAIN)),
+                &ask("acme/app", "read"),
+            ),
+            401,
+            "keys_unavailable",
+            "unavailable",
+        );
+    }
+    assert_eq!(
+        issuer.discovery_requests(),
+        1,
+        "each request asked the issuer that is down"
+    );
+    drop(broker);
+
+    // Keys cached; then a token with an unknown kid makes the broker fetch
+    // from an issuer that hangs: a token whose key is cached does not wait.
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let cached = issuer.token(MAIN);
+    let (status, _, body) = post(
+        &broker,
+        "/v1/token",
+        Some(&cached),
+        &ask("acme/app", "read"),
+    );
+    assert_eq!(status, 200, "{body}");
+    issuer.rotate("key-unpublished", false);
+    issuer.set_hang(true);
+    let unknown = issuer.token(MAIN);
+    let url = broker.url.clone();
+    let waiting = std::thread::spawn(move || {
+        let broker_url = url;
+        runtime().block_on(async {
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(format!("{broker_url}/v1/token"))
+                .bearer_auth(unknown)
+                .json(&ask("acme/app", "read"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        })
+    });
+    for _ in 0..200 {
+        if issuer.hanging() > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        issuer.hanging(),
+        1,
+        "the broker never fetched the keys again"
+    );
+    let (status, _, body) = post(
+        &broker,
+        "/v1/token",
+        Some(&cached),
+        &ask("acme/app", "read"),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !waiting.is_finished() && issuer.hanging() == 1,
+        "the request with a cached key waited for the fetch"
+    );
+    issuer.set_hang(false);
+    assert_eq!(waiting.join().unwrap(), Some(401));
+    // Within the cooldown: an unknown kid is refused at once, with no fetch.
+    let discoveries = issuer.discovery_requests();
+    refused(
+        post(
+            &broker,
+            "/v1/token",
+            Some(&issuer.token(MAIN)),
+            &ask("acme/app", "read"),
+        ),
+        401,
+        "invalid_token",
+        "kid",
+    );
+    assert_eq!(issuer.discovery_requests(), discoveries);
+}
+
+#[test]
+fn repo_ids_and_other_non_slugs_are_refused_before_the_policy() {
+    let world = World::new();
+    world.server.add_repo("acme", "ops");
+    let issuer = Issuer::start();
+    // "All but ops".
+    let broker = start_broker(&world, &policy_allowing(&issuer, r#""acme/[!o]*""#)).unwrap();
+    let main = issuer.token(MAIN);
+    let ops_id = world.server.repo_id("acme", "ops");
+    assert!(ops_id.starts_with("rp_"), "{ops_id}");
+    for repo in [
+        format!("acme/{ops_id}"),
+        "acme/app/x".into(),
+        "acme/.git".into(),
+        "acme/a b".into(),
+        "acme".into(),
+    ] {
+        refused(
+            post(&broker, "/v1/token", Some(&main), &ask(&repo, "write")),
+            400,
+            "invalid_request",
+            "only slugs are accepted",
+        );
+    }
+    refused(
+        post(&broker, "/v1/token", Some(&main), &ask("acme/ops", "write")),
+        403,
+        "repo_not_allowed",
+        "acme/ops",
+    );
+    assert_eq!(world.server.exchange_count(), 0);
+}
+
+#[test]
+fn a_long_kid_is_not_echoed_and_the_shared_audience_is_warned_about() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let kid = "k".repeat(3000);
+    // Signed by the issuer's key, under a kid it never published.
+    let token = {
+        issuer.rotate(&kid, false);
+        issuer.token(MAIN)
+    };
+    let (status, _, body) = post(&broker, "/v1/token", Some(&token), &ask("acme/app", "read"));
+    assert_eq!(status, 401, "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("kid"), "{message}");
+    assert!(
+        message.len() < 300,
+        "{} bytes echoed: {message}",
+        message.len()
+    );
+    assert!(
+        !broker.audit().contains(&"k".repeat(100)),
+        "the kid in the audit"
+    );
+
+    // Started with the shared default audience: a warning after the listening line.
+    let stderr_of = |audience: Option<&str>| {
+        use std::io::{BufRead, BufReader};
+        let policy = world.path(&format!("aud-{}.toml", rand::random::<u32>()));
+        std::fs::write(&policy, policy_for(&issuer)).unwrap();
+        let parent = world
+            .server
+            .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+        let mut cmd = world.command(githosted_testkit::helper());
+        cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
+            .arg(&policy)
+            .args(["--api-url", &world.server.base_url()])
+            .args(audience.map(|a| vec!["--audience", a]).unwrap_or_default())
+            .env("GITHOSTED_TOKEN", &parent)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut lines = String::new();
+        stderr.read_line(&mut lines).unwrap();
+        assert!(lines.contains("listening on"), "{lines}");
+        if audience.is_none() {
+            stderr.read_line(&mut lines).unwrap();
+        }
+        let _ = child.kill();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        let _ = child.wait();
+        lines + &rest
+    };
+    let shared = stderr_of(None);
+    assert!(
+        shared.contains("shared default audience") && shared.contains("--audience"),
+        "{shared}"
+    );
+    let own = stderr_of(Some("https://broker.example.com"));
+    assert!(!own.contains("warning"), "{own}");
+}
+
+#[test]
+fn configure_writes_the_oidc_audience_whenever_it_is_given() {
+    let world = World::new();
+    world.configure(&[
+        "--broker",
+        "https://broker.example.com",
+        "--oidc-audience",
+        AUDIENCE,
+    ]);
+    let config = std::fs::read_to_string(world.home.join(".gitconfig")).unwrap();
+    assert!(
+        config.contains(&format!("--oidc-audience {AUDIENCE}")),
+        "{config}"
+    );
+}
+
+#[test]
+fn a_dead_parent_stops_start_up_and_a_refused_one_turns_healthz_503() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let policy = policy_for(&issuer);
+    let file = world.path("parent");
+    let dead = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    world.server.revoke(&dead);
+    for token in [dead.clone(), format!("gw_{}", "0".repeat(40))] {
+        std::fs::write(&file, &token).unwrap();
+        let error = start_broker_with(&world, &policy, &["--token-file", file.to_str().unwrap()])
+            .err()
+            .expect("a broker with a dead parent started");
+        assert!(
+            error.contains("--token-file") && error.contains("401"),
+            "{error}"
+        );
+        assert!(!error.contains(&token), "the token in: {error}");
+        assert_eq!(error.trim().lines().count(), 1, "{error}");
+    }
+
+    let live = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    std::fs::write(&file, &live).unwrap();
+    let broker =
+        start_broker_with(&world, &policy, &["--token-file", file.to_str().unwrap()]).unwrap();
+    let main = issuer.token(MAIN);
+    // The API down: jobs get 503, the broker stays healthy.
+    world.server.inject_fault(Fault::status(
+        Some("ExchangeToken"),
+        100,
+        503,
+        "unavailable",
+    ));
+    let (status, retry, body) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+    assert_eq!((status, retry.is_some()), (503, true), "{body}");
+    assert_eq!(get(&broker.url, "/healthz").unwrap().0, 200);
+    world.server.clear_faults();
+    // The API refuses the parent: /healthz says so.
+    world.server.revoke(&live);
+    let (status, _, body) = post(&broker, "/v1/token", Some(&main), &ask("acme/app", "read"));
+    assert_eq!(status, 502, "{body}");
+    let (status, body) = get(&broker.url, "/healthz").unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("parent_refused"), "{body}");
+    // A mounted secret, not a token left behind.
+    std::fs::remove_file(&file).unwrap();
+}
+
+#[test]
+fn broker_check_warns_about_issuers_and_foreign_workspaces_and_works_offline() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let write = |name: &str, text: &str| {
+        let path = world.path(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    // A trailing slash: every job would get 401.
+    let slash = write(
+        "slash.toml",
+        &policy_for(&issuer).replace(&issuer.url(), &format!("{}/", issuer.url())),
+    );
+    let run = world.helper(&["broker", "check", "--policy", &slash], None);
+    run.assert_ok();
+    assert!(run.stdout.contains("ends in /"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("its discovery document names issuer"),
+        "{}",
+        run.stdout
+    );
+    // Offline: an issuer nobody answers for is a warning, rc 0.
+    let offline = write(
+        "offline.toml",
+        &policy_allowing(&issuer, r#""acme/app", "sandbox/*""#)
+            .replace(&issuer.url(), "https://127.0.0.1:1"),
+    );
+    let run = world.helper(
+        &[
+            "broker",
+            "check",
+            "--policy",
+            &offline,
+            "--workspace",
+            "acme",
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("could not be checked"),
+        "{}",
+        run.stdout
+    );
+    // A rule for another workspace than --workspace.
+    assert!(
+        run.stdout
+            .contains("rule 1 names sandbox/*, not in workspace acme"),
+        "{}",
+        run.stdout
+    );
+    // Claims without iss.
+    let claims = write("claims.json", r#"{"sub": "x"}"#);
+    let run = world.helper(
+        &[
+            "broker", "check", "--policy", &offline, "--claims", &claims, "--repo", "acme/app",
+        ],
+        None,
+    );
+    assert!(!run.status.success());
+    assert!(run.stdout.contains("no \"iss\" claim"), "{}", run.stdout);
+}
+
+#[test]
+fn a_request_whose_body_never_ends_gets_a_json_503_at_the_deadline() {
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = start_broker(&world, &policy_for(&issuer)).unwrap();
+    let addr: std::net::SocketAddr = broker.url.trim_start_matches("http://").parse().unwrap();
+    let answer = runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/token HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"repo\":",
+                    issuer.token(MAIN)
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        // The rest of the body never comes. The bound is generous: the
+        // broker's deadline is at most 30 s.
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(60), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after") && answer.contains("\"deadline\""),
+        "{answer:?}"
+    );
+    assert_eq!(world.server.exchange_count(), 0);
 }

@@ -31,7 +31,7 @@ pub fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    // One request first: the broker fetches the issuer's keys and resolves its workspace.
+    // One request first: the broker fetches the issuer's keys (its workspace is settled at start).
     runtime.block_on(ask(&reqwest::Client::new(), &url, &tokens[0]));
     let exchanges_before = world.server.exchange_count();
     let calls_before = world.server.api_calls().len();

@@ -20,6 +20,8 @@ pub struct Serve<'a> {
     pub audience: &'a str,
     pub api_url: Option<&'a str>,
     pub token_file: Option<&'a Path>,
+    /// `--workspace`.
+    pub workspace: Option<&'a str>,
     pub behind_proxy: bool,
     /// `--tls-cert` and `--tls-key`.
     pub tls: Option<(&'a Path, &'a Path)>,
@@ -46,31 +48,39 @@ pub fn serve(args: &Serve<'_>) -> anyhow::Result<()> {
     }
     let policy = Policy::load(args.policy).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
     let service = Service::new(args.api_url)?;
-    let parent = parent(args.token_file, service.api_host())?;
-    let broker = Broker::new(Config {
+    let (parent, parent_source) = parent(args.token_file, service.api_host())?;
+    let config = Config {
         policy,
         audience: args.audience.to_owned(),
         api_url: service.api_url().clone(),
         parent,
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+        workspace: args.workspace.map(str::to_owned),
+        parent_source,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let broker = runtime
+        .block_on(Broker::start(config))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime
         .block_on(broker::serve(broker, listen, tls))
         .with_context(|| format!("serving on {listen}"))
 }
 
-/// The broker's workspace token: `--token-file`, `GITHOSTED_TOKEN`, or the keychain.
-fn parent(token_file: Option<&Path>, api_host: &str) -> anyhow::Result<Secret> {
-    let token = if let Some(path) = token_file {
+/// The broker's workspace token (`--token-file`, `GITHOSTED_TOKEN`, or the
+/// keychain) and where it came from.
+fn parent(token_file: Option<&Path>, api_host: &str) -> anyhow::Result<(Secret, String)> {
+    let (token, source) = if let Some(path) = token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the workspace token from {}", path.display()))?;
-        Secret::new(text.trim().to_owned())
+        (
+            Secret::new(text.trim().to_owned()),
+            format!("--token-file {}", path.display()),
+        )
     } else if let Some(token) = keychain::env_token() {
-        token
+        (token, keychain::ENV_TOKEN.to_owned())
     } else {
         let account = keychain::account(api_host, None);
         let found = keychain::read(&account)?.or_else(|| {
@@ -84,28 +94,33 @@ fn parent(token_file: Option<&Path>, api_host: &str) -> anyhow::Result<Secret> {
                 _ => None,
             }
         });
-        found.with_context(|| {
+        let token = found.with_context(|| {
             format!(
                 "no workspace token for the broker: mount one and pass --token-file PATH, set {}, or run `git-credential-githosted login --api-url {api_host}`",
                 keychain::ENV_TOKEN
             )
-        })?
+        })?;
+        (token, format!("the keychain ({api_host})"))
     };
     if token.kind() != TokenKind::Workspace {
         bail!(
-            "the broker's token is not a workspace token (gw_…): create one in the workspace's Tokens page"
+            "the broker's token from {source} is not a workspace token (gw_…): create one in the workspace's Tokens page"
         );
     }
-    Ok(token)
+    Ok((token, source))
 }
 
-/// `broker check`: the policy's rules, one line each; with a request, which
-/// rule allows it or why none does.
+/// `broker check`: the policy's rules, one line each; warnings about its
+/// issuers (checked over the network when it can be: unreachable is a
+/// warning) and, with `workspace`, rules for other workspaces; with a
+/// request, which rule allows it or why none does. Only a policy that cannot
+/// be used, or a refused request, is `Err`/`false`.
 pub fn check(
     policy: &Path,
     claims: Option<&Path>,
     repo: Option<&str>,
     permission: Permission,
+    workspace: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<bool> {
     let policy = Policy::load(policy).map_err(|e| anyhow::anyhow!("policy: {e}"))?;
@@ -114,6 +129,17 @@ pub fn check(
     }
     for rule in &policy.rules {
         writeln!(out, "{}", rule.explain())?;
+    }
+    if let Some(ws) = workspace {
+        for (rule, pattern) in policy.foreign_repos(ws) {
+            writeln!(
+                out,
+                "warning: rule {rule} names {pattern}, not in workspace {ws}: the broker refuses those requests"
+            )?;
+        }
+    }
+    for warning in issuer_warnings(&policy.issuers()) {
+        writeln!(out, "warning: {warning}")?;
     }
     let Some(claims_path) = claims else {
         return Ok(true);
@@ -133,6 +159,14 @@ pub fn check(
             .to_owned()
     };
     let (issuer, subject) = (field("iss"), field("sub"));
+    if issuer.is_empty() {
+        writeln!(
+            out,
+            "refused (subject): {} has no \"iss\" claim: an ID token without one is refused",
+            claims_path.display()
+        )?;
+        return Ok(false);
+    }
     let decision = policy.decide(&Ask {
         issuer: &issuer,
         subject: &subject,
@@ -161,4 +195,37 @@ pub fn check(
             Ok(false)
         }
     }
+}
+
+/// What would make every job from these issuers fail: a trailing slash (`iss`
+/// is compared exactly and issuers do not send one), or a discovery document
+/// naming another issuer; an issuer that cannot be asked is a warning too.
+fn issuer_warnings(issuers: &[String]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for issuer in issuers {
+        if issuer.ends_with('/') {
+            warnings.push(format!(
+                "issuer {issuer} ends in /: ID tokens' iss is compared exactly and issuers send none (GitHub: https://token.actions.githubusercontent.com, GitLab: https://gitlab.com)"
+            ));
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return warnings;
+    };
+    for issuer in issuers {
+        match runtime.block_on(crate::oidc::discovered_issuer(issuer)) {
+            Ok(named) if named != *issuer => warnings.push(format!(
+                "issuer {issuer}: its discovery document names issuer {:?}; ID tokens carry that one, so write it exactly",
+                crate::ui::printable(&named, 200)
+            )),
+            Ok(_) => {}
+            Err(e) => warnings.push(format!(
+                "issuer {issuer} could not be checked (offline?): {e}"
+            )),
+        }
+    }
+    warnings
 }

@@ -65,11 +65,7 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
                     .map(|p| p.to_string_lossy().into_owned()),
             ),
             ("--oidc-token-env", broker.token_env.clone()),
-            (
-                "--oidc-audience",
-                Some(broker.audience.clone())
-                    .filter(|a| a != crate::settings::DEFAULT_OIDC_AUDIENCE),
-            ),
+            ("--oidc-audience", Some(broker.audience.clone())),
         ] {
             if let Some(value) = value {
                 let Ok(quoted) = shlex::try_quote(&value) else {

@@ -134,6 +134,12 @@ struct Shared {
     request_token: String,
     /// The `sub` of tokens from the Actions endpoint.
     job_subject: Mutex<String>,
+    /// Discovery requests, answered or not.
+    discovery_requests: AtomicUsize,
+    /// JWKS requests held until released (or 20 s).
+    hang: AtomicBool,
+    /// JWKS requests being held.
+    hanging: AtomicUsize,
 }
 
 /// A running issuer on a loopback port.
@@ -158,6 +164,9 @@ impl Issuer {
             jwks_fetches: AtomicUsize::new(0),
             request_token: format!("actions-request-{}", rand::random::<u64>()),
             job_subject: Mutex::new("repo:acme-org/app:ref:refs/heads/main".into()),
+            discovery_requests: AtomicUsize::new(0),
+            hang: AtomicBool::new(false),
+            hanging: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -240,6 +249,21 @@ impl Issuer {
         self.shared.down.store(down, Ordering::SeqCst);
     }
 
+    /// How many times the discovery document was asked for (also while down).
+    pub fn discovery_requests(&self) -> usize {
+        self.shared.discovery_requests.load(Ordering::SeqCst)
+    }
+
+    /// Makes the JWKS endpoint hang (until `set_hang(false)`, at most 20 s).
+    pub fn set_hang(&self, hang: bool) {
+        self.shared.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// JWKS requests being held by [`Issuer::set_hang`] right now.
+    pub fn hanging(&self) -> usize {
+        self.shared.hanging.load(Ordering::SeqCst)
+    }
+
     /// How many times the JWKS was fetched.
     pub fn jwks_fetches(&self) -> usize {
         self.shared.jwks_fetches.load(Ordering::SeqCst)
@@ -288,6 +312,7 @@ fn unavailable() -> Response {
 }
 
 async fn discovery(State(s): State<Arc<Shared>>) -> Response {
+    s.discovery_requests.fetch_add(1, Ordering::SeqCst);
     if s.down.load(Ordering::SeqCst) {
         return unavailable();
     }
@@ -296,6 +321,16 @@ async fn discovery(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn jwks(State(s): State<Arc<Shared>>) -> Response {
+    if s.hang.load(Ordering::SeqCst) {
+        s.hanging.fetch_add(1, Ordering::SeqCst);
+        for _ in 0..200 {
+            if !s.hang.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        s.hanging.fetch_sub(1, Ordering::SeqCst);
+    }
     if s.down.load(Ordering::SeqCst) {
         return unavailable();
     }
@@ -369,6 +404,17 @@ pub fn start_broker_with(
     policy: &str,
     options: &[&str],
 ) -> Result<Broker, String> {
+    start_broker_configured(world, policy, options, |_| {})
+}
+
+/// [`start_broker_with`], with `configure` applied to the command last (an
+/// rlimit in `pre_exec`, another `GITHOSTED_TOKEN`, …).
+pub fn start_broker_configured(
+    world: &crate::World,
+    policy: &str,
+    options: &[&str],
+    configure: impl FnOnce(&mut std::process::Command),
+) -> Result<Broker, String> {
     use std::io::{BufRead, BufReader};
     let parent = world
         .server
@@ -385,6 +431,7 @@ pub fn start_broker_with(
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&audit).expect("audit file"))
         .stderr(std::process::Stdio::piped());
+    configure(&mut cmd);
     let mut child = cmd.spawn().expect("start the broker");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
