@@ -113,8 +113,9 @@ pub enum ApiError {
         /// `Retry-After`, in seconds, when the server sent one.
         retry_after: Option<u64>,
     },
-    /// No answer: connection refused, DNS, TLS, timeout.
-    #[error("could not reach {host}: {reason}")]
+    /// No answer: connection refused, DNS, TLS, timeout. A refused connection
+    /// to the API itself has the reason [`refused_reason`] and is final.
+    #[error("{}", transport_line(host, reason))]
     Transport { host: String, reason: String },
     /// An answer that does not follow the API.
     #[error("{host} sent an answer this helper does not understand: {reason}")]
@@ -138,14 +139,42 @@ pub enum ApiError {
     },
 }
 
+/// The start of a [`ApiError::Transport`] reason for a connection the API's
+/// own address refused: nothing listens there (on a laptop almost always a
+/// wrong `--api-url` or a stopped local server), which waiting does not change.
+const REFUSED: &str = "nothing listens at ";
+
+/// The reason of a refused connection to `url`.
+pub fn refused_reason(url: &str) -> String {
+    format!("{REFUSED}{}", url.trim_end_matches('/'))
+}
+
+/// Whether a transport `reason` is a refused connection ([`refused_reason`]).
+pub fn is_refused(reason: &str) -> bool {
+    reason.starts_with(REFUSED)
+}
+
+/// How a transport failure reads: a refused connection in one line that says
+/// what to check; anything else as "could not reach HOST: REASON".
+fn transport_line(host: &str, reason: &str) -> String {
+    if is_refused(reason) {
+        format!(
+            "{reason} (connection refused): check the URL (--api-url), or start the server there"
+        )
+    } else {
+        format!("could not reach {host}: {reason}")
+    }
+}
+
 impl ApiError {
-    /// Worth trying again (within the deadline): a transient code, or no answer at all.
+    /// Worth trying again (within the deadline): a transient code, or no answer
+    /// at all, except a refused connection (nothing listens: waiting will not help).
     pub fn is_transient(&self) -> bool {
         match self {
             ApiError::Status { code, status, .. } => {
                 code.is_transient() || (500..600).contains(status)
             }
-            ApiError::Transport { .. } => true,
+            ApiError::Transport { reason, .. } => !is_refused(reason),
             ApiError::Broker { status, .. } => {
                 status.is_none_or(|s| s == 429 || (500..600).contains(&s))
             }
@@ -442,6 +471,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     host: String,
+    /// Whether requests go through a proxy (then a refused connection is the proxy's).
+    proxied: bool,
 }
 
 impl Client {
@@ -470,10 +501,16 @@ impl Client {
                 host: host.to_owned(),
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
+        let host_name = base.host_str().unwrap_or(host);
+        let proxied = !crate::target::is_loopback(host_name)
+            && (network.https_proxy.is_some()
+                || network.http_proxy.is_some()
+                || network.all_proxy.is_some());
         Ok(Client {
             http,
             base: base.clone(),
             host: host.to_owned(),
+            proxied,
         })
     }
 
@@ -571,7 +608,8 @@ impl Client {
     /// One method call, retried while that can help and `deadline` allows:
     /// transient errors (`unavailable`, `internal`, `unknown`, other 5xx, no
     /// connection, timeouts) with jittered exponential backoff; a 429 after its
-    /// `Retry-After` when that fits. Other errors are final at once.
+    /// `Retry-After` when that fits. Other errors, and a refused connection, are
+    /// final at once. The first retry is said on stderr ("… retrying").
     async fn call<Req: Serialize + ?Sized, Resp: for<'de> Deserialize<'de>>(
         &self,
         method: &str,
@@ -611,6 +649,12 @@ impl Client {
                 wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "retrying: {error}"
             );
+            if attempt == 0 {
+                crate::say!(
+                    "{error}; retrying for up to {} s (--timeout)",
+                    deadline.saturating_duration_since(Instant::now()).as_secs()
+                );
+            }
             tokio::time::sleep(wait).await;
             attempt = attempt.saturating_add(1);
         }
@@ -748,6 +792,23 @@ impl Client {
             causes.push(printable(&cause.to_string(), 200));
             source = cause.source();
         }
+        let refused = {
+            let mut source = std::error::Error::source(&e);
+            let mut found = false;
+            while let Some(cause) = source {
+                found |= cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+                source = cause.source();
+            }
+            found || causes.iter().any(|c| c.contains("Connection refused"))
+        };
+        if refused && e.is_connect() && !self.proxied {
+            return ApiError::Transport {
+                host: self.host.clone(),
+                reason: refused_reason(self.base.as_str()),
+            };
+        }
         let dns = causes
             .iter()
             .any(|c| c.starts_with("dns error") || c.contains("failed to lookup address"));
@@ -854,6 +915,48 @@ mod tests {
             ..Network::default()
         };
         assert!(Client::new(&local, "127.0.0.1:1", &net).is_ok());
+    }
+
+    /// Issue 21, item 6: a refused connection is final at once, in one line
+    /// that names the URL; other transport failures stay worth a retry.
+    #[test]
+    fn a_refused_connection_is_final_and_says_nothing_listens() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port(); // the listener is dropped: nothing listens there now
+        let base = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let host = format!("127.0.0.1:{port}");
+        let client = Client::new(&base, &host, &Network::default()).unwrap();
+        let err = runtime()
+            .unwrap()
+            .block_on(client.list_tokens(
+                &Secret::new("gw_x".into()),
+                1,
+                deadline_in(Duration::from_secs(60)),
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Transport { reason, .. } if is_refused(reason)),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        let line = err.to_string();
+        assert!(
+            line.starts_with(&format!("nothing listens at http://127.0.0.1:{port} ")),
+            "{line}"
+        );
+        assert!(line.contains("--api-url") && !line.contains('\n'), "{line}");
+        // A timeout or a reset still is.
+        let other = ApiError::Transport {
+            host: host.clone(),
+            reason: "timed out".into(),
+        };
+        assert!(other.is_transient());
+        assert_eq!(
+            other.to_string(),
+            format!("could not reach {host}: timed out")
+        );
     }
 
     #[test]

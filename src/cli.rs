@@ -49,6 +49,9 @@ pub struct HelperOptions {
     /// Mint directly, without the background agent (also: GITHOSTED_NO_AGENT=1)
     #[arg(long)]
     pub no_agent: bool,
+    /// After a failure the helper explained, let git ask for a username and password (git's own prompt) instead of stopping
+    #[arg(long)]
+    pub git_prompt: bool,
     #[command(flatten)]
     pub broker: BrokerOptions,
 }
@@ -121,6 +124,7 @@ impl HelperOptions {
             ttl: later.ttl.or(self.ttl),
             min_ttl: later.min_ttl.or(self.min_ttl),
             no_agent: self.no_agent || later.no_agent,
+            git_prompt: self.git_prompt || later.git_prompt,
             broker: self.broker.and(&later.broker),
         }
     }
@@ -138,6 +142,7 @@ impl HelperOptions {
             ttl_secs: self.ttl,
             min_ttl_secs: self.min_ttl,
             no_agent: self.no_agent,
+            git_prompt: self.git_prompt,
             broker: crate::settings::BrokerRequested {
                 url: self.broker.broker.clone(),
                 token_file: self.broker.oidc_token_file.clone(),

@@ -37,6 +37,9 @@ pub struct Settings {
     pub timeout: std::time::Duration,
     /// Tokens come from a broker (CI), not from a workspace token.
     pub broker: Option<BrokerSettings>,
+    /// `--git-prompt`: after a failure the helper explained, let git go on to
+    /// its own `Username for …` prompt instead of answering `quit=1`.
+    pub git_prompt: bool,
 }
 
 /// Where a CI job's tokens come from: a broker, for the job's OIDC ID token.
@@ -82,6 +85,8 @@ pub struct Requested {
     pub no_agent: bool,
     pub timeout_secs: Option<u64>,
     pub broker: BrokerRequested,
+    /// `--git-prompt`.
+    pub git_prompt: bool,
 }
 
 impl Settings {
@@ -109,6 +114,7 @@ impl Settings {
                     .unwrap_or(DEFAULT_TIMEOUT_SECS)
                     .clamp(1, MAX_TIMEOUT_SECS),
             ),
+            git_prompt: requested.git_prompt,
         })
     }
 

@@ -313,3 +313,163 @@ fn conventions_people_expect() {
         &man.stdout[..200.min(man.stdout.len())]
     );
 }
+
+/// Lines the helper printed (git's own lines are not its).
+fn helper_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("git-credential-githosted: "))
+        .collect()
+}
+
+/// Issue 21, item 6: an API where nothing listens (a wrong URL, a stopped
+/// local server) fails at once with one line, "nothing listens at URL", in
+/// `login`, `token` and inside `git clone`; nothing says "retrying".
+#[test]
+fn nothing_listening_at_the_api_fails_at_once_in_one_line() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    let url = world.server.base_url();
+    world.server.stop();
+    let said = format!("nothing listens at {url} (connection refused)");
+    for options in [&[][..], &["--no-agent"][..]] {
+        let run = world.helper(
+            &[
+                &["--api-url", url.as_str(), "token", "--repo", "acme/app"],
+                options,
+            ]
+            .concat(),
+            None,
+        );
+        run.assert_failed();
+        assert_eq!(helper_lines(&run.stderr).len(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+        assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+    }
+    let run = world.helper(
+        &["--api-url", &url, "login"],
+        Some("gw_notcheckedbecausenothinglistens"),
+    );
+    run.assert_failed();
+    assert_eq!(helper_lines(&run.stderr).len(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&said) && run.stderr.contains("nothing was stored"),
+        "{}",
+        run.stderr
+    );
+    // Inside git clone: git reaches its host while the API does not (here the
+    // git host is the dead address too, reached through the live server as an
+    // HTTP proxy, which answers absolute-form requests like any other).
+    let mut world = World::new();
+    world.with_env_parent();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dead_url = format!("http://127.0.0.1:{dead}");
+    world
+        .helper(&["configure", "--api-url", &dead_url], None)
+        .assert_ok();
+    let said = format!("nothing listens at {dead_url} (connection refused)");
+    let clone_url = format!("{dead_url}/acme/app.git");
+    let proxy = format!("http.proxy={}", world.server.base_url());
+    for git in GITS {
+        let run = world.git(git, None, &["-c", &proxy, "clone", "-q", &clone_url, "c"]);
+        run.assert_failed();
+        let ours = helper_lines(&run.stderr);
+        assert_eq!(ours.len(), 1, "{git}: {}", run.stderr);
+        assert!(ours[0].contains(&said), "{git}: {}", run.stderr);
+        assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+    }
+}
+
+/// Issue 21, item 6: an error that can pass is retried, and the helper says so.
+#[test]
+fn a_passing_error_is_retried_and_says_retrying() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world
+        .server
+        .inject_fault(githosted_testkit::server::Fault::status(
+            Some("ExchangeToken"),
+            1,
+            503,
+            "unavailable",
+        ));
+    let run = world.helper(
+        &[
+            "--api-url",
+            &world.server.base_url(),
+            "--no-agent",
+            "token",
+            "--repo",
+            "acme/app",
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert!(run.stdout.starts_with("gr_"));
+    assert!(
+        run.stderr.contains("503 unavailable") && run.stderr.contains("retrying"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.server.calls("ExchangeToken"), 2);
+}
+
+/// Issue 21, item 3: on a terminal, a failure the helper explained ends git's
+/// request (`quit=1`) instead of git's `Username for …` prompt, where people
+/// would type their account password; `--git-prompt` on the helper line gives
+/// git its prompt back.
+#[test]
+fn an_explained_failure_stops_git_instead_of_its_password_prompt() {
+    for git in GITS {
+        let mut world = World::configured(&[]);
+        let parent = world.with_env_parent();
+        world.server.revoke(&parent);
+        world.set_env("GIT_TERMINAL_PROMPT", "1");
+        let mut cmd = world.command(git);
+        cmd.args(["clone", "-q", &world.url("app"), "c"]);
+        let mut pty = Pty::spawn(cmd);
+        let status = pty.wait(Duration::from_secs(60));
+        let screen = pty.screen();
+        assert!(!status.success(), "{git}: {screen}");
+        assert!(
+            screen.contains("git-credential-githosted: ") && screen.contains("rejected"),
+            "{git}: {screen}"
+        );
+        assert!(!screen.contains("Username for"), "{git}: {screen}");
+
+        // Asked for: git prompts as it would without this helper.
+        world.configure(&["--git-prompt"]);
+        let mut cmd = world.command(git);
+        cmd.args(["clone", "-q", &world.url("app"), "d"]);
+        let mut pty = Pty::spawn(cmd);
+        pty.expect("Username for", Duration::from_secs(60));
+        assert!(pty.screen().contains("rejected"), "{git}: {}", pty.screen());
+        pty.send(&[0x03]);
+        assert!(!pty.wait(Duration::from_secs(60)).success());
+    }
+}
+
+/// Issue 21, item 3: Ctrl-C at the helper's own token prompt ends git's
+/// request too (no second Ctrl-C at git's `Username for …`).
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn ctrl_c_at_the_helpers_prompt_ends_git_too() {
+    for git in GITS {
+        let mut world = World::configured(&[]);
+        world.set_env("GIT_TERMINAL_PROMPT", "1");
+        let mut cmd = world.command(git);
+        cmd.args(["clone", "-q", &world.url("app"), "c"]);
+        let mut pty = Pty::spawn(cmd);
+        pty.expect("Paste it here (input hidden", Duration::from_secs(60));
+        pty.send(&[0x03]);
+        let status = pty.wait(Duration::from_secs(60));
+        let screen = pty.screen();
+        assert!(!status.success(), "{git}: {screen}");
+        assert!(screen.contains("interrupted"), "{git}: {screen}");
+        assert!(!screen.contains("Username for"), "{git}: {screen}");
+        assert!(pty.echoes(), "the terminal was left with echo off");
+    }
+}

@@ -54,6 +54,9 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
     if settings.no_agent {
         line.push_str(" --no-agent");
     }
+    if settings.git_prompt {
+        line.push_str(" --git-prompt");
+    }
     if let Some(broker) = &settings.broker {
         for (flag, value) in [
             ("--broker", Some(broker.url.as_str().to_owned())),
@@ -200,6 +203,16 @@ mod tests {
                 "{program} --api-url http://127.0.0.1:9 --permission read --ttl 600 --min-ttl 60 --no-agent"
             )
         );
+    }
+
+    #[test]
+    fn git_prompt_is_repeated_on_the_helper_line() {
+        let requested = crate::settings::Requested {
+            git_prompt: true,
+            ..Default::default()
+        };
+        let s = Settings::new(&requested, DEFAULT_TTL_SECS).unwrap();
+        assert!(helper_line(&s).unwrap().ends_with(" --git-prompt"));
     }
 
     #[test]
