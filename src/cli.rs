@@ -507,16 +507,15 @@ impl HelperOptions {
 pub fn unknown_command(word: &str) -> String {
     use clap::CommandFactory;
     let cli = Cli::command();
-    let closest = cli
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set())
-        .map(|c| c.get_name().to_owned())
-        .map(|name| (strsim::jaro_winkler(word, &name), name))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let closest = crate::ui::closest(
+        word,
+        cli.get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name()),
+    );
     let word = crate::ui::printable(word, 60);
     match closest {
-        Some((_, name)) => format!(
+        Some(name) => format!(
             "unknown command `{word}`; did you mean `{name}`? (see `git-credential-githosted --help`)"
         ),
         None => format!("unknown command `{word}`: see `git-credential-githosted --help`"),

@@ -47,9 +47,29 @@ pub fn printable(text: &str, max: usize) -> String {
     out.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
+/// The candidate closest to `word` when one is close enough to be what was
+/// meant (a typo): the one string distance for every "did you mean".
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closest_finds_a_typo_and_nothing_else() {
+        assert_eq!(closest("acmee", ["globex", "acme"]), Some("acme"));
+        assert_eq!(closest("statsu", ["status", "login"]), Some("status"));
+        assert_eq!(closest("initech", ["acme", "globex"]), None);
+        assert_eq!(closest("acme", ["acme"]), None);
+    }
 
     #[test]
     fn printable_drops_controls_and_tokens() {

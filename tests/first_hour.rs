@@ -473,3 +473,59 @@ fn ctrl_c_at_the_helpers_prompt_ends_git_too() {
         assert!(pty.echoes(), "the terminal was left with echo off");
     }
 }
+
+/// Issue 21, item 7: a typo of a workspace whose token is stored is not a new
+/// workspace: "no token for acmee — did you mean acme?", never the prompt to
+/// create and paste a token for `acmee`.
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn a_workspace_typo_says_did_you_mean() {
+    let mut world = World::configured(&[]);
+    let url = world.server.base_url();
+    let parent = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    world
+        .helper(&["login", "--api-url", &url], Some(&parent))
+        .assert_ok();
+    world.server.add_workspace("acmee");
+    world.server.add_repo("acmee", "app");
+    let said = "no token for acmee — did you mean acme?";
+    let run = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&request(
+            "http",
+            &world.server.host(),
+            Some("acmee/app.git"),
+        )),
+    );
+    assert_eq!(field(&run.stdout, "password"), None, "{run:#?}");
+    assert_eq!(field(&run.stdout, "quit"), Some("1"), "{run:#?}");
+    assert!(run.stderr.contains(said), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    // On a terminal too: no prompt to paste a token for acmee.
+    world.set_env("GIT_TERMINAL_PROMPT", "1");
+    let mut cmd = world.command(GIT_NEW);
+    cmd.args(["clone", "-q", &format!("{url}/acmee/app.git"), "c"]);
+    let mut pty = Pty::spawn(cmd);
+    let status = pty.wait(Duration::from_secs(60));
+    let screen = pty.screen();
+    assert!(!status.success(), "{screen}");
+    assert!(screen.contains(said), "{screen}");
+    assert!(!screen.contains("Paste it here"), "{screen}");
+    // The right workspace still works.
+    world.clone(GIT_NEW, &world.url("app"), "right");
+    // A workspace that is no typo of a stored one still gets the prompt's line.
+    world.set_env("GIT_TERMINAL_PROMPT", "0");
+    world.server.add_workspace("globex");
+    world.server.add_repo("globex", "lib");
+    let run = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&request(
+            "http",
+            &world.server.host(),
+            Some("globex/lib.git"),
+        )),
+    );
+    assert!(!run.stderr.contains("did you mean"), "{}", run.stderr);
+}

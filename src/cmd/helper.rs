@@ -65,13 +65,25 @@ pub fn get(
         }
         Resolution::Repo(target) => target,
     };
-    let issued = match issuer::issue(settings, &target) {
+    let issued = issuer::issue(settings, &target);
+    // A typo of a workspace that has a token is not a new workspace.
+    let near = match &issued {
+        Err(issuer::GetError::NoToken { .. }) => stored_workspace_near(settings, &target.workspace),
+        _ => None,
+    };
+    let issued = match (issued, near) {
+        (Err(issuer::GetError::NoToken { .. }), Some(near)) => Err(anyhow::anyhow!(
+            "no token for {ws} — did you mean {near}? (a workspace token is stored for {near} on {host}): check the remote URL; for another workspace, `git-credential-githosted login{flag} --workspace {ws}`",
+            ws = target.workspace,
+            host = settings.service.api_host(),
+            flag = settings.api_url_flag(),
+        )),
         // The first clone on this machine: ask once, on the terminal, as git would.
-        Err(issuer::GetError::NoToken { .. }) if settings::interactive() => {
+        (Err(issuer::GetError::NoToken { .. }), None) if settings::interactive() => {
             ask_for_a_parent(settings, &target)
                 .and_then(|()| issuer::issue(settings, &target).map_err(|e| anyhow::anyhow!("{e}")))
         }
-        other => other.map_err(|e| anyhow::anyhow!("{e}")),
+        (other, _) => other.map_err(|e| anyhow::anyhow!("{e}")),
     };
     // Ctrl-C at our own prompt ends git's request too, whatever --git-prompt says.
     let interrupted = issued
@@ -84,6 +96,18 @@ pub fn get(
         settings.git_prompt && !interrupted,
         output,
     )?)
+}
+
+/// The workspace with a stored token for this API whose name is closest to
+/// `workspace`, when it is close enough to be a typo of it.
+fn stored_workspace_near(settings: &Settings, workspace: &str) -> Option<String> {
+    let prefix = format!("{}/", settings.service.api_host());
+    let stored: Vec<String> = crate::keychain::list()
+        .ok()?
+        .into_iter()
+        .filter_map(|(account, _)| account.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    crate::ui::closest(workspace, stored.iter().map(String::as_str)).map(str::to_owned)
 }
 
 /// The person pressed Ctrl-C at the helper's token prompt.
