@@ -391,6 +391,9 @@ pub struct LogoutArgs {
     /// The workspace whose token to delete [default: the one for any workspace on this API host]
     #[arg(long, value_name = "WS")]
     pub workspace: Option<String>,
+    /// Every workspace token stored for this API host (./install --uninstall runs this)
+    #[arg(long, conflicts_with = "workspace")]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

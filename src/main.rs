@@ -120,7 +120,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logout(a) => {
             no_token_options("logout")?;
             let settings = api(&a.api)?;
-            login::logout(&settings, a.workspace.as_deref())?;
+            match a.all {
+                true => login::logout_all(&settings)?,
+                false => login::logout(&settings, a.workspace.as_deref())?,
+            }
             true
         }
         Command::Status(a) => {
