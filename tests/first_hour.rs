@@ -529,3 +529,103 @@ fn a_workspace_typo_says_did_you_mean() {
     );
     assert!(!run.stderr.contains("did you mean"), "{}", run.stderr);
 }
+
+/// Issue 21, item 9 (outside exec's token): a command that does not exist
+/// exits 127 as a shell's does, Ctrl-C at `login`'s prompt exits 130, and a
+/// command after `exec` without `--` gets a hint.
+#[test]
+fn exit_statuses_and_hints_people_expect() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    for isolation in [&["--no-isolate"][..], &[][..]] {
+        let run = world.helper(
+            &[
+                &["--api-url", url.as_str(), "exec", "--repo", "acme/app"][..],
+                isolation,
+                &["--", "no-such-command-here"],
+            ]
+            .concat(),
+            None,
+        );
+        assert_eq!(run.status.code(), Some(127), "{isolation:?}: {run:#?}");
+        assert!(
+            run.stderr.contains("cannot run `no-such-command-here`"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    let run = world.helper(&["exec", "--repo", "acme/app", "git", "clone", "x"], None);
+    assert_eq!(run.status.code(), Some(2), "{run:#?}");
+    assert!(
+        run.stderr.contains("after `--`") && run.stderr.contains("exec --repo WS/REPO -- git"),
+        "{}",
+        run.stderr
+    );
+
+    let mut cmd = world.command(helper());
+    cmd.args(["--api-url", &url, "login"]);
+    let mut pty = Pty::spawn(cmd);
+    pty.expect("(input hidden):", Duration::from_secs(20));
+    pty.send(&[0x03]);
+    let status = pty.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "{}", pty.screen());
+}
+
+/// Issue 21, item 10: usage lines name `git-credential-githosted` (never the
+/// `-core` program behind it), option typos get the closest option, and the
+/// man page points at no page that does not exist.
+#[test]
+fn usage_names_the_program_and_option_typos_get_did_you_mean() {
+    let world = World::new();
+    let run = world.helper(&["status", "--api-ulr", "x"], None);
+    assert_eq!(run.status.code(), Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("Usage: git-credential-githosted status"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("githosted-core"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean `--api-url`?"),
+        "{}",
+        run.stderr
+    );
+    let help = world.helper(&["--help"], None);
+    assert!(!help.stdout.contains("githosted-core"), "{}", help.stdout);
+
+    let man = world.helper(&["man"], None);
+    man.assert_ok();
+    assert!(
+        !man.stdout.contains("githosted\\-get(1)") && !man.stdout.contains("githosted\\-login(1)"),
+        "the man page names sub-pages that are not installed"
+    );
+    for command in ["login", "configure", "exec", "token"] {
+        assert!(
+            man.stdout.contains(command),
+            "{command} is not in the man page"
+        );
+    }
+}
+
+/// Issue 21, item 10: counts agree with their number ("1 exchange", not "1 exchanges").
+#[test]
+fn one_exchange_is_one_exchange() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    assert!(world.token("app", &[]).starts_with("gr_"));
+    let status = world.helper(&["status"], None);
+    assert!(
+        status.stdout.contains("1 exchange, 1 cached token\n"),
+        "{}",
+        status.stdout
+    );
+    let doctor = world.helper(&["doctor"], None);
+    assert!(
+        doctor.stdout.contains("1 cached token, 1 exchange\n"),
+        "{}",
+        doctor.stdout
+    );
+}

@@ -465,10 +465,13 @@ fn check_agent(report: &mut Report) {
         Ok(s) => report.line(
             Level::Ok,
             format!(
-                "agent: pid {}, {} cached tokens, {} exchanges",
+                "agent: pid {}, {}, {}",
                 s.pid,
-                s.entries.len(),
-                s.exchanges
+                crate::ui::count(
+                    u64::try_from(s.entries.len()).unwrap_or(u64::MAX),
+                    "cached token"
+                ),
+                crate::ui::count(s.exchanges, "exchange")
             ),
         ),
         Err(e) if e.is_alarming() => report.line(Level::Fail, format!("agent: {e}")),
@@ -524,6 +527,10 @@ fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<Probe>) {
                     Level::Fail,
                     format!("API {api_host}: {label} ({token}) is not a workspace token; {fix}"),
                 ),
+                // A refused connection says what to check already.
+                _ if matches!(&e, crate::api::ApiError::Transport { reason, .. } if crate::api::is_refused(reason)) => {
+                    report.line(Level::Fail, format!("API {api_host}: {e}"))
+                }
                 _ => report.line(
                     Level::Fail,
                     format!("API {api_host}: {e}; check the network or --api-url"),

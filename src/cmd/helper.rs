@@ -89,7 +89,7 @@ pub fn get(
     let interrupted = issued
         .as_ref()
         .err()
-        .is_some_and(|e| e.downcast_ref::<Interrupted>().is_some());
+        .is_some_and(|e| e.downcast_ref::<crate::ui::Interrupted>().is_some());
     Ok(answer_with(
         &request,
         issued,
@@ -109,11 +109,6 @@ fn stored_workspace_near(settings: &Settings, workspace: &str) -> Option<String>
         .collect();
     crate::ui::closest(workspace, stored.iter().map(String::as_str)).map(str::to_owned)
 }
-
-/// The person pressed Ctrl-C at the helper's token prompt.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted at the token prompt: nothing was stored")]
-struct Interrupted;
 
 /// Answers git's `get`: the token, or the failure said in one line and `quit`
 /// so that git stops there (githosted has no password: git's `Username for …`
@@ -191,7 +186,7 @@ fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyh
     );
     let token = match read_hidden(&mut tty, &prompt)? {
         Answer::Line(line) => crate::secret::Secret::new(line.trim().to_owned()),
-        Answer::Interrupted => return Err(Interrupted.into()),
+        Answer::Interrupted => return Err(crate::ui::Interrupted.into()),
         Answer::Closed => anyhow::bail!("no token given: nothing was stored"),
     };
     if token.kind() != crate::secret::TokenKind::Workspace {

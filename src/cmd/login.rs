@@ -25,7 +25,7 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
     ))
     .context("reading the token from stdin")?
     else {
-        bail!("interrupted: nothing was stored");
+        return Err(crate::ui::Interrupted.into());
     };
     match token.kind() {
         TokenKind::Workspace => {}
