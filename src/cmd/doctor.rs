@@ -527,10 +527,6 @@ fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<Probe>) {
                     Level::Fail,
                     format!("API {api_host}: {label} ({token}) is not a workspace token; {fix}"),
                 ),
-                // A refused connection says what to check already.
-                _ if matches!(&e, crate::api::ApiError::Transport { reason, .. } if crate::api::is_refused(reason)) => {
-                    report.line(Level::Fail, format!("API {api_host}: {e}"))
-                }
                 _ => report.line(
                     Level::Fail,
                     format!("API {api_host}: {e}; check the network or --api-url"),

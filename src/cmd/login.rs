@@ -106,6 +106,11 @@ pub fn check(settings: &Settings, token: &Secret) -> anyhow::Result<Option<api::
         Some(Code::PermissionDenied) => anyhow::anyhow!(
             "{api_host} says the token {token} is not a workspace token; nothing was stored"
         ),
+        _ if matches!(&e, api::ApiError::Transport { reason, .. } if api::is_refused(reason)) => {
+            anyhow::anyhow!(
+                "could not check the token: {e}; start the server there or fix --api-url; nothing was stored"
+            )
+        }
         _ => anyhow::anyhow!(
             "could not check the token with {api_host}: {e}; nothing was stored (use --no-verify to store it unchecked)"
         ),
