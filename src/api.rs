@@ -127,8 +127,9 @@ pub enum ApiError {
         /// `Retry-After`, in seconds, when the server sent one.
         retry_after: Option<u64>,
     },
-    /// No answer: connection refused, DNS, TLS, timeout.
-    #[error("could not reach {host}: {reason}")]
+    /// No answer: connection refused, DNS, TLS, timeout. A refused connection
+    /// to the API itself has the reason [`refused_reason`] and is final.
+    #[error("{}", transport_line(host, reason))]
     Transport { host: String, reason: String },
     /// An answer that does not follow the API.
     #[error("{host} sent an answer this helper does not understand: {reason}")]
@@ -163,8 +164,36 @@ pub enum ApiError {
     },
 }
 
+/// The start of a [`ApiError::Transport`] reason for a connection the API's
+/// own address refused: nothing listens there (on a laptop almost always a
+/// wrong `--api-url` or a stopped local server). The API is down all the same
+/// ([`ApiError::is_transient`]: a cached token is still served, a broker says
+/// 503), but [`Client`] does not wait and try again.
+const REFUSED: &str = "nothing listens at ";
+
+/// The reason of a refused connection to `url`.
+pub fn refused_reason(url: &str) -> String {
+    format!("{REFUSED}{}", url.trim_end_matches('/'))
+}
+
+/// Whether a transport `reason` is a refused connection ([`refused_reason`]).
+pub fn is_refused(reason: &str) -> bool {
+    reason.starts_with(REFUSED)
+}
+
+/// How a transport failure reads: "nothing listens at URL (connection
+/// refused)", or "could not reach HOST: REASON".
+fn transport_line(host: &str, reason: &str) -> String {
+    if is_refused(reason) {
+        format!("{reason} (connection refused)")
+    } else {
+        format!("could not reach {host}: {reason}")
+    }
+}
+
 impl ApiError {
-    /// Worth trying again (within the deadline): a transient code, or no answer at all.
+    /// A passing problem of the server or the network: a transient code, or
+    /// no answer at all. [`Client`] retries these, except a refused connection.
     pub fn is_transient(&self) -> bool {
         match self {
             ApiError::Status { code, status, .. } => {
@@ -469,6 +498,8 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     host: String,
+    /// Whether requests go through a proxy (then a refused connection is the proxy's).
+    proxied: bool,
 }
 
 impl Client {
@@ -502,10 +533,16 @@ impl Client {
                 host: host.to_owned(),
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
+        let host_name = base.host_str().unwrap_or(host);
+        let proxied = !crate::target::is_loopback(host_name)
+            && (network.https_proxy.is_some()
+                || network.http_proxy.is_some()
+                || network.all_proxy.is_some());
         Ok(Client {
             http,
             base: base.clone(),
             host: host.to_owned(),
+            proxied,
         })
     }
 
@@ -603,7 +640,8 @@ impl Client {
     /// One method call, retried while that can help and `deadline` allows:
     /// transient errors (`unavailable`, `internal`, `unknown`, other 5xx, no
     /// connection, timeouts) with jittered exponential backoff; a 429 after its
-    /// `Retry-After` when that fits. Other errors are final at once.
+    /// `Retry-After` when that fits. Other errors, and a refused connection, are
+    /// final at once. The first retry is said on stderr ("… retrying").
     async fn call<Req: Serialize + ?Sized, Resp: for<'de> Deserialize<'de>>(
         &self,
         method: &str,
@@ -627,6 +665,8 @@ impl Client {
                     retry_after: Some(secs),
                     ..
                 } => Duration::from_secs(*secs),
+                // Nothing listens there: waiting will not change that.
+                ApiError::Transport { reason, .. } if is_refused(reason) => return Err(error),
                 e if e.is_transient() => backoff(attempt),
                 _ => return Err(error),
             };
@@ -643,6 +683,12 @@ impl Client {
                 wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "retrying: {error}"
             );
+            if attempt == 0 {
+                crate::say!(
+                    "{error}; retrying for up to {} s (--timeout)",
+                    deadline.saturating_duration_since(Instant::now()).as_secs()
+                );
+            }
             tokio::time::sleep(wait).await;
             attempt = attempt.saturating_add(1);
         }
@@ -780,6 +826,23 @@ impl Client {
             causes.push(printable(&cause.to_string(), 200));
             source = cause.source();
         }
+        let refused = {
+            let mut source = std::error::Error::source(&e);
+            let mut found = false;
+            while let Some(cause) = source {
+                found |= cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+                source = cause.source();
+            }
+            found || causes.iter().any(|c| c.contains("Connection refused"))
+        };
+        if refused && e.is_connect() && !self.proxied {
+            return ApiError::Transport {
+                host: self.host.clone(),
+                reason: refused_reason(self.base.as_str()),
+            };
+        }
         let dns = causes
             .iter()
             .any(|c| c.starts_with("dns error") || c.contains("failed to lookup address"));
@@ -906,6 +969,46 @@ mod tests {
             ..Network::default()
         };
         assert!(Client::new(&local, "127.0.0.1:1", &net).is_ok());
+    }
+
+    /// Issue 21, item 6: a refused connection is final at once, in one line
+    /// that names the URL; other transport failures stay worth a retry.
+    #[test]
+    fn a_refused_connection_is_final_and_says_nothing_listens() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port(); // the listener is dropped: nothing listens there now
+        let base = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let host = format!("127.0.0.1:{port}");
+        let client = Client::new(&base, &host, &Network::default()).unwrap();
+        let err = runtime()
+            .unwrap()
+            .block_on(client.list_tokens(
+                &Secret::new("gw_x".into()),
+                1,
+                deadline_in(Duration::from_secs(60)),
+            ))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ApiError::Transport { reason, .. } if is_refused(reason)),
+            "{err:?}"
+        );
+        let line = err.to_string();
+        assert_eq!(
+            line,
+            format!("nothing listens at http://127.0.0.1:{port} (connection refused)")
+        );
+        // A timeout or a reset still is.
+        let other = ApiError::Transport {
+            host: host.clone(),
+            reason: "timed out".into(),
+        };
+        assert!(other.is_transient());
+        assert_eq!(
+            other.to_string(),
+            format!("could not reach {host}: timed out")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::token::Permission;
 #[derive(Debug, Parser)]
 #[command(
     name = "git-credential-githosted",
+    bin_name = "git-credential-githosted",
     version,
     about = "A git credential helper that gives git short-lived, repo-scoped githosted tokens",
     long_about = "A git credential helper that gives git short-lived, repo-scoped githosted tokens.\n\n\
@@ -56,6 +57,9 @@ pub struct HelperOptions {
     /// (internal) the front has looked the key up in the agent and missed
     #[arg(long = flags::AGENT_MISSED, hide = true)]
     pub agent_missed: bool,
+    /// After a failure the helper explained, let git ask for a username and password (git's own prompt) instead of stopping
+    #[arg(long)]
+    pub git_prompt: bool,
     #[command(flatten)]
     pub broker: BrokerOptions,
 }
@@ -130,6 +134,7 @@ impl HelperOptions {
             no_agent: self.no_agent || later.no_agent,
             workspace: later.workspace.clone().or_else(|| self.workspace.clone()),
             agent_missed: self.agent_missed || later.agent_missed,
+            git_prompt: self.git_prompt || later.git_prompt,
             broker: self.broker.and(&later.broker),
         }
     }
@@ -149,6 +154,7 @@ impl HelperOptions {
             no_agent: self.no_agent,
             workspace: self.workspace.clone(),
             agent_missed: self.agent_missed,
+            git_prompt: self.git_prompt,
             broker: crate::settings::BrokerRequested {
                 url: self.broker.broker.clone(),
                 token_file: self.broker.oidc_token_file.clone(),
@@ -381,7 +387,42 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
 /// The man page, in roff.
 pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     use clap::CommandFactory;
-    clap_mangen::Man::new(Cli::command()).render(out)
+    let cli = Cli::command();
+    let man = clap_mangen::Man::new(cli.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    // One page: each command here, with a pointer to its `--help` (clap_mangen
+    // would point at git-credential-githosted-COMMAND(1) pages nobody installs).
+    writeln!(out, ".SH COMMANDS")?;
+    for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = command.get_name();
+        writeln!(out, ".TP\n\\fB{}\\fR", roff_text(name))?;
+        if let Some(about) = command.get_about() {
+            writeln!(out, "{}", roff_text(&about.to_string()))?;
+        }
+        writeln!(
+            out,
+            ".br\nOptions and examples: \\fBgit\\-credential\\-githosted {} \\-\\-help\\fR",
+            roff_text(name)
+        )?;
+    }
+    man.render_extra_section(out)?;
+    man.render_version_section(out)
+}
+
+/// Text for one roff line: backslashes and hyphens escaped, no control line.
+fn roff_text(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\e")
+        .replace('-', "\\-")
+        .replace('\n', " ");
+    match escaped.starts_with(['.', '\'']) {
+        true => format!("\\&{escaped}"),
+        false => escaped,
+    }
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +444,9 @@ pub struct LogoutArgs {
     /// The workspace whose token to delete [default: the one for any workspace on this API host]
     #[arg(long, value_name = "WS")]
     pub workspace: Option<String>,
+    /// Every workspace token stored for this API host (./install --uninstall runs this)
+    #[arg(long, conflicts_with = "workspace")]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -516,20 +560,107 @@ impl HelperOptions {
     }
 }
 
+/// The command line of this process, parsed; a mistake is said with a hint
+/// where one helps (a command after `exec` without `--`, an option typo) and
+/// ends the process with status 2.
+pub fn parse() -> Cli {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let error = match Cli::try_parse_from(&args) {
+        Ok(cli) => return cli,
+        Err(error) => error,
+    };
+    let hint = match error.kind() {
+        ErrorKind::UnknownArgument => {
+            let typed = match error.get(ContextKind::InvalidArg) {
+                Some(ContextValue::String(arg)) => arg.clone(),
+                _ => String::new(),
+            };
+            let words: Vec<String> = args
+                .iter()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            hint_for_unknown(&Cli::command(), &words, &typed)
+        }
+        _ => None,
+    };
+    let _ = error.print();
+    if let Some(hint) = hint {
+        crate::ui::say(hint);
+    }
+    std::process::exit(error.exit_code())
+}
+
+/// A hint for an argument clap did not expect: `exec` without `--` before
+/// the command, or the closest option of the command typed.
+fn hint_for_unknown(cli: &clap::Command, words: &[String], typed: &str) -> Option<String> {
+    let subcommand = words
+        .iter()
+        .find_map(|w| cli.find_subcommand(w).map(|c| (w.as_str(), c)));
+    if let Some(("exec", _)) = subcommand
+        && !words.iter().any(|w| w == "--")
+        && !typed.starts_with('-')
+    {
+        return Some(format!(
+            "`exec` runs the command given after `--`: git-credential-githosted exec --repo WS/REPO -- {} …",
+            crate::ui::printable(typed, 60)
+        ));
+    }
+    let flag = typed.split_once('=').map_or(typed, |(flag, _)| flag);
+    let name = flag.strip_prefix("--")?;
+    let options: Vec<&str> = subcommand
+        .map_or(cli, |(_, c)| c)
+        .get_arguments()
+        .chain(cli.get_arguments())
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| a.get_long())
+        .collect();
+    let closest = crate::ui::closest(name, options)?;
+    Some(format!(
+        "did you mean `--{closest}`? (see `git-credential-githosted {}--help`)",
+        subcommand.map(|(w, _)| format!("{w} ")).unwrap_or_default()
+    ))
+}
+
+/// The exit status for a command that failed with `error`: 130 after Ctrl-C
+/// at a prompt; for `exec`, 127 when the command does not exist and 126 when
+/// it cannot be run (as a shell says); else 1.
+pub fn exit_status(error: &anyhow::Error, runs_a_command: bool) -> u8 {
+    if error
+        .chain()
+        .any(|cause| cause.downcast_ref::<crate::ui::Interrupted>().is_some())
+    {
+        return crate::ui::INTERRUPTED_STATUS;
+    }
+    let spawn_failed = error
+        .chain()
+        .any(|cause| cause.to_string().starts_with("cannot run `"));
+    let io_kind = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    match (runs_a_command && spawn_failed, io_kind) {
+        (true, Some(std::io::ErrorKind::NotFound)) => 127,
+        (true, Some(std::io::ErrorKind::PermissionDenied)) => 126,
+        _ => 1,
+    }
+}
+
 /// The line for a command nobody knows, with the closest one when there is one.
 pub fn unknown_command(word: &str) -> String {
     use clap::CommandFactory;
     let cli = Cli::command();
-    let closest = cli
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set())
-        .map(|c| c.get_name().to_owned())
-        .map(|name| (strsim::jaro_winkler(word, &name), name))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let closest = crate::ui::closest(
+        word,
+        cli.get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name()),
+    );
     let word = crate::ui::printable(word, 60);
     match closest {
-        Some((_, name)) => format!(
+        Some(name) => format!(
             "unknown command `{word}`; did you mean `{name}`? (see `git-credential-githosted --help`)"
         ),
         None => format!("unknown command `{word}`: see `git-credential-githosted --help`"),

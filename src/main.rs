@@ -4,7 +4,6 @@
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
 use git_credential_githosted::cli;
 use git_credential_githosted::cli::{ApiOptions, Cli, Command, HelperOptions};
 use git_credential_githosted::cmd::configure::{self, Scope};
@@ -28,15 +27,16 @@ fn main() -> ExitCode {
     if let Some(code) = refuse_token_arguments() {
         return code;
     }
-    let cli = Cli::parse();
+    let cli = cli::parse();
     init_tracing(verbosity(&cli));
+    let runs_a_command = matches!(cli.command, Command::Exec(_) | Command::SandboxInit { .. });
     match run(cli) {
         Ok(code) => code,
         // Whoever read our output stopped (`status | head -1`): nothing to say.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             git_credential_githosted::say!("{}", one_line(&e));
-            ExitCode::FAILURE
+            ExitCode::from(cli::exit_status(&e, runs_a_command))
         }
     }
 }
@@ -122,10 +122,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logout(a) => {
             no_token_options("logout")?;
             let settings = api(&a.api)?;
-            login::logout(
-                &settings,
-                a.workspace.as_deref().or(top.workspace.as_deref()),
-            )?;
+            match a.all {
+                true => login::logout_all(&settings)?,
+                false => login::logout(
+                    &settings,
+                    a.workspace.as_deref().or(top.workspace.as_deref()),
+                )?,
+            }
             true
         }
         Command::Status(a) => {

@@ -46,6 +46,9 @@ pub struct Settings {
     /// The front looked the key up in the agent already (and missed): do not
     /// ask again.
     pub agent_missed: bool,
+    /// `--git-prompt`: after a failure the helper explained, let git go on to
+    /// its own `Username for …` prompt instead of answering `quit=1`.
+    pub git_prompt: bool,
 }
 
 /// Where a CI job's tokens come from: a broker, for the job's OIDC ID token.
@@ -140,6 +143,8 @@ pub struct Requested {
     pub agent_missed: bool,
     pub timeout_secs: Option<u64>,
     pub broker: BrokerRequested,
+    /// `--git-prompt`.
+    pub git_prompt: bool,
 }
 
 impl Settings {
@@ -176,6 +181,7 @@ impl Settings {
                     .unwrap_or(DEFAULT_TIMEOUT_SECS)
                     .clamp(1, MAX_TIMEOUT_SECS),
             ),
+            git_prompt: requested.git_prompt,
         })
     }
 

@@ -178,12 +178,26 @@ impl Target {
 }
 
 /// `acme/app.git`, `acme/app`, `git/acme/app.git` → workspace `acme`, repo `app`.
+/// So is git-lfs's endpoint for that repository, `acme/app.git/info/lfs`, and
+/// anything below it (`…/info/lfs/objects/batch`, `…/info/lfs/objects/<oid>`):
+/// git-lfs asks for those itself when its endpoint is not the remote's URL (an
+/// `ssh://` origin with `lfs.url` set to the HTTP endpoint).
 fn parse_repo_path(path: &str) -> Option<Target> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    fn ws_repo<'a>(segments: &[&'a str]) -> Option<(&'a str, &'a str)> {
+        match *segments {
+            [workspace, repo] => Some((workspace, repo)),
+            [workspace, repo, "info", "lfs", ref below @ ..]
+                if repo.ends_with(".git") && !below.iter().any(|s| matches!(*s, "." | "..")) =>
+            {
+                Some((workspace, repo))
+            }
+            _ => None,
+        }
+    }
     let (workspace, repo) = match segments.as_slice() {
-        [workspace, repo] => (*workspace, *repo),
-        ["git", workspace, repo] => (*workspace, *repo),
-        _ => return None,
+        ["git", rest @ ..] => ws_repo(rest).or_else(|| ws_repo(&segments))?,
+        all => ws_repo(all)?,
     };
     let repo = repo.strip_suffix(".git").unwrap_or(repo);
     (is_slug(workspace) && is_slug(repo)).then(|| Target {
@@ -311,6 +325,43 @@ mod tests {
             "acme/.git",
             "x/acme/app.git",
             "a/b c.git",
+        ] {
+            assert_eq!(
+                s.resolve(Some("https"), Some("githosted.dev"), Some(bad)),
+                Resolution::BadPath(bad.into()),
+                "{bad}"
+            );
+        }
+    }
+
+    /// git-lfs asks for its endpoint (and the transfers below it) by path when
+    /// the remote is not that HTTP URL (issue 21, item 8).
+    #[test]
+    fn git_lfs_endpoint_and_below_map_to_the_repo() {
+        let s = public();
+        for path in [
+            "acme/app.git/info/lfs",
+            "acme/app.git/info/lfs/",
+            "acme/app.git/info/lfs/objects/batch",
+            "acme/app.git/info/lfs/locks/verify",
+            "acme/app.git/info/lfs/objects/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "git/acme/app.git/info/lfs",
+            "git/acme/app.git/info/lfs/objects/batch",
+        ] {
+            assert_eq!(
+                s.resolve(Some("https"), Some("githosted.dev"), Some(path)),
+                repo("acme", "app"),
+                "{path}"
+            );
+        }
+        for bad in [
+            "acme/app/info/lfs",
+            "acme/app.git/info",
+            "acme/app.git/info/refs",
+            "acme/app.git/lfs",
+            "acme/app.git/info/lfs/../../../other/x.git",
+            "x/acme/app.git/info/lfs",
+            "acme/.git/info/lfs",
         ] {
             assert_eq!(
                 s.resolve(Some("https"), Some("githosted.dev"), Some(bad)),

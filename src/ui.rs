@@ -47,9 +47,53 @@ pub fn printable(text: &str, max: usize) -> String {
     out.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
+/// `n` things in English: `1 exchange`, `0 exchanges`, `2 cached tokens`.
+pub fn count(n: impl Into<u64>, thing: &str) -> String {
+    match n.into() {
+        1 => format!("1 {thing}"),
+        n => format!("{n} {thing}s"),
+    }
+}
+
+/// Ctrl-C at one of the helper's prompts: nothing was done, and the command
+/// ends with [`INTERRUPTED_STATUS`], as a shell's command does after Ctrl-C.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: nothing was stored")]
+pub struct Interrupted;
+
+/// 128 + SIGINT.
+pub const INTERRUPTED_STATUS: u8 = 130;
+
+/// The candidate closest to `word` when one is close enough to be what was
+/// meant (a typo): the one string distance for every "did you mean".
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(1u64, "exchange"), "1 exchange");
+        assert_eq!(count(0u64, "exchange"), "0 exchanges");
+        assert_eq!(count(2u32, "cached token"), "2 cached tokens");
+    }
+
+    #[test]
+    fn closest_finds_a_typo_and_nothing_else() {
+        assert_eq!(closest("acmee", ["globex", "acme"]), Some("acme"));
+        assert_eq!(closest("statsu", ["status", "login"]), Some("status"));
+        assert_eq!(closest("initech", ["acme", "globex"]), None);
+        assert_eq!(closest("acme", ["acme"]), None);
+    }
 
     #[test]
     fn printable_drops_controls_and_tokens() {

@@ -320,7 +320,8 @@ fn missing_path_says_to_configure() {
         &["--api-url", &url, "get"],
         Some(&request("http", &world.server.host(), None)),
     );
-    assert_eq!(run.stdout, "");
+    // Explained, so git is told to stop (issue 21, item 3), never given a password.
+    assert_eq!(run.stdout, "quit=1\n");
     assert!(
         run.stderr.contains("configure") && run.stderr.contains(&world.server.host()),
         "{}",

@@ -313,3 +313,319 @@ fn conventions_people_expect() {
         &man.stdout[..200.min(man.stdout.len())]
     );
 }
+
+/// Lines the helper printed (git's own lines are not its).
+fn helper_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("git-credential-githosted: "))
+        .collect()
+}
+
+/// Issue 21, item 6: an API where nothing listens (a wrong URL, a stopped
+/// local server) fails at once with one line, "nothing listens at URL", in
+/// `login`, `token` and inside `git clone`; nothing says "retrying".
+#[test]
+fn nothing_listening_at_the_api_fails_at_once_in_one_line() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    let url = world.server.base_url();
+    world.server.stop();
+    let said = format!("nothing listens at {url} (connection refused)");
+    for options in [&[][..], &["--no-agent"][..]] {
+        let run = world.helper(
+            &[
+                &["--api-url", url.as_str(), "token", "--repo", "acme/app"],
+                options,
+            ]
+            .concat(),
+            None,
+        );
+        run.assert_failed();
+        assert_eq!(helper_lines(&run.stderr).len(), 1, "{}", run.stderr);
+        assert!(run.stderr.contains(&said), "{}", run.stderr);
+        assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+    }
+    let run = world.helper(
+        &["--api-url", &url, "login"],
+        Some("gw_notcheckedbecausenothinglistens"),
+    );
+    run.assert_failed();
+    assert_eq!(helper_lines(&run.stderr).len(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&said) && run.stderr.contains("nothing was stored"),
+        "{}",
+        run.stderr
+    );
+    // Inside git clone: git reaches its host while the API does not (here the
+    // git host is the dead address too, reached through the live server as an
+    // HTTP proxy, which answers absolute-form requests like any other).
+    let mut world = World::new();
+    world.with_env_parent();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dead_url = format!("http://127.0.0.1:{dead}");
+    world
+        .helper(&["configure", "--api-url", &dead_url], None)
+        .assert_ok();
+    let said = format!("nothing listens at {dead_url} (connection refused)");
+    let clone_url = format!("{dead_url}/acme/app.git");
+    let proxy = format!("http.proxy={}", world.server.base_url());
+    for git in GITS {
+        let run = world.git(git, None, &["-c", &proxy, "clone", "-q", &clone_url, "c"]);
+        run.assert_failed();
+        let ours = helper_lines(&run.stderr);
+        assert_eq!(ours.len(), 1, "{git}: {}", run.stderr);
+        assert!(ours[0].contains(&said), "{git}: {}", run.stderr);
+        assert!(!run.stderr.contains("retrying"), "{}", run.stderr);
+    }
+}
+
+/// Issue 21, item 6: an error that can pass is retried, and the helper says so.
+#[test]
+fn a_passing_error_is_retried_and_says_retrying() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world
+        .server
+        .inject_fault(githosted_testkit::server::Fault::status(
+            Some("ExchangeToken"),
+            1,
+            503,
+            "unavailable",
+        ));
+    let run = world.helper(
+        &[
+            "--api-url",
+            &world.server.base_url(),
+            "--no-agent",
+            "token",
+            "--repo",
+            "acme/app",
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert!(run.stdout.starts_with("gr_"));
+    assert!(
+        run.stderr.contains("503 unavailable") && run.stderr.contains("retrying"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.server.calls("ExchangeToken"), 2);
+}
+
+/// Issue 21, item 3: on a terminal, a failure the helper explained ends git's
+/// request (`quit=1`) instead of git's `Username for …` prompt, where people
+/// would type their account password; `--git-prompt` on the helper line gives
+/// git its prompt back.
+#[test]
+fn an_explained_failure_stops_git_instead_of_its_password_prompt() {
+    for git in GITS {
+        let mut world = World::configured(&[]);
+        let parent = world.with_env_parent();
+        world.server.revoke(&parent);
+        world.set_env("GIT_TERMINAL_PROMPT", "1");
+        let mut cmd = world.command(git);
+        cmd.args(["clone", "-q", &world.url("app"), "c"]);
+        let mut pty = Pty::spawn(cmd);
+        let status = pty.wait(Duration::from_secs(60));
+        let screen = pty.screen();
+        assert!(!status.success(), "{git}: {screen}");
+        assert!(
+            screen.contains("git-credential-githosted: ") && screen.contains("rejected"),
+            "{git}: {screen}"
+        );
+        assert!(!screen.contains("Username for"), "{git}: {screen}");
+
+        // Asked for: git prompts as it would without this helper.
+        world.configure(&["--git-prompt"]);
+        let mut cmd = world.command(git);
+        cmd.args(["clone", "-q", &world.url("app"), "d"]);
+        let mut pty = Pty::spawn(cmd);
+        pty.expect("Username for", Duration::from_secs(60));
+        assert!(pty.screen().contains("rejected"), "{git}: {}", pty.screen());
+        pty.send(&[0x03]);
+        assert!(!pty.wait(Duration::from_secs(60)).success());
+    }
+}
+
+/// Issue 21, item 3: Ctrl-C at the helper's own token prompt ends git's
+/// request too (no second Ctrl-C at git's `Username for …`).
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn ctrl_c_at_the_helpers_prompt_ends_git_too() {
+    for git in GITS {
+        let mut world = World::configured(&[]);
+        world.set_env("GIT_TERMINAL_PROMPT", "1");
+        let mut cmd = world.command(git);
+        cmd.args(["clone", "-q", &world.url("app"), "c"]);
+        let mut pty = Pty::spawn(cmd);
+        pty.expect("Paste it here (input hidden", Duration::from_secs(60));
+        pty.send(&[0x03]);
+        let status = pty.wait(Duration::from_secs(60));
+        let screen = pty.screen();
+        assert!(!status.success(), "{git}: {screen}");
+        assert!(screen.contains("interrupted"), "{git}: {screen}");
+        assert!(!screen.contains("Username for"), "{git}: {screen}");
+        assert!(pty.echoes(), "the terminal was left with echo off");
+    }
+}
+
+/// Issue 21, item 7: a typo of a workspace whose token is stored is not a new
+/// workspace: "no token for acmee — did you mean acme?", never the prompt to
+/// create and paste a token for `acmee`.
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn a_workspace_typo_says_did_you_mean() {
+    let mut world = World::configured(&[]);
+    let url = world.server.base_url();
+    let parent = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    world
+        .helper(&["login", "--api-url", &url], Some(&parent))
+        .assert_ok();
+    world.server.add_workspace("acmee");
+    world.server.add_repo("acmee", "app");
+    let said = "no token for acmee — did you mean acme?";
+    let run = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&request(
+            "http",
+            &world.server.host(),
+            Some("acmee/app.git"),
+        )),
+    );
+    assert_eq!(field(&run.stdout, "password"), None, "{run:#?}");
+    assert_eq!(field(&run.stdout, "quit"), Some("1"), "{run:#?}");
+    assert!(run.stderr.contains(said), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    // On a terminal too: no prompt to paste a token for acmee.
+    world.set_env("GIT_TERMINAL_PROMPT", "1");
+    let mut cmd = world.command(GIT_NEW);
+    cmd.args(["clone", "-q", &format!("{url}/acmee/app.git"), "c"]);
+    let mut pty = Pty::spawn(cmd);
+    let status = pty.wait(Duration::from_secs(60));
+    let screen = pty.screen();
+    assert!(!status.success(), "{screen}");
+    assert!(screen.contains(said), "{screen}");
+    assert!(!screen.contains("Paste it here"), "{screen}");
+    // The right workspace still works.
+    world.clone(GIT_NEW, &world.url("app"), "right");
+    // A workspace that is no typo of a stored one still gets the prompt's line.
+    world.set_env("GIT_TERMINAL_PROMPT", "0");
+    world.server.add_workspace("globex");
+    world.server.add_repo("globex", "lib");
+    let run = world.helper(
+        &["--api-url", &url, "get"],
+        Some(&request(
+            "http",
+            &world.server.host(),
+            Some("globex/lib.git"),
+        )),
+    );
+    assert!(!run.stderr.contains("did you mean"), "{}", run.stderr);
+}
+
+/// Issue 21, item 9 (outside exec's token): a command that does not exist
+/// exits 127 as a shell's does, Ctrl-C at `login`'s prompt exits 130, and a
+/// command after `exec` without `--` gets a hint.
+#[test]
+fn exit_statuses_and_hints_people_expect() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    for isolation in [&["--no-isolate"][..], &[][..]] {
+        let run = world.helper(
+            &[
+                &["--api-url", url.as_str(), "exec", "--repo", "acme/app"][..],
+                isolation,
+                &["--", "no-such-command-here"],
+            ]
+            .concat(),
+            None,
+        );
+        assert_eq!(run.status.code(), Some(127), "{isolation:?}: {run:#?}");
+        assert!(
+            run.stderr.contains("cannot run `no-such-command-here`"),
+            "{}",
+            run.stderr
+        );
+    }
+
+    let run = world.helper(&["exec", "--repo", "acme/app", "git", "clone", "x"], None);
+    assert_eq!(run.status.code(), Some(2), "{run:#?}");
+    assert!(
+        run.stderr.contains("after `--`") && run.stderr.contains("exec --repo WS/REPO -- git"),
+        "{}",
+        run.stderr
+    );
+
+    let mut cmd = world.command(helper());
+    cmd.args(["--api-url", &url, "login"]);
+    let mut pty = Pty::spawn(cmd);
+    pty.expect("(input hidden):", Duration::from_secs(20));
+    pty.send(&[0x03]);
+    let status = pty.wait(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(130), "{}", pty.screen());
+}
+
+/// Issue 21, item 10: usage lines name `git-credential-githosted` (never the
+/// `-core` program behind it), option typos get the closest option, and the
+/// man page points at no page that does not exist.
+#[test]
+fn usage_names_the_program_and_option_typos_get_did_you_mean() {
+    let world = World::new();
+    let run = world.helper(&["status", "--api-ulr", "x"], None);
+    assert_eq!(run.status.code(), Some(2), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("Usage: git-credential-githosted status"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("githosted-core"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did you mean `--api-url`?"),
+        "{}",
+        run.stderr
+    );
+    let help = world.helper(&["--help"], None);
+    assert!(!help.stdout.contains("githosted-core"), "{}", help.stdout);
+
+    let man = world.helper(&["man"], None);
+    man.assert_ok();
+    assert!(
+        !man.stdout.contains("githosted\\-get(1)") && !man.stdout.contains("githosted\\-login(1)"),
+        "the man page names sub-pages that are not installed"
+    );
+    for command in ["login", "configure", "exec", "token"] {
+        assert!(
+            man.stdout.contains(command),
+            "{command} is not in the man page"
+        );
+    }
+}
+
+/// Issue 21, item 10: counts agree with their number ("1 exchange", not "1 exchanges").
+#[test]
+fn one_exchange_is_one_exchange() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    assert!(world.token("app", &[]).starts_with("gr_"));
+    let status = world.helper(&["status"], None);
+    assert!(
+        status.stdout.contains("1 exchange, 1 cached token\n"),
+        "{}",
+        status.stdout
+    );
+    let doctor = world.helper(&["doctor"], None);
+    assert!(
+        doctor.stdout.contains("1 cached token, 1 exchange\n"),
+        "{}",
+        doctor.stdout
+    );
+}

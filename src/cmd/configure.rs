@@ -54,6 +54,9 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
     if settings.no_agent {
         line.push_str(" --no-agent");
     }
+    if settings.git_prompt {
+        line.push_str(" --git-prompt");
+    }
     if let Some(broker) = &settings.broker {
         for (flag, value) in [
             ("--broker", Some(broker.url.as_str().to_owned())),
@@ -109,13 +112,17 @@ pub fn run(
     scope: Scope,
     remove: bool,
 ) -> anyhow::Result<()> {
+    let explicit_hosts = !hosts.is_empty();
     let hosts: Vec<String> = if hosts.is_empty() {
         settings.service.git_hosts().to_vec()
     } else {
         hosts.to_vec()
     };
-    let line = helper_line(settings)?;
     let config = Config::new(scope);
+    if remove && !explicit_hosts {
+        return remove_everywhere(settings, &config, scope);
+    }
+    let line = helper_line(settings)?;
     for host in &hosts {
         let section = format!("credential.{}://{host}", settings.service.scheme());
         if remove {
@@ -158,6 +165,103 @@ fn without_ours(values: &[String]) -> Vec<String> {
     kept
 }
 
+/// `--remove` without `--host`: every helper line of ours in this scope's
+/// `credential.*.helper` keys (whatever host it is for), with the reset just
+/// before it and the section's `useHttpPath`; for one API when `--api-url`
+/// names it, else for every API. Nothing of the user's own is touched.
+fn remove_everywhere(settings: &Settings, config: &Config, scope: Scope) -> anyhow::Result<()> {
+    let flag = format!("--{}", scope.name());
+    let out = crate::git::run(&[
+        "config",
+        &flag,
+        "--get-regexp",
+        "-z",
+        r"^credential\..*helper$",
+    ])?;
+    // Exit 1: no such key at all.
+    if !out.status.success() && out.status.code() != Some(1) {
+        bail!(
+            "`git config {flag} --get-regexp credential.*.helper` failed: {}",
+            crate::ui::printable(String::from_utf8_lossy(&out.stderr).trim(), 300)
+        );
+    }
+    let only_api = settings
+        .api_url_arg
+        .as_ref()
+        .map(|_| settings.service.api_url().clone());
+    // A line of ours, for the API asked about (any, when none was).
+    let ours = |value: &str| {
+        is_ours(value)
+            && only_api
+                .as_ref()
+                .is_none_or(|api| api_of_line(value).as_ref() == Some(api))
+    };
+    let mut keys: Vec<String> = Vec::new();
+    for entry in String::from_utf8_lossy(&out.stdout).split('\0') {
+        let (key, value) = entry.split_once('\n').unwrap_or((entry, ""));
+        if key.to_ascii_lowercase().ends_with(".helper")
+            && ours(value)
+            && !keys.iter().any(|k| k == key)
+        {
+            keys.push(key.to_owned());
+        }
+    }
+    if keys.is_empty() {
+        crate::say!(
+            "no helper line of git-credential-githosted{} in the {} config: nothing to remove",
+            only_api
+                .as_ref()
+                .map(|api| format!(" for {api}"))
+                .unwrap_or_default(),
+            scope.name()
+        );
+    }
+    for key in keys {
+        let Some(section) = key.strip_suffix(".helper") else {
+            continue;
+        };
+        // Ours and the empty reset written just before each; a reset of the
+        // user's own (not followed by ours) and everything else stay.
+        let values = config.get_all(&key)?;
+        let kept: Vec<String> = values
+            .iter()
+            .enumerate()
+            .filter(|&(i, value)| {
+                let reset_of_ours =
+                    value.is_empty() && values.get(i + 1).is_some_and(|next| ours(next));
+                !ours(value) && !reset_of_ours
+            })
+            .map(|(_, value)| value.clone())
+            .collect();
+        let _ = config.set_all(&key, &kept)?;
+        // `credential.useHttpPath` of the user's own (no URL) is never ours.
+        if section.starts_with("credential.") {
+            config.unset_all(&format!("{section}.useHttpPath"))?;
+        }
+        config.remove_section_if_empty(section)?;
+        let host = section.strip_prefix("credential.").unwrap_or(section);
+        crate::say!("removed the helper for {host} ({} config)", scope.name());
+    }
+    Ok(())
+}
+
+/// The API a helper line of ours serves: its `--api-url`, or the public API.
+fn api_of_line(line: &str) -> Option<url::Url> {
+    let words = shlex::split(line)?;
+    let mut url = None;
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        if word == "--api-url" {
+            url = words.next().cloned();
+        } else if let Some(value) = word.strip_prefix("--api-url=") {
+            url = Some(value.to_owned());
+        }
+    }
+    crate::target::Service::new(url.as_deref())
+        .ok()
+        .map(|s| s.api_url().clone())
+}
+
 fn remove_host(config: &Config, section: &str) -> anyhow::Result<()> {
     let key = format!("{section}.helper");
     let _ = config.set_all(&key, &without_ours(&config.get_all(&key)?))?;
@@ -196,6 +300,16 @@ mod tests {
                 "{program} --api-url http://127.0.0.1:9 --permission read --ttl 600 --min-ttl 60 --no-agent"
             )
         );
+    }
+
+    #[test]
+    fn git_prompt_is_repeated_on_the_helper_line() {
+        let requested = crate::settings::Requested {
+            git_prompt: true,
+            ..Default::default()
+        };
+        let s = Settings::new(&requested, DEFAULT_TTL_SECS).unwrap();
+        assert!(helper_line(&s).unwrap().ends_with(" --git-prompt"));
     }
 
     #[test]

@@ -465,10 +465,13 @@ fn check_agent(report: &mut Report) {
         Ok(s) => report.line(
             Level::Ok,
             format!(
-                "agent: pid {}, {} cached tokens, {} exchanges",
+                "agent: pid {}, {}, {}",
                 s.pid,
-                s.entries.len(),
-                s.exchanges
+                crate::ui::count(
+                    u64::try_from(s.entries.len()).unwrap_or(u64::MAX),
+                    "cached token"
+                ),
+                crate::ui::count(s.exchanges, "exchange")
             ),
         ),
         Err(e) if e.is_alarming() => report.line(Level::Fail, format!("agent: {e}")),

@@ -39,38 +39,95 @@ pub fn get(
             return Ok(true);
         }
         Resolution::NoPath => {
-            crate::say!(
+            let explained = anyhow::anyhow!(
                 "git sent no repository path for {}, so no repo-scoped token can be made: run `git-credential-githosted configure{}` (it sets credential.useHttpPath)",
                 request.host.as_deref().unwrap_or_default(),
                 settings.api_url_flag()
             );
-            return Ok(false);
+            return Ok(answer_with(
+                &request,
+                Err(explained),
+                settings.git_prompt,
+                output,
+            )?);
         }
         Resolution::BadPath(path) => {
-            crate::say!(
+            let explained = anyhow::anyhow!(
                 "`{path}` on {} does not name a githosted repository (<workspace>/<repo>.git); check the remote URL",
                 request.host.as_deref().unwrap_or_default()
             );
-            return Ok(false);
+            return Ok(answer_with(
+                &request,
+                Err(explained),
+                settings.git_prompt,
+                output,
+            )?);
         }
         Resolution::Repo(target) => target,
     };
-    let issued = match issuer::issue(settings, &target) {
+    let issued = issuer::issue(settings, &target);
+    // A typo of a workspace that has a token is not a new workspace.
+    let near = match &issued {
+        Err(issuer::GetError::NoToken { .. }) => stored_workspace_near(settings, &target.workspace),
+        _ => None,
+    };
+    let issued = match (issued, near) {
+        (Err(issuer::GetError::NoToken { .. }), Some(near)) => Err(anyhow::anyhow!(
+            "no token for {ws} — did you mean {near}? (a workspace token is stored for {near} on {host}): check the remote URL; for another workspace, `git-credential-githosted login{flag} --workspace {ws}`",
+            ws = target.workspace,
+            host = settings.service.api_host(),
+            flag = settings.api_url_flag(),
+        )),
         // The first clone on this machine: ask once, on the terminal, as git would.
-        Err(issuer::GetError::NoToken { .. }) if settings::interactive() => {
+        (Err(issuer::GetError::NoToken { .. }), None) if settings::interactive() => {
             ask_for_a_parent(settings, &target)
                 .and_then(|()| issuer::issue(settings, &target).map_err(|e| anyhow::anyhow!("{e}")))
         }
-        other => other.map_err(|e| anyhow::anyhow!("{e}")),
+        (other, _) => other.map_err(|e| anyhow::anyhow!("{e}")),
     };
-    Ok(answer(&request, issued, output)?)
+    // Ctrl-C at our own prompt ends git's request too, whatever --git-prompt says.
+    let interrupted = issued
+        .as_ref()
+        .err()
+        .is_some_and(|e| e.downcast_ref::<crate::ui::Interrupted>().is_some());
+    Ok(answer_with(
+        &request,
+        issued,
+        settings.git_prompt && !interrupted,
+        output,
+    )?)
 }
 
-/// Answers git's `get`: the token, or the failure said in one line (and, with
-/// nobody to answer a prompt, `quit` so that git stops). `Ok(false)`: failed.
+/// The workspace with a stored token for this API whose name is closest to
+/// `workspace`, when it is close enough to be a typo of it.
+fn stored_workspace_near(settings: &Settings, workspace: &str) -> Option<String> {
+    let prefix = format!("{}/", settings.service.api_host());
+    let stored: Vec<String> = crate::keychain::list()
+        .ok()?
+        .into_iter()
+        .filter_map(|(account, _)| account.strip_prefix(&prefix).map(str::to_owned))
+        .collect();
+    crate::ui::closest(workspace, stored.iter().map(String::as_str)).map(str::to_owned)
+}
+
+/// Answers git's `get`: the token, or the failure said in one line and `quit`
+/// so that git stops there (githosted has no password: git's `Username for …`
+/// prompt after an explained failure only invites typing the account password).
+/// `Ok(false)`: failed.
 pub fn answer(
     request: &Request,
     issued: anyhow::Result<Issued>,
+    output: &mut impl io::Write,
+) -> Result<bool, crate::protocol::ProtocolError> {
+    answer_with(request, issued, false, output)
+}
+
+/// [`answer`]; with `git_prompt` (`--git-prompt`), a failure leaves git free
+/// to prompt when someone can answer (a terminal), as git would without us.
+pub fn answer_with(
+    request: &Request,
+    issued: anyhow::Result<Issued>,
+    git_prompt: bool,
     output: &mut impl io::Write,
 ) -> Result<bool, crate::protocol::ProtocolError> {
     match issued {
@@ -94,8 +151,8 @@ pub fn answer(
         }
         Err(e) => {
             crate::say!("{e:#}");
-            if !settings::interactive() {
-                // Nobody can answer a prompt: tell git to stop now.
+            if !git_prompt || !settings::interactive() {
+                // Explained: tell git to stop now, not to prompt for a password.
                 Response {
                     quit: true,
                     ..Response::default()
@@ -129,7 +186,8 @@ fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyh
     );
     let token = match read_hidden(&mut tty, &prompt)? {
         Answer::Line(line) => crate::secret::Secret::new(line.trim().to_owned()),
-        Answer::Interrupted | Answer::Closed => anyhow::bail!("no token given: nothing was stored"),
+        Answer::Interrupted => return Err(crate::ui::Interrupted.into()),
+        Answer::Closed => anyhow::bail!("no token given: nothing was stored"),
     };
     if token.kind() != crate::secret::TokenKind::Workspace {
         anyhow::bail!("that is not a workspace token (gw_…): nothing was stored");

@@ -25,7 +25,7 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
     ))
     .context("reading the token from stdin")?
     else {
-        bail!("interrupted: nothing was stored");
+        return Err(crate::ui::Interrupted.into());
     };
     match token.kind() {
         TokenKind::Workspace => {}
@@ -106,6 +106,11 @@ pub fn check(settings: &Settings, token: &Secret) -> anyhow::Result<Option<api::
         Some(Code::PermissionDenied) => anyhow::anyhow!(
             "{api_host} says the token {token} is not a workspace token; nothing was stored"
         ),
+        _ if matches!(&e, api::ApiError::Transport { reason, .. } if api::is_refused(reason)) => {
+            anyhow::anyhow!(
+                "could not check the token: {e}; start the server there or fix --api-url; nothing was stored"
+            )
+        }
         _ => anyhow::anyhow!(
             "could not check the token with {api_host}: {e}; nothing was stored (use --no-verify to store it unchecked)"
         ),
@@ -120,6 +125,24 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
         Some(ws) => keychain::account(api_host, Some(ws)),
         None => only_account(settings)?,
     };
+    logout_account(settings, &account)
+}
+
+/// `logout --all`: [`logout`] of every workspace token stored for this API host.
+pub fn logout_all(settings: &Settings) -> anyhow::Result<()> {
+    let api_host = settings.service.api_host();
+    let accounts = accounts_of(api_host)?;
+    if accounts.is_empty() {
+        crate::say!("no workspace token was stored for {api_host}");
+    }
+    for account in accounts {
+        logout_account(settings, &account)?;
+    }
+    Ok(())
+}
+
+/// Revokes the tokens minted from `account`'s token, then deletes it.
+fn logout_account(settings: &Settings, account: &str) -> anyhow::Result<()> {
     let workspace = account.split_once('/').map(|(_, ws)| ws);
     let dropped = drain_agent(settings, workspace);
     // Revoke while the workspace token is still there to revoke with.
@@ -130,7 +153,7 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
             dropped.len()
         );
     }
-    if keychain::delete(&account)? {
+    if keychain::delete(account)? {
         crate::say!("removed the workspace token for {account} from the {BACKEND}");
     } else {
         crate::say!("no workspace token was stored for {account}");
@@ -142,11 +165,7 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
 /// error that names them.
 fn only_account(settings: &Settings) -> anyhow::Result<String> {
     let api_host = settings.service.api_host();
-    let ours: Vec<String> = keychain::list()?
-        .into_iter()
-        .map(|(account, _)| account)
-        .filter(|a| a == api_host || a.starts_with(&format!("{api_host}/")))
-        .collect();
+    let ours = accounts_of(api_host)?;
     match ours.as_slice() {
         [] => Ok(api_host.to_owned()),
         [one] => Ok(one.clone()),
@@ -159,6 +178,15 @@ fn only_account(settings: &Settings) -> anyhow::Result<String> {
             settings.api_url_flag()
         ),
     }
+}
+
+/// The keychain entries for this API host (any workspace).
+fn accounts_of(api_host: &str) -> anyhow::Result<Vec<String>> {
+    Ok(keychain::list()?
+        .into_iter()
+        .map(|(account, _)| account)
+        .filter(|a| a == api_host || a.starts_with(&format!("{api_host}/")))
+        .collect())
 }
 
 /// Empties the agent's cache for this API (and workspace), if an agent runs.

@@ -168,11 +168,14 @@ fn lines(s: &Status, color: bool) -> Vec<String> {
     match (&s.agent.pid, &s.agent.error) {
         (Some(pid), _) => {
             out.push(format!(
-                "{} pid {pid}, up {}, {} exchanges, {} cached tokens",
+                "{} pid {pid}, up {}, {}, {}",
                 head("agent:"),
                 duration(i64::try_from(s.agent.uptime_secs.unwrap_or(0)).unwrap_or(i64::MAX)),
-                s.agent.exchanges.unwrap_or(0),
-                s.agent.tokens.len()
+                crate::ui::count(s.agent.exchanges.unwrap_or(0), "exchange"),
+                crate::ui::count(
+                    u64::try_from(s.agent.tokens.len()).unwrap_or(u64::MAX),
+                    "cached token"
+                )
             ));
             for t in &s.agent.tokens {
                 let left = match t.expires_at > now {

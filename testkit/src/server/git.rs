@@ -90,6 +90,9 @@ pub(crate) async fn git_handler(State(shared): State<Arc<Shared>>, req: Request)
         }
         return plain_text(StatusCode::NOT_FOUND, "not found");
     };
+    if is_lfs(&gp.rest) {
+        return lfs_handler(shared, parts, body, gp).await;
+    }
     let query = parts.uri.query().unwrap_or("").to_string();
     let service = git_service(&gp.rest, &query);
     let push = service.as_deref() == Some("git-receive-pack");

@@ -4,7 +4,8 @@
 //! - the Connect-JSON control plane, `POST /githosted.v1.ApiService/{Method}` with
 //!   `Authorization: Bearer <token>` (ExchangeToken, RevokeToken, ListTokens, CreateToken);
 //! - git's smart HTTP, served by `git http-backend` (CGI) under `/<ws>/<repo>.git/...` and
-//!   `/git/<ws>/<repo>.git/...`, authenticated by HTTP Basic (token as password) or Bearer.
+//!   `/git/<ws>/<repo>.git/...`, authenticated by HTTP Basic (token as password) or Bearer;
+//! - a minimal Git LFS batch API under `<repo>.git/info/lfs/` (see `lfs.rs`), authenticated the same way.
 //!
 //! It runs on its own thread with its own tokio runtime, so a plain `#[test]` can block on a
 //! `git` subprocess while the server answers; dropping the [`Server`] stops it. Tokens are
@@ -36,11 +37,13 @@ use tokio::io::AsyncWriteExt;
 
 mod api;
 mod git;
+mod lfs;
 mod store;
 mod util;
 
 use api::*;
 use git::*;
+use lfs::*;
 use store::*;
 use util::*;
 
