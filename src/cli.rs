@@ -426,6 +426,9 @@ pub struct ExecArgs {
     /// Run the command unconfined: it can then reach everything this user can (keychain, agent, processes)
     #[arg(long)]
     pub no_isolate: bool,
+    /// A directory or file the confined command may also write (repeatable; besides the directory it starts in and a private /tmp)
+    #[arg(long = "rw", value_name = "PATH")]
+    pub rw: Vec<std::path::PathBuf>,
     /// The command and its arguments (after `--`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

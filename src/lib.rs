@@ -14,7 +14,7 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`broker_client`], [`git`], [`supervise`], [`tty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers, a token broker, git, child processes, the terminal, Windows' users, pipes and job objects |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
 //! | 3 policy | [`cache`], [`policy`] | what is cached for how long, one mint per key; the API-backed minter; the broker's rules |
 //! | 4 transport | [`agent`] | the background process around the cache: socket or named pipe, peer checks, its wire |
 //! | 5 use cases | [`issuer`], [`sandbox`], [`broker`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement; the CI token broker |
@@ -42,6 +42,8 @@ pub mod oidc;
 pub mod permission;
 pub mod policy;
 pub mod protocol;
+#[cfg(unix)]
+pub mod pty;
 pub mod sandbox;
 pub mod secret;
 pub mod settings;

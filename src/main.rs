@@ -97,7 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Exec(a) => {
             let settings = helper(for_person(&a.helper), scoped::EXEC_TTL_SECS)?;
-            return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate);
+            return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate, &a.rw);
         }
         Command::Configure(a) => {
             // Running it again keeps what it wrote before, unless told otherwise.
