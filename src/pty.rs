@@ -137,19 +137,17 @@ impl Relay {
     }
 }
 
-/// Whether stdin is this process's controlling terminal.
+/// Whether stdin is a terminal and this process has a controlling terminal
+/// (inside the sandbox: the one `exec` made, whose session leader is out of
+/// sight, so its session id cannot be compared).
 pub fn stdin_is_controlling_terminal() -> bool {
-    let stdin = rustix::stdio::stdin();
-    if !isatty(stdin) {
-        return false;
-    }
-    match (
-        rustix::termios::tcgetsid(stdin),
-        rustix::process::getsid(None),
-    ) {
-        (Ok(theirs), Ok(ours)) => theirs == ours,
-        _ => false,
-    }
+    isatty(rustix::stdio::stdin())
+        && rustix::fs::open(
+            "/dev/tty",
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .is_ok()
 }
 
 /// Between fork and exec of a command on our controlling terminal (stdin):
@@ -167,7 +165,11 @@ pub fn take_foreground() -> io::Result<()> {
     unsafe {
         libc::signal(libc::SIGTTOU, libc::SIG_DFL);
     }
-    Ok(set?)
+    match set {
+        // stdin is a terminal, but not the controlling one: nothing to hand over.
+        Err(rustix::io::Errno::NOTTY) => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 /// Between fork and exec of `exec`'s child: a new session whose controlling

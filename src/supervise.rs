@@ -71,8 +71,14 @@ impl Forwarding {
 /// Reaps what has ended; returns `child`'s status once it has.
 fn reap(child: Pid, reap_all: bool) -> std::io::Result<Option<WaitStatus>> {
     loop {
-        let which = if reap_all { None } else { Some(child) };
-        match rustix::process::waitpid(which, WaitOptions::NOHANG) {
+        // Any child (`wait`), whatever its process group (the command may
+        // have one of its own), or only `child`.
+        let waited = if reap_all {
+            rustix::process::wait(WaitOptions::NOHANG)
+        } else {
+            rustix::process::waitpid(Some(child), WaitOptions::NOHANG)
+        };
+        match waited {
             Ok(Some((pid, status))) if pid == child => return Ok(Some(status)),
             // Another child (an orphan we inherited as process 1): reaped, go on.
             Ok(Some(_)) => continue,
