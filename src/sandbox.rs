@@ -192,6 +192,11 @@ pub fn dbus_socket_paths(address: &str) -> Result<Vec<PathBuf>, SandboxError> {
 pub struct Layout {
     /// Writable roots (canonical): the working directory and the `--rw` paths.
     pub writable: Vec<PathBuf>,
+    /// Home directories inside a writable root (the working directory) that
+    /// no `--rw` names: read-only again.
+    pub read_only_homes: Vec<PathBuf>,
+    /// Writable roots inside those: writable again.
+    pub writable_again: Vec<PathBuf>,
     /// Read-only paths shown on top of the private `/tmp` (the helper's programs).
     pub visible: Vec<PathBuf>,
     /// Git directories inside writable roots: bound on themselves, so they
@@ -203,6 +208,13 @@ pub struct Layout {
     pub channel: Option<PathBuf>,
 }
 
+/// The helper's programs (the front, the core, the agent).
+const PROGRAMS: [&str; 3] = [
+    "git-credential-githosted",
+    "git-credential-githosted-core",
+    "git-credential-githosted-agent",
+];
+
 /// How deep below a writable root clones are looked for (`root/.git`,
 /// `root/a/.git`, `root/a/b/.git`).
 const GIT_SEARCH_DEPTH: usize = 2;
@@ -211,24 +223,44 @@ const GIT_SEARCH_BUDGET: usize = 2000;
 
 impl Layout {
     /// Resolves `spec` for a command starting in `cwd`, with this program's
-    /// directory `programs` and what to hide.
+    /// directory `programs`, what to hide, and the user's home directories
+    /// (`$HOME`, the user database's), which the working directory does not
+    /// make writable (a `--rw` may: the user said so).
     pub fn resolve(
         spec: &Spec,
         cwd: &Path,
         programs: Option<&Path>,
         hidden: Hidden,
+        homes: &[PathBuf],
     ) -> Result<Layout, SandboxError> {
         let cwd = std::fs::canonicalize(cwd)
             .map_err(|e| SandboxError::NoWorkingDir(format!("{}: {e}", cwd.display())))?;
-        let mut writable = vec![cwd];
+        let mut named = Vec::new();
         for path in &spec.writable {
             let real = std::fs::canonicalize(path).map_err(|_| {
                 SandboxError::NoSuchPath(crate::ui::printable(&path.to_string_lossy(), 200))
             })?;
-            writable.push(real);
+            named.push(real);
         }
+        let mut writable = named.clone();
+        writable.push(cwd);
         writable.sort();
         writable.dedup();
+        // A working directory that holds the home directory does not make it
+        // writable: home is read-only again unless a --rw names it (or above).
+        let mut read_only_homes: Vec<PathBuf> = homes
+            .iter()
+            .filter_map(|h| std::fs::canonicalize(h).ok())
+            .filter(|h| writable.iter().any(|w| h.starts_with(w)))
+            .filter(|h| !named.iter().any(|n| h.starts_with(n)))
+            .collect();
+        read_only_homes.sort();
+        read_only_homes.dedup();
+        let writable_again: Vec<PathBuf> = writable
+            .iter()
+            .filter(|w| read_only_homes.iter().any(|h| w.starts_with(h) && *w != h))
+            .cloned()
+            .collect();
         let mut git_dirs = Vec::new();
         for root in &writable {
             for dir in git_dirs_under(root) {
@@ -243,14 +275,27 @@ impl Layout {
         }
         protected.sort();
         protected.dedup();
-        let visible = programs
+        let visible: Vec<PathBuf> = programs
             .and_then(|p| std::fs::canonicalize(p).ok())
             .into_iter()
             .collect();
+        // The helper's own programs stay read-only even inside a writable root.
+        for dir in &visible {
+            if writable.iter().any(|w| dir.starts_with(w)) {
+                for name in PROGRAMS {
+                    let program = dir.join(name);
+                    if program.is_file() {
+                        protected.push(program);
+                    }
+                }
+            }
+        }
         let mut hidden = hidden;
         hidden.keep_existing();
         Ok(Layout {
             writable,
+            read_only_homes,
+            writable_again,
             visible,
             git_dirs,
             protected,
@@ -383,6 +428,19 @@ fn programs_dir() -> Option<PathBuf> {
         .and_then(|exe| exe.parent().map(Path::to_path_buf))
 }
 
+/// The user's home directories: `$HOME` and the user database's.
+#[cfg(unix)]
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+fn homes() -> Vec<PathBuf> {
+    let mut homes: Vec<PathBuf> = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    homes.extend(passwd_home(rustix::process::getuid().as_raw()));
+    homes
+}
+
 /// The home directory of `uid` in the user database.
 #[cfg(unix)]
 pub fn passwd_home(uid: u32) -> Option<PathBuf> {
@@ -443,7 +501,7 @@ impl Sandbox {
         let bwrap = find_on_path("bwrap").ok_or(SandboxError::NoBwrap)?;
         let hidden = hidden_here(spec.hidden.clone())?;
         let cwd = std::env::current_dir().map_err(|e| SandboxError::NoWorkingDir(e.to_string()))?;
-        let layout = Layout::resolve(&spec, &cwd, programs_dir().as_deref(), hidden)?;
+        let layout = Layout::resolve(&spec, &cwd, programs_dir().as_deref(), hidden, &homes())?;
         let mut sandbox = Sandbox {
             program: bwrap,
             options: options(&layout, true),
@@ -518,7 +576,7 @@ impl Sandbox {
         }
         let hidden = hidden_here(spec.hidden.clone())?;
         let cwd = std::env::current_dir().map_err(|e| SandboxError::NoWorkingDir(e.to_string()))?;
-        let layout = Layout::resolve(&spec, &cwd, programs_dir().as_deref(), hidden)?;
+        let layout = Layout::resolve(&spec, &cwd, programs_dir().as_deref(), hidden, &homes())?;
         let tmp = std::env::temp_dir().join(format!(
             "githosted-exec-{}-{}",
             std::process::id(),
@@ -611,6 +669,12 @@ pub fn options(layout: &Layout, disable_userns: bool) -> Vec<OsString> {
         add("--ro-bind", &[path, path]);
     }
     for path in &layout.writable {
+        add("--bind", &[path, path]);
+    }
+    for path in &layout.read_only_homes {
+        add("--ro-bind", &[path, path]);
+    }
+    for path in &layout.writable_again {
         add("--bind", &[path, path]);
     }
     // A mount point cannot be renamed or removed: `.git` stays where git
@@ -792,6 +856,13 @@ mod tests {
             .unwrap_or_else(|| panic!("{words:?} not in {o:?}"))
     }
 
+    /// Where `flag a b…` last appears in `o`.
+    fn last_at(o: &[String], words: &[&str]) -> usize {
+        o.windows(words.len())
+            .rposition(|w| w.iter().zip(words).all(|(a, b)| a == b))
+            .unwrap_or_else(|| panic!("{words:?} not in {o:?}"))
+    }
+
     #[test]
     fn dbus_paths_are_parsed_and_other_transports_refused() {
         assert_eq!(
@@ -890,7 +961,7 @@ mod tests {
             channel: Some(channel.clone()),
         };
         std::fs::create_dir_all(clone.join("hidden-dir")).unwrap();
-        let layout = Layout::resolve(&spec, &clone, Some(&root), spec.hidden.clone()).unwrap();
+        let layout = Layout::resolve(&spec, &clone, Some(&root), spec.hidden.clone(), &[]).unwrap();
         assert_eq!(layout.writable, vec![clone.clone(), extra.clone()]);
         let git = clone.join(".git");
         assert!(layout.git_dirs.contains(&git), "{layout:?}");
@@ -945,16 +1016,70 @@ mod tests {
             writable: vec![tmp.path().join("nope")],
             ..Spec::default()
         };
-        let err = Layout::resolve(&spec, tmp.path(), None, Hidden::default()).unwrap_err();
+        let err = Layout::resolve(&spec, tmp.path(), None, Hidden::default(), &[]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("--rw") && text.contains("nope"), "{text}");
         assert!(!text.contains('\n'));
     }
 
     #[test]
+    fn a_working_directory_holding_home_leaves_home_read_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let home = root.join("home");
+        let project = home.join("src/app");
+        std::fs::create_dir_all(&project).unwrap();
+        let homes = std::slice::from_ref(&home);
+        let spec = Spec {
+            writable: vec![project.clone()],
+            ..Spec::default()
+        };
+        let layout = Layout::resolve(&spec, &root, None, Hidden::default(), homes).unwrap();
+        assert_eq!(layout.read_only_homes, vec![home.clone()]);
+        assert_eq!(layout.writable_again, vec![project.clone()]);
+        let o = shown(&options(&layout, true));
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let rw_root = at(&o, &["--bind", &s(&root), &s(&root)]);
+        let ro_home = at(&o, &["--ro-bind", &s(&home), &s(&home)]);
+        let rw_project = last_at(&o, &["--bind", &s(&project), &s(&project)]);
+        assert!(rw_root < ro_home && ro_home < rw_project, "{o:?}");
+        // Starting in home itself: read-only too.
+        let layout =
+            Layout::resolve(&Spec::default(), &home, None, Hidden::default(), homes).unwrap();
+        assert_eq!(layout.read_only_homes, vec![home.clone()]);
+        assert!(layout.writable_again.is_empty());
+        // Unless a --rw names it.
+        let spec = Spec {
+            writable: vec![home.clone()],
+            ..Spec::default()
+        };
+        let layout = Layout::resolve(&spec, &project, None, Hidden::default(), homes).unwrap();
+        assert!(layout.read_only_homes.is_empty());
+    }
+
+    #[test]
+    fn the_helpers_programs_stay_read_only_inside_a_writable_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("git-credential-githosted-core"), "").unwrap();
+        let layout =
+            Layout::resolve(&Spec::default(), &root, Some(&bin), Hidden::default(), &[]).unwrap();
+        assert!(
+            layout
+                .protected
+                .contains(&bin.join("git-credential-githosted-core")),
+            "{layout:?}"
+        );
+    }
+
+    #[test]
     fn the_seatbelt_profile_allows_writes_only_to_the_writable_roots() {
         let layout = Layout {
             writable: vec![PathBuf::from("/Users/me/src/app")],
+            read_only_homes: vec![],
+            writable_again: vec![],
             visible: vec![],
             git_dirs: vec![PathBuf::from("/Users/me/src/app/.git")],
             protected: vec![],

@@ -880,6 +880,21 @@ if mv .git .git-moved 2>/dev/null; then echo git_moved=yes; mv .git-moved .git; 
         std::fs::read_to_string(allowed.join("x")).unwrap(),
         "\n# x\n"
     );
+
+    // Started in a directory that holds HOME: home stays read-only.
+    let mut cmd = std::process::Command::new(helper());
+    cmd.current_dir(outside.path())
+        .args(["--api-url", &url, "exec", "--repo", "acme/app", "--"])
+        .args(["sh", "-c", "printf x >> home/.bashrc; printf x > scratch"]);
+    world.run(cmd, None).assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(home.join(".bashrc")).unwrap(),
+        "# rc\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("scratch")).unwrap(),
+        "x"
+    );
 }
 
 /// Issue 17: on a terminal, the command under `exec` gets a terminal of its
