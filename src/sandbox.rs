@@ -264,7 +264,11 @@ impl Layout {
         let mut git_dirs = Vec::new();
         for root in &writable {
             for dir in git_dirs_under(root) {
-                git_dirs.push(dir);
+                // One outside every writable root is read-only already (and
+                // binding it on itself would make it writable).
+                if writable.iter().any(|w| dir.starts_with(w)) {
+                    git_dirs.push(dir);
+                }
             }
         }
         git_dirs.sort();
@@ -951,6 +955,15 @@ mod tests {
         std::fs::write(nested.join(".git"), "gitdir: ../../.git/worktrees/wt\n").unwrap();
         let extra = root.join("extra");
         std::fs::create_dir_all(&extra).unwrap();
+        // A worktree whose git directory is outside every writable root.
+        let elsewhere = root.join("elsewhere/.git/worktrees/x");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::create_dir_all(clone.join("wt2")).unwrap();
+        std::fs::write(
+            clone.join("wt2/.git"),
+            format!("gitdir: {}\n", elsewhere.display()),
+        )
+        .unwrap();
         let channel = root.join("channel");
         let spec = Spec {
             hidden: Hidden {
@@ -966,6 +979,14 @@ mod tests {
         let git = clone.join(".git");
         assert!(layout.git_dirs.contains(&git), "{layout:?}");
         assert!(layout.git_dirs.contains(&wt_git), "{layout:?}");
+        assert!(
+            layout
+                .git_dirs
+                .iter()
+                .chain(&layout.protected)
+                .all(|d| !d.starts_with(root.join("elsewhere"))),
+            "{layout:?}"
+        );
         for path in [
             git.join("config"),
             git.join("hooks"),
