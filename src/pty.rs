@@ -68,7 +68,7 @@ impl RawMode {
         let saved = tcgetattr(&fd)?;
         let mut raw = saved.clone();
         raw.make_raw();
-        tcsetattr(&fd, OptionalActions::Flush, &raw)?;
+        tcsetattr(&fd, OptionalActions::Drain, &raw)?;
         Ok(RawMode { fd, saved })
     }
 }
