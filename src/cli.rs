@@ -490,6 +490,9 @@ pub struct ExecArgs {
     /// Stop renewing the command's token after this many seconds [default: renew while it runs]
     #[arg(long, value_name = "SECS")]
     pub max_session: Option<u64>,
+    /// A directory or file the confined command may also write (repeatable; besides the directory it starts in and a private /tmp)
+    #[arg(long = "rw", value_name = "PATH")]
+    pub rw: Vec<std::path::PathBuf>,
     /// The command and its arguments (after `--`)
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,

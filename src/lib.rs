@@ -14,7 +14,7 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`], [`flags`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers (the broker's verifier), a CI job's ID token, a token broker, git, child processes, the terminal, Windows' users, pipes and job objects |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers (the broker's verifier), a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
 //! | 3 policy | [`plan`], [`minter`], [`cache`], [`policy`] | the one decision (where a token comes from, its key, agent or not); the one minter (a grant exchanged for a repo token, the workspace check); what is cached for how long, one mint per key; the broker's rules |
 //! | 4 transport | [`agent`], [`channel`] | the background process around the cache: socket or named pipe, peer checks, its wire; `exec`'s renewal channel to its command |
 //! | 5 use cases | [`issuer`], [`sandbox`], [`broker`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement; the CI token broker |
@@ -47,6 +47,8 @@ pub mod permission;
 pub mod plan;
 pub mod policy;
 pub mod protocol;
+#[cfg(unix)]
+pub mod pty;
 pub mod sandbox;
 pub mod secret;
 pub mod settings;

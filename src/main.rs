@@ -98,7 +98,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => {
             let settings = helper(for_person(&a.helper), scoped::EXEC_TTL_SECS)?;
             let max_session = a.max_session.map(std::time::Duration::from_secs);
-            return scoped::exec(&settings, &a.repos, &a.command, !a.no_isolate, max_session);
+            return scoped::exec(
+                &settings,
+                &a.repos,
+                &a.command,
+                !a.no_isolate,
+                &a.rw,
+                max_session,
+            );
         }
         Command::Configure(a) => {
             // Running it again keeps what it wrote before, unless told otherwise.

@@ -1,16 +1,25 @@
-//! `exec`'s confinement of the command (Linux, with bubblewrap).
+//! `exec`'s confinement of the command: an allow-list. On Linux with
+//! bubblewrap, on macOS with Seatbelt (`sandbox-exec`).
 //!
-//! The command runs in its own user, mount and pid namespaces, where:
-//! - the runtime directory (the agent's socket, the D-Bus session bus, keyring
-//!   and other user sockets), `/run/user/UID`, the agent's directory, the keyring
-//!   files and the D-Bus session socket named in `DBUS_SESSION_BUS_ADDRESS` are
-//!   empty (a tmpfs, or `/dev/null`, mounted over them);
+//! On Linux the command runs in its own user, mount and pid namespaces, where:
+//! - the whole filesystem is read-only (`--ro-bind / /`), but for the writable
+//!   roots: the directory the command starts in and each `--rw PATH`; `/tmp` is
+//!   a private empty tmpfs (`TMPDIR` points there);
+//! - inside each writable root, what runs later *outside* the sandbox stays
+//!   read-only: a clone's `.git/config`, `.git/hooks/` and `.git/info/` (and
+//!   those of the git directory a `.git` file names); `.git` itself cannot be
+//!   renamed away (objects, refs, the index and logs stay writable);
+//! - `/dev` is private (no other terminal of the user is there);
+//! - every directory an agent of the user can live in, the runtime directory,
+//!   `/run/user/UID`, the keyring files and the D-Bus session socket are empty
+//!   (a tmpfs, or `/dev/null`, mounted over them), whatever exec's own
+//!   environment says;
 //! - `/proc` shows only the command's own processes: `exec`, which holds the
 //!   workspace token, and every other process of the user are out of sight and
 //!   out of reach of ptrace and signals;
-//! - it has no controlling terminal (it cannot push keystrokes into the shell
-//!   that started `exec`) and cannot create further user namespaces (bwrap
-//!   0.8+);
+//! - the controlling terminal, if any, is the command's own pseudo-terminal
+//!   ([`crate::pty`]), or none (a new session); it cannot create further user
+//!   namespaces (bwrap 0.8+);
 //! - on kernels with Landlock ABI 6 (Linux 6.12+), it cannot connect to abstract
 //!   Unix sockets created outside (a D-Bus session listening on one).
 //!
@@ -42,22 +51,34 @@ pub enum SandboxError {
     )]
     DbusAddress(String),
     #[error(
-        "`exec` confines the command only on Linux (namespaces); here, run `exec --no-isolate` to accept that the command can reach your keychain, your agent and your other processes"
+        "`exec --rw {0}`: no such directory or file here; create it first, or leave out that --rw"
+    )]
+    NoSuchPath(String),
+    #[error(
+        "`exec` cannot find the directory it runs in ({0}); cd to an existing directory and run it again"
+    )]
+    NoWorkingDir(String),
+    #[error(
+        "`exec` confines the command only on Linux (namespaces) and macOS (Seatbelt); here, run `exec --no-isolate` to accept that the command can reach your keychain, your agent and your other processes"
     )]
     Unsupported,
 }
 
-/// A prepared confinement: bubblewrap and what it hides.
-#[derive(Debug)]
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-pub struct Sandbox {
-    bwrap: PathBuf,
-    /// bwrap's options before the command.
-    options: Vec<OsString>,
+/// What `exec` asks of the sandbox, beyond what it always does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// More the command must not read (a CI job's ID-token file).
+    pub hidden: Hidden,
+    /// `--rw` paths: writable inside, besides the working directory.
+    pub writable: Vec<PathBuf>,
+    /// A directory `exec` made (0700) that the command reaches read-write at
+    /// the same path, bound after everything else, so it shows through the
+    /// private `/tmp` and any hidden directory.
+    pub channel: Option<PathBuf>,
 }
 
-/// What the command must not see.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// What to hide.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Hidden {
     /// Directories replaced by an empty tmpfs.
     pub dirs: Vec<PathBuf>,
@@ -66,22 +87,26 @@ pub struct Hidden {
 }
 
 impl Hidden {
-    /// What to hide, from the environment (`var`) and the user's uid.
+    /// What to hide, from the environment (`var`), the user's uid and home
+    /// directory in the user database (`passwd_home`, which an agent started
+    /// by cron or `su` takes as HOME).
     pub fn from_env(
         var: impl Fn(&str) -> Option<OsString>,
         uid: u32,
+        passwd_home: Option<&Path>,
     ) -> Result<Hidden, SandboxError> {
-        let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let mut dirs = Vec::new();
-        if let Some(runtime) = path("XDG_RUNTIME_DIR") {
+        if let Some(runtime) = path_var(&var, "XDG_RUNTIME_DIR") {
             dirs.push(runtime);
         }
         dirs.push(PathBuf::from(format!("/run/user/{uid}")));
-        if let Ok(agent) = crate::agent::dir() {
-            dirs.push(agent);
-        }
-        let data = path("XDG_DATA_HOME").or_else(|| path("HOME").map(|h| h.join(".local/share")));
-        if let Some(data) = data {
+        dirs.extend(agent_dirs(&var, passwd_home));
+        let homes = path_var(&var, "HOME")
+            .into_iter()
+            .chain(passwd_home.map(Path::to_path_buf));
+        let mut data: Vec<PathBuf> = homes.map(|h| h.join(".local/share")).collect();
+        data.extend(path_var(&var, "XDG_DATA_HOME"));
+        for data in data {
             // gnome-keyring's and KWallet's files.
             dirs.push(data.join("keyrings"));
             dirs.push(data.join("kwalletd"));
@@ -104,9 +129,36 @@ impl Hidden {
         self.dirs
             .retain(|d| !dirs.iter().any(|o| o != d && d.starts_with(o)));
         self.files.retain(|f| f.exists());
+        self.files.sort();
+        self.files.dedup();
         self.files
             .retain(|f| !dirs.iter().any(|o| f.starts_with(o)));
     }
+}
+
+fn path_var(var: &impl Fn(&str) -> Option<OsString>, name: &str) -> Option<PathBuf> {
+    var(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// Every directory an agent of this user can live in, whatever environment it
+/// was started with: `$XDG_RUNTIME_DIR/…`, `$XDG_CACHE_HOME/…`,
+/// `~/.cache/…` (of `$HOME` and of the user database), and the temporary
+/// directory's.
+pub fn agent_dirs(
+    var: &impl Fn(&str) -> Option<OsString>,
+    passwd_home: Option<&Path>,
+) -> Vec<PathBuf> {
+    let name = crate::agent::DIR_NAME;
+    let mut bases: Vec<PathBuf> = Vec::new();
+    bases.extend(path_var(var, "XDG_RUNTIME_DIR"));
+    bases.extend(path_var(var, "XDG_CACHE_HOME"));
+    bases.extend(path_var(var, "HOME").map(|h| h.join(".cache")));
+    bases.extend(passwd_home.map(|h| h.join(".cache")));
+    bases.extend(path_var(var, "TMPDIR"));
+    bases.push(PathBuf::from("/tmp"));
+    let mut dirs: Vec<PathBuf> = bases.into_iter().map(|b| b.join(name)).collect();
+    dirs.dedup();
+    dirs
 }
 
 /// The socket paths of a D-Bus address (`unix:path=…;…`); any transport that
@@ -134,30 +186,335 @@ pub fn dbus_socket_paths(address: &str) -> Result<Vec<PathBuf>, SandboxError> {
     Ok(paths)
 }
 
+/// The sandbox's filesystem, resolved: the input of [`options`] and
+/// [`seatbelt_profile`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Writable roots (canonical): the working directory and the `--rw` paths.
+    pub writable: Vec<PathBuf>,
+    /// Home directories inside a writable root (the working directory) that
+    /// no `--rw` names: read-only again.
+    pub read_only_homes: Vec<PathBuf>,
+    /// Writable roots inside those: writable again.
+    pub writable_again: Vec<PathBuf>,
+    /// Read-only paths shown on top of the private `/tmp` (the helper's programs).
+    pub visible: Vec<PathBuf>,
+    /// Git directories inside writable roots: bound on themselves, so they
+    /// cannot be renamed away.
+    pub git_dirs: Vec<PathBuf>,
+    /// Re-bound read-only inside writable roots (git's config, hooks, info).
+    pub protected: Vec<PathBuf>,
+    pub hidden: Hidden,
+    pub channel: Option<PathBuf>,
+}
+
+/// The helper's programs (the front, the core, the agent).
+const PROGRAMS: [&str; 3] = [
+    "git-credential-githosted",
+    "git-credential-githosted-core",
+    "git-credential-githosted-agent",
+];
+
+/// How deep below a writable root clones are looked for (`root/.git`,
+/// `root/a/.git`, `root/a/b/.git`).
+const GIT_SEARCH_DEPTH: usize = 2;
+/// At most this many directories are read looking for clones, per root.
+const GIT_SEARCH_BUDGET: usize = 2000;
+
+impl Layout {
+    /// Resolves `spec` for a command starting in `cwd`, with this program's
+    /// directory `programs`, what to hide, and the user's home directories
+    /// (`$HOME`, the user database's), which the working directory does not
+    /// make writable (a `--rw` may: the user said so).
+    pub fn resolve(
+        spec: &Spec,
+        cwd: &Path,
+        programs: Option<&Path>,
+        hidden: Hidden,
+        homes: &[PathBuf],
+    ) -> Result<Layout, SandboxError> {
+        let cwd = std::fs::canonicalize(cwd)
+            .map_err(|e| SandboxError::NoWorkingDir(format!("{}: {e}", cwd.display())))?;
+        let mut named = Vec::new();
+        for path in &spec.writable {
+            let real = std::fs::canonicalize(path).map_err(|_| {
+                SandboxError::NoSuchPath(crate::ui::printable(&path.to_string_lossy(), 200))
+            })?;
+            named.push(real);
+        }
+        let mut writable = named.clone();
+        writable.push(cwd);
+        writable.sort();
+        writable.dedup();
+        // A working directory that holds the home directory does not make it
+        // writable: home is read-only again unless a --rw names it (or above).
+        let mut read_only_homes: Vec<PathBuf> = homes
+            .iter()
+            .filter_map(|h| std::fs::canonicalize(h).ok())
+            .filter(|h| writable.iter().any(|w| h.starts_with(w)))
+            .filter(|h| !named.iter().any(|n| h.starts_with(n)))
+            .collect();
+        read_only_homes.sort();
+        read_only_homes.dedup();
+        let writable_again: Vec<PathBuf> = writable
+            .iter()
+            .filter(|w| read_only_homes.iter().any(|h| w.starts_with(h) && *w != h))
+            .cloned()
+            .collect();
+        let mut git_dirs = Vec::new();
+        for root in &writable {
+            for dir in git_dirs_under(root) {
+                // One outside every writable root is read-only already (and
+                // binding it on itself would make it writable).
+                if writable.iter().any(|w| dir.starts_with(w)) {
+                    git_dirs.push(dir);
+                }
+            }
+        }
+        git_dirs.sort();
+        git_dirs.dedup();
+        let mut protected = Vec::new();
+        for dir in &git_dirs {
+            protected.extend(git_metadata(dir));
+        }
+        protected.sort();
+        protected.dedup();
+        let visible: Vec<PathBuf> = programs
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .into_iter()
+            .collect();
+        // The helper's own programs stay read-only even inside a writable root.
+        for dir in &visible {
+            if writable.iter().any(|w| dir.starts_with(w)) {
+                for name in PROGRAMS {
+                    let program = dir.join(name);
+                    if program.is_file() {
+                        protected.push(program);
+                    }
+                }
+            }
+        }
+        let mut hidden = hidden;
+        hidden.keep_existing();
+        Ok(Layout {
+            writable,
+            read_only_homes,
+            writable_again,
+            visible,
+            git_dirs,
+            protected,
+            hidden,
+            channel: spec.channel.clone(),
+        })
+    }
+}
+
+/// The git directories of the clones in `root` and a little below it (the
+/// target of a `.git` file, and a worktree's common directory, too).
+fn git_dirs_under(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut budget = GIT_SEARCH_BUDGET;
+    let mut level = vec![root.to_path_buf()];
+    for depth in 0..=GIT_SEARCH_DEPTH {
+        let mut next = Vec::new();
+        for dir in level {
+            let dot_git = dir.join(".git");
+            if let Ok(meta) = std::fs::symlink_metadata(&dot_git) {
+                if meta.is_dir() {
+                    found.push(dot_git.clone());
+                } else if let Some(target) = gitdir_of_file(&dot_git) {
+                    found.push(target);
+                }
+            }
+            if depth == GIT_SEARCH_DEPTH {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if budget == 0 {
+                    break;
+                }
+                budget -= 1;
+                let name = entry.file_name();
+                if name == ".git" {
+                    continue;
+                }
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    next.push(entry.path());
+                }
+            }
+        }
+        level = next;
+    }
+    let mut with_common = Vec::new();
+    for dir in found {
+        // A worktree's or submodule's git directory names its common one.
+        if let Ok(common) = std::fs::read_to_string(dir.join("commondir")) {
+            let common = dir.join(common.trim());
+            if let Ok(common) = std::fs::canonicalize(common) {
+                with_common.push(common);
+            }
+        }
+        // Submodules' git directories.
+        if let Ok(entries) = std::fs::read_dir(dir.join("modules")) {
+            for entry in entries.flatten().take(GIT_SEARCH_BUDGET) {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    with_common.push(entry.path());
+                }
+            }
+        }
+        if let Ok(dir) = std::fs::canonicalize(&dir) {
+            with_common.push(dir);
+        }
+    }
+    with_common
+}
+
+/// The directory a `.git` file names (`gitdir: PATH`, relative to the file).
+fn gitdir_of_file(file: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let target = text.lines().next()?.strip_prefix("gitdir:")?.trim();
+    let base = file.parent()?;
+    std::fs::canonicalize(base.join(target)).ok()
+}
+
+/// What, in git directory `dir`, runs or configures what runs outside the
+/// sandbox later: its config, hooks and info (`hooks/` and `info/` are made
+/// when missing, so that the command cannot make them).
+fn git_metadata(dir: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for name in ["hooks", "info"] {
+        let path = dir.join(name);
+        if !path.exists() {
+            let _ = std::fs::create_dir(&path);
+        }
+        if path.is_dir() {
+            paths.push(path);
+        }
+    }
+    for name in ["config", "config.worktree"] {
+        let path = dir.join(name);
+        if path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+/// A prepared confinement: the program that confines (bubblewrap, or
+/// `sandbox-exec`) and its options.
+#[derive(Debug)]
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+pub struct Sandbox {
+    program: PathBuf,
+    /// Options before the command.
+    options: Vec<OsString>,
+    cwd: PathBuf,
+    /// macOS: the command's private temporary directory (removed on drop).
+    private_tmp: Option<PathBuf>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.private_tmp {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
+    }
+}
+
+/// This program's directory (where its sibling programs live).
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+fn programs_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+}
+
+/// The user's home directories: `$HOME` and the user database's.
+#[cfg(unix)]
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+fn homes() -> Vec<PathBuf> {
+    let mut homes: Vec<PathBuf> = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    homes.extend(passwd_home(rustix::process::getuid().as_raw()));
+    homes
+}
+
+/// The home directory of `uid` in the user database.
+#[cfg(unix)]
+pub fn passwd_home(uid: u32) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length it is
+    // given) and sets `result` to null or to `&pwd`; `pw_dir` points into
+    // `buf`, which outlives its use here.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            uid,
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        );
+        if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr(pwd.pw_dir);
+        let dir = std::ffi::OsStr::from_bytes(dir.to_bytes());
+        (!dir.is_empty()).then(|| PathBuf::from(dir))
+    }
+}
+
+/// Works out what to hide for this user (making the agent directories that
+/// do not exist yet, so an agent started while the command runs is hidden too).
+#[cfg(unix)]
+#[cfg_attr(not(any(target_os = "linux", target_os = "macos")), allow(dead_code))]
+fn hidden_here(also: Hidden) -> Result<Hidden, SandboxError> {
+    let uid = rustix::process::getuid().as_raw();
+    let home = passwd_home(uid);
+    let var = |name: &str| std::env::var_os(name);
+    for dir in agent_dirs(&var, home.as_deref()) {
+        // Not in shared temporary directories: someone else could own the name.
+        if dir.starts_with("/tmp") || path_var(&var, "TMPDIR").is_some_and(|t| dir.starts_with(t)) {
+            continue;
+        }
+        if let Err(e) = crate::agent::AgentDir::open_at(&dir) {
+            tracing::debug!("no agent directory to hide at {}: {e}", dir.display());
+        }
+    }
+    let mut hidden = Hidden::from_env(var, uid, home.as_deref())?;
+    hidden.dirs.extend(also.dirs);
+    hidden.files.extend(also.files);
+    hidden.keep_existing();
+    Ok(hidden)
+}
+
 #[cfg(target_os = "linux")]
 impl Sandbox {
-    /// Finds bubblewrap, works out what to hide and checks that namespaces can
-    /// be made here, so `exec` refuses before it mints anything. `also`: more
-    /// the command must not read (a CI job's ID-token file).
-    pub fn prepare(also: Hidden) -> Result<Sandbox, SandboxError> {
+    /// Finds bubblewrap, works out what is writable and what is hidden, and
+    /// checks that namespaces can be made here, so `exec` refuses before it
+    /// mints anything.
+    pub fn prepare(spec: Spec) -> Result<Sandbox, SandboxError> {
         let bwrap = find_on_path("bwrap").ok_or(SandboxError::NoBwrap)?;
-        let uid = rustix::process::getuid().as_raw();
-        // Hidden only if it exists: an agent started after this must not be
-        // reachable inside, so its directory is made now.
-        if let Err(e) = crate::agent::AgentDir::open() {
-            tracing::debug!("no agent directory to hide: {e}");
-        }
-        let mut hidden = Hidden::from_env(|name| std::env::var_os(name), uid)?;
-        hidden.dirs.extend(also.dirs);
-        hidden.files.extend(also.files);
-        hidden.keep_existing();
+        let hidden = hidden_here(spec.hidden.clone())?;
+        let cwd = std::env::current_dir().map_err(|e| SandboxError::NoWorkingDir(e.to_string()))?;
+        let layout = Layout::resolve(&spec, &cwd, programs_dir().as_deref(), hidden, &homes())?;
         let mut sandbox = Sandbox {
-            bwrap,
-            options: options(&hidden, true),
+            program: bwrap,
+            options: options(&layout, true),
+            cwd,
+            private_tmp: None,
         };
         if let Err(first) = sandbox.probe() {
             // bubblewrap before 0.8 has no --disable-userns: do without it.
-            sandbox.options = options(&hidden, false);
+            sandbox.options = options(&layout, false);
             sandbox.probe().map_err(|_| first)?;
         }
         Ok(sandbox)
@@ -166,8 +523,9 @@ impl Sandbox {
     /// Runs `true` (this binary's `--version`) in the sandbox once.
     fn probe(&self) -> Result<(), SandboxError> {
         let exe = std::env::current_exe().map_err(|e| SandboxError::Unavailable(e.to_string()))?;
-        let out = std::process::Command::new(&self.bwrap)
+        let out = std::process::Command::new(&self.program)
             .args(&self.options)
+            .arg("--new-session")
             .arg("--")
             .arg(exe)
             .arg("--version")
@@ -183,16 +541,26 @@ impl Sandbox {
     }
 
     /// The bubblewrap command that runs `command` under `sandbox-init`;
-    /// bubblewrap writes its JSON info (with `child-pid`) to `info_fd`.
-    pub fn command(&self, exe: &Path, info_fd: i32, command: &[String]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.bwrap);
+    /// bubblewrap writes its JSON info (with `child-pid`) to `info_fd`. With
+    /// `own_terminal`, `exec` made the command's controlling terminal (a
+    /// pseudo-terminal of its own); without, it gets a new session and none.
+    pub fn command(
+        &self,
+        exe: &Path,
+        info_fd: Option<i32>,
+        command: &[String],
+        own_terminal: bool,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
         cmd.args(&self.options);
-        if let Ok(cwd) = std::env::current_dir() {
-            cmd.arg("--chdir").arg(cwd);
+        if !own_terminal {
+            cmd.arg("--new-session");
         }
-        cmd.arg("--info-fd")
-            .arg(info_fd.to_string())
-            .arg("--")
+        cmd.arg("--chdir").arg(&self.cwd);
+        if let Some(fd) = info_fd {
+            cmd.arg("--info-fd").arg(fd.to_string());
+        }
+        cmd.arg("--")
             .arg(exe)
             .arg(INIT_COMMAND)
             .arg("--")
@@ -201,33 +569,88 @@ impl Sandbox {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
 impl Sandbox {
-    pub fn prepare(_: Hidden) -> Result<Sandbox, SandboxError> {
-        Err(SandboxError::Unsupported)
+    /// Writes the Seatbelt profile for this command (not run on a Mac yet:
+    /// see the README).
+    pub fn prepare(spec: Spec) -> Result<Sandbox, SandboxError> {
+        let program = PathBuf::from("/usr/bin/sandbox-exec");
+        if !program.is_file() {
+            return Err(SandboxError::Unsupported);
+        }
+        let hidden = hidden_here(spec.hidden.clone())?;
+        let cwd = std::env::current_dir().map_err(|e| SandboxError::NoWorkingDir(e.to_string()))?;
+        let layout = Layout::resolve(&spec, &cwd, programs_dir().as_deref(), hidden, &homes())?;
+        let tmp = std::env::temp_dir().join(format!(
+            "githosted-exec-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&tmp)
+                .map_err(|e| SandboxError::Unavailable(e.to_string()))?;
+        }
+        let tmp = std::fs::canonicalize(&tmp).unwrap_or(tmp);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let profile = seatbelt_profile(&layout, &tmp, home.as_deref());
+        Ok(Sandbox {
+            program,
+            options: vec!["-p".into(), profile.into()],
+            cwd,
+            private_tmp: Some(tmp),
+        })
     }
 
-    pub fn command(&self, _: &Path, _: i32, _: &[String]) -> std::process::Command {
-        std::process::Command::new(&self.bwrap)
+    /// `sandbox-exec -p PROFILE CMD…` (no process 1 of our own on macOS).
+    pub fn command(
+        &self,
+        _exe: &Path,
+        _info_fd: Option<i32>,
+        command: &[String],
+        _own_terminal: bool,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.options).args(command);
+        cmd.current_dir(&self.cwd);
+        if let Some(tmp) = &self.private_tmp {
+            cmd.env("TMPDIR", tmp);
+        }
+        cmd
     }
 }
 
-/// bubblewrap's options for these hidden paths.
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+impl Sandbox {
+    pub fn prepare(_: Spec) -> Result<Sandbox, SandboxError> {
+        Err(SandboxError::Unsupported)
+    }
+
+    pub fn command(
+        &self,
+        _: &Path,
+        _: Option<i32>,
+        _: &[String],
+        _: bool,
+    ) -> std::process::Command {
+        std::process::Command::new(&self.program)
+    }
+}
+
+/// bubblewrap's options for `layout` (without `--new-session`, which
+/// [`Sandbox::command`] adds when the command has no terminal of its own).
+/// Order matters: later mounts cover earlier ones.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn options(hidden: &Hidden, disable_userns: bool) -> Vec<OsString> {
+pub fn options(layout: &Layout, disable_userns: bool) -> Vec<OsString> {
     let mut o: Vec<OsString> = [
         "--unshare-user",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-cgroup-try",
         "--die-with-parent",
-        "--new-session",
         "--as-pid-1",
-        "--dev-bind",
-        "/",
-        "/",
-        "--proc",
-        "/proc",
     ]
     .iter()
     .map(OsString::from)
@@ -235,14 +658,128 @@ fn options(hidden: &Hidden, disable_userns: bool) -> Vec<OsString> {
     if disable_userns {
         o.push("--disable-userns".into());
     }
-    for dir in &hidden.dirs {
-        o.push("--tmpfs".into());
-        o.push(dir.into());
+    let mut add = |flag: &str, paths: &[&Path]| {
+        o.push(flag.into());
+        o.extend(paths.iter().map(|p| OsString::from(p.as_os_str())));
+    };
+    // Everything read-only; a private /dev, /proc and /tmp.
+    add("--ro-bind", &[Path::new("/"), Path::new("/")]);
+    add("--dev", &[Path::new("/dev")]);
+    add("--proc", &[Path::new("/proc")]);
+    add("--tmpfs", &[Path::new("/tmp")]);
+    add("--setenv", &[Path::new("TMPDIR"), Path::new("/tmp")]);
+    // The helper's own programs, where they live (even under /tmp).
+    for path in &layout.visible {
+        add("--ro-bind", &[path, path]);
     }
-    for file in &hidden.files {
-        o.extend(["--ro-bind".into(), "/dev/null".into(), file.into()]);
+    for path in &layout.writable {
+        add("--bind", &[path, path]);
+    }
+    for path in &layout.read_only_homes {
+        add("--ro-bind", &[path, path]);
+    }
+    for path in &layout.writable_again {
+        add("--bind", &[path, path]);
+    }
+    // A mount point cannot be renamed or removed: `.git` stays where git
+    // outside will look, with its config, hooks and info read-only.
+    for path in &layout.git_dirs {
+        add("--bind", &[path, path]);
+    }
+    for path in &layout.protected {
+        add("--ro-bind", &[path, path]);
+    }
+    for dir in &layout.hidden.dirs {
+        add("--tmpfs", &[dir]);
+    }
+    for file in &layout.hidden.files {
+        add("--ro-bind", &[Path::new("/dev/null"), file]);
+    }
+    if let Some(channel) = &layout.channel {
+        add("--bind", &[channel, channel]);
     }
     o
+}
+
+/// The Seatbelt profile (macOS `sandbox-exec -p`) for `layout`: writes only
+/// under the writable roots, the private temporary directory `tmp` and the
+/// channel, never to git's config, hooks and info; no keychain files, agent
+/// directories or hidden paths; no Security server; no other terminal.
+pub fn seatbelt_profile(layout: &Layout, tmp: &Path, home: Option<&Path>) -> String {
+    fn quoted(path: &Path) -> String {
+        let text = path.to_string_lossy();
+        let mut out = String::with_capacity(text.len() + 2);
+        out.push('"');
+        for c in text.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+        out
+    }
+    let subpaths = |paths: &mut dyn Iterator<Item = &Path>| -> String {
+        paths
+            .map(|p| format!(" (subpath {})", quoted(p)))
+            .collect::<String>()
+    };
+    let mut p = String::new();
+    p.push_str("(version 1)\n(allow default)\n");
+    p.push_str("(deny file-write*)\n");
+    p.push_str("(allow file-write*");
+    p.push_str(&subpaths(
+        &mut layout
+            .writable
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(std::iter::once(tmp)),
+    ));
+    p.push_str(" (literal \"/dev/null\") (literal \"/dev/zero\") (literal \"/dev/tty\") (literal \"/dev/dtracehelper\"))\n");
+    let git: Vec<String> = layout
+        .git_dirs
+        .iter()
+        .flat_map(|d| {
+            [
+                format!(" (literal {})", quoted(&d.join("config"))),
+                format!(" (literal {})", quoted(&d.join("config.worktree"))),
+                format!(" (literal {})", quoted(&d.join("commondir"))),
+                format!(" (subpath {})", quoted(&d.join("hooks"))),
+                format!(" (subpath {})", quoted(&d.join("info"))),
+            ]
+        })
+        .collect();
+    if !git.is_empty() {
+        p.push_str("(deny file-write*");
+        p.push_str(&git.concat());
+        p.push_str(")\n");
+    }
+    let mut secret: Vec<PathBuf> = Vec::new();
+    if let Some(home) = home {
+        secret.push(home.join("Library/Keychains"));
+    }
+    secret.push(PathBuf::from("/Library/Keychains"));
+    secret.extend(layout.hidden.dirs.iter().cloned());
+    p.push_str("(deny file-read* file-write*");
+    p.push_str(&subpaths(&mut secret.iter().map(PathBuf::as_path)));
+    for file in &layout.hidden.files {
+        p.push_str(&format!(" (literal {})", quoted(file)));
+    }
+    p.push_str(")\n");
+    // Other terminals of the user; the command's own is open already.
+    p.push_str(
+        "(deny file-read* file-write* (regex #\"^/dev/ttys[0-9]+$\") (regex #\"^/dev/pty\"))\n",
+    );
+    p.push_str(
+        "(deny mach-lookup (global-name \"com.apple.SecurityServer\") (global-name \"com.apple.securityd\") (global-name \"com.apple.security.agent\"))\n",
+    );
+    if let Some(channel) = &layout.channel {
+        p.push_str(&format!(
+            "(allow file-read* file-write* (subpath {}))\n",
+            quoted(channel)
+        ));
+    }
+    p
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -255,9 +792,13 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 /// Process 1 inside the sandbox: restrict IPC to the sandbox where the kernel
 /// can, start the command, pass signals on, reap, and exit with its status.
+/// When the sandbox has a controlling terminal (`exec`'s pseudo-terminal), the
+/// command gets a process group of its own in the terminal's foreground, so
+/// Ctrl-C reaches it (and not bubblewrap).
 #[cfg(unix)]
 pub fn init(command: &[String]) -> anyhow::Result<std::process::ExitCode> {
     use anyhow::Context;
+    use std::os::unix::process::CommandExt;
     let Some((program, args)) = command.split_first() else {
         anyhow::bail!("{INIT_COMMAND}: no command");
     };
@@ -265,6 +806,7 @@ pub fn init(command: &[String]) -> anyhow::Result<std::process::ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let on_terminal = crate::pty::stdin_is_controlling_terminal();
     runtime.block_on(async {
         let mut forwarding = crate::supervise::Forwarding::install()?;
         let mut cmd = std::process::Command::new(program);
@@ -272,6 +814,12 @@ pub fn init(command: &[String]) -> anyhow::Result<std::process::ExitCode> {
         // `main` took the (repo) token out of our environment: hand it on.
         if let Some(token) = crate::keychain::env_token() {
             cmd.env(crate::keychain::ENV_TOKEN, token.expose());
+        }
+        if on_terminal {
+            // SAFETY: only async-signal-safe system calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(crate::pty::take_foreground);
+            }
         }
         let child = cmd
             .spawn()
@@ -297,9 +845,27 @@ fn scope_ipc() {
 #[cfg(all(unix, not(target_os = "linux")))]
 fn scope_ipc() {}
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    fn shown(o: &[OsString]) -> Vec<String> {
+        o.iter().map(|s| s.to_string_lossy().into_owned()).collect()
+    }
+
+    /// Where `flag a b…` first appears in `o`.
+    fn at(o: &[String], words: &[&str]) -> usize {
+        o.windows(words.len())
+            .position(|w| w.iter().zip(words).all(|(a, b)| a == b))
+            .unwrap_or_else(|| panic!("{words:?} not in {o:?}"))
+    }
+
+    /// Where `flag a b…` last appears in `o`.
+    fn last_at(o: &[String], words: &[&str]) -> usize {
+        o.windows(words.len())
+            .rposition(|w| w.iter().zip(words).all(|(a, b)| a == b))
+            .unwrap_or_else(|| panic!("{words:?} not in {o:?}"))
+    }
 
     #[test]
     fn dbus_paths_are_parsed_and_other_transports_refused() {
@@ -326,13 +892,25 @@ mod tests {
     }
 
     #[test]
-    fn hides_runtime_agent_keyrings_and_the_bus_socket() {
+    fn hides_runtime_every_agent_dir_keyrings_and_the_bus_socket() {
         let tmp = tempfile::tempdir().unwrap();
         let run = tmp.path().join("run");
         let home = tmp.path().join("home");
+        let passwd_home = tmp.path().join("passwd-home");
         let keyrings = home.join(".local/share/keyrings");
-        std::fs::create_dir_all(&run).unwrap();
-        std::fs::create_dir_all(&keyrings).unwrap();
+        let cache = tmp.path().join("cache");
+        let agent_in_cache = cache.join(crate::agent::DIR_NAME);
+        let agent_in_home = home.join(".cache").join(crate::agent::DIR_NAME);
+        let agent_in_passwd_home = passwd_home.join(".cache").join(crate::agent::DIR_NAME);
+        for dir in [
+            &run,
+            &keyrings,
+            &agent_in_cache,
+            &agent_in_home,
+            &agent_in_passwd_home,
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
         let bus = tmp.path().join("bus");
         std::fs::write(&bus, b"").unwrap();
         let inside = run.join("bus");
@@ -341,26 +919,235 @@ mod tests {
         let var = |name: &str| -> Option<OsString> {
             match name {
                 "XDG_RUNTIME_DIR" => Some(run.clone().into()),
+                "XDG_CACHE_HOME" => Some(cache.clone().into()),
                 "HOME" => Some(home.clone().into()),
                 "DBUS_SESSION_BUS_ADDRESS" => Some(address.clone().into()),
                 _ => None,
             }
         };
-        let hidden = Hidden::from_env(var, u32::MAX).unwrap();
-        assert!(hidden.dirs.contains(&run), "{hidden:?}");
-        assert!(hidden.dirs.contains(&keyrings), "{hidden:?}");
+        let hidden = Hidden::from_env(var, u32::MAX, Some(&passwd_home)).unwrap();
+        for dir in [
+            &run,
+            &keyrings,
+            &agent_in_cache,
+            &agent_in_home,
+            &agent_in_passwd_home,
+        ] {
+            assert!(hidden.dirs.contains(dir), "{dir:?} in {hidden:?}");
+        }
         // The bus in the runtime dir is hidden with it; the other one by itself.
         assert_eq!(hidden.files, vec![bus]);
-        let o = options(&hidden, true);
-        let shown: Vec<String> = o.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+    }
+
+    #[test]
+    fn the_filesystem_is_read_only_but_the_writable_roots_and_git_metadata_stays_read_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let clone = root.join("clone");
+        std::fs::create_dir_all(clone.join(".git/objects")).unwrap();
+        std::fs::write(clone.join(".git/config"), "[core]\n").unwrap();
+        // A worktree elsewhere, whose .git is a file naming its git directory.
+        let nested = clone.join("sub/wt");
+        let wt_git = clone.join(".git/worktrees/wt");
+        std::fs::create_dir_all(&nested).unwrap();
+        std::fs::create_dir_all(&wt_git).unwrap();
+        std::fs::write(wt_git.join("commondir"), "../..\n").unwrap();
+        std::fs::write(nested.join(".git"), "gitdir: ../../.git/worktrees/wt\n").unwrap();
+        let extra = root.join("extra");
+        std::fs::create_dir_all(&extra).unwrap();
+        // A worktree whose git directory is outside every writable root.
+        let elsewhere = root.join("elsewhere/.git/worktrees/x");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::create_dir_all(clone.join("wt2")).unwrap();
+        std::fs::write(
+            clone.join("wt2/.git"),
+            format!("gitdir: {}\n", elsewhere.display()),
+        )
+        .unwrap();
+        let channel = root.join("channel");
+        let spec = Spec {
+            hidden: Hidden {
+                dirs: vec![clone.join("hidden-dir")],
+                files: vec![],
+            },
+            writable: vec![extra.clone()],
+            channel: Some(channel.clone()),
+        };
+        std::fs::create_dir_all(clone.join("hidden-dir")).unwrap();
+        let layout = Layout::resolve(&spec, &clone, Some(&root), spec.hidden.clone(), &[]).unwrap();
+        assert_eq!(layout.writable, vec![clone.clone(), extra.clone()]);
+        let git = clone.join(".git");
+        assert!(layout.git_dirs.contains(&git), "{layout:?}");
+        assert!(layout.git_dirs.contains(&wt_git), "{layout:?}");
+        assert!(
+            layout
+                .git_dirs
+                .iter()
+                .chain(&layout.protected)
+                .all(|d| !d.starts_with(root.join("elsewhere"))),
+            "{layout:?}"
+        );
+        for path in [
+            git.join("config"),
+            git.join("hooks"),
+            git.join("info"),
+            wt_git.join("hooks"),
+        ] {
+            assert!(layout.protected.contains(&path), "{path:?} in {layout:?}");
+        }
+        // hooks/ and info/ are made, so the command cannot make them.
+        assert!(git.join("hooks").is_dir() && git.join("info").is_dir());
+
+        let o = shown(&options(&layout, true));
+        assert!(!o.iter().any(|s| s == "--dev-bind"), "{o:?}");
+        assert!(!o.iter().any(|s| s == "--new-session"), "{o:?}");
         for flag in [
             "--unshare-user",
             "--unshare-pid",
-            "--new-session",
             "--die-with-parent",
             "--disable-userns",
         ] {
-            assert!(shown.iter().any(|s| s == flag), "{flag} in {shown:?}");
+            assert!(o.iter().any(|s| s == flag), "{flag} in {o:?}");
         }
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let ro_root = at(&o, &["--ro-bind", "/", "/"]);
+        let dev = at(&o, &["--dev", "/dev"]);
+        let tmp_fs = at(&o, &["--tmpfs", "/tmp"]);
+        let programs = at(&o, &["--ro-bind", &s(&root), &s(&root)]);
+        let rw_clone = at(&o, &["--bind", &s(&clone), &s(&clone)]);
+        let rw_extra = at(&o, &["--bind", &s(&extra), &s(&extra)]);
+        let git_bind = at(&o, &["--bind", &s(&git), &s(&git)]);
+        let config = s(&git.join("config"));
+        let ro_config = at(&o, &["--ro-bind", &config, &config]);
+        let hidden = s(&clone.join("hidden-dir"));
+        let hide = at(&o, &["--tmpfs", &hidden]);
+        let chan = at(&o, &["--bind", &s(&channel), &s(&channel)]);
+        assert!(ro_root < dev && dev < tmp_fs && tmp_fs < programs);
+        assert!(programs < rw_clone && rw_clone < git_bind && rw_extra < git_bind);
+        assert!(git_bind < ro_config && ro_config < hide);
+        // The channel is bound last of all.
+        assert_eq!(chan + 3, o.len(), "{o:?}");
+        assert_eq!(o[at(&o, &["--setenv", "TMPDIR"]) + 2], "/tmp");
+    }
+
+    #[test]
+    fn a_missing_rw_path_is_refused_in_one_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = Spec {
+            writable: vec![tmp.path().join("nope")],
+            ..Spec::default()
+        };
+        let err = Layout::resolve(&spec, tmp.path(), None, Hidden::default(), &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--rw") && text.contains("nope"), "{text}");
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn a_working_directory_holding_home_leaves_home_read_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let home = root.join("home");
+        let project = home.join("src/app");
+        std::fs::create_dir_all(&project).unwrap();
+        let homes = std::slice::from_ref(&home);
+        let spec = Spec {
+            writable: vec![project.clone()],
+            ..Spec::default()
+        };
+        let layout = Layout::resolve(&spec, &root, None, Hidden::default(), homes).unwrap();
+        assert_eq!(layout.read_only_homes, vec![home.clone()]);
+        assert_eq!(layout.writable_again, vec![project.clone()]);
+        let o = shown(&options(&layout, true));
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let rw_root = at(&o, &["--bind", &s(&root), &s(&root)]);
+        let ro_home = at(&o, &["--ro-bind", &s(&home), &s(&home)]);
+        let rw_project = last_at(&o, &["--bind", &s(&project), &s(&project)]);
+        assert!(rw_root < ro_home && ro_home < rw_project, "{o:?}");
+        // Starting in home itself: read-only too.
+        let layout =
+            Layout::resolve(&Spec::default(), &home, None, Hidden::default(), homes).unwrap();
+        assert_eq!(layout.read_only_homes, vec![home.clone()]);
+        assert!(layout.writable_again.is_empty());
+        // Unless a --rw names it.
+        let spec = Spec {
+            writable: vec![home.clone()],
+            ..Spec::default()
+        };
+        let layout = Layout::resolve(&spec, &project, None, Hidden::default(), homes).unwrap();
+        assert!(layout.read_only_homes.is_empty());
+    }
+
+    #[test]
+    fn the_helpers_programs_stay_read_only_inside_a_writable_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("git-credential-githosted-core"), "").unwrap();
+        let layout =
+            Layout::resolve(&Spec::default(), &root, Some(&bin), Hidden::default(), &[]).unwrap();
+        assert!(
+            layout
+                .protected
+                .contains(&bin.join("git-credential-githosted-core")),
+            "{layout:?}"
+        );
+    }
+
+    #[test]
+    fn the_seatbelt_profile_allows_writes_only_to_the_writable_roots() {
+        let layout = Layout {
+            writable: vec![PathBuf::from("/Users/me/src/app")],
+            read_only_homes: vec![],
+            writable_again: vec![],
+            visible: vec![],
+            git_dirs: vec![PathBuf::from("/Users/me/src/app/.git")],
+            protected: vec![],
+            hidden: Hidden {
+                dirs: vec![PathBuf::from(
+                    "/Users/me/Library/Caches/git-credential-githosted",
+                )],
+                files: vec![PathBuf::from("/tmp/dbus-\"x\"")],
+            },
+            channel: Some(PathBuf::from("/tmp/githosted-channel")),
+        };
+        let p = seatbelt_profile(
+            &layout,
+            Path::new("/private/var/folders/x/T/githosted-exec-1"),
+            Some(Path::new("/Users/me")),
+        );
+        let lines: Vec<&str> = p.lines().collect();
+        let find = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} not in\n{p}"))
+        };
+        assert_eq!(lines[0], "(version 1)");
+        let deny_writes = find("(deny file-write*)");
+        let allow = find("(allow file-write* (subpath \"/Users/me/src/app\")");
+        assert!(lines[allow].contains("(subpath \"/private/var/folders/x/T/githosted-exec-1\")"));
+        let git = find("(deny file-write* (literal \"/Users/me/src/app/.git/config\")");
+        for part in [
+            "(subpath \"/Users/me/src/app/.git/hooks\")",
+            "(subpath \"/Users/me/src/app/.git/info\")",
+        ] {
+            assert!(lines[git].contains(part), "{part} in {}", lines[git]);
+        }
+        let secrets = find("(subpath \"/Users/me/Library/Keychains\")");
+        assert!(lines[secrets].starts_with("(deny file-read* file-write*"));
+        assert!(lines[secrets].contains("git-credential-githosted"));
+        assert!(lines[secrets].contains("(literal \"/tmp/dbus-\\\"x\\\"\")"));
+        let mach = find("com.apple.SecurityServer");
+        assert!(
+            lines[mach].starts_with("(deny mach-lookup")
+                && lines[mach].contains("com.apple.securityd")
+        );
+        find("/dev/ttys");
+        let chan = find("(allow file-read* file-write* (subpath \"/tmp/githosted-channel\"))");
+        // Later rules win in Seatbelt: the order is the policy.
+        assert!(deny_writes < allow && allow < git && git < secrets && secrets < chan);
+        assert_eq!(chan, lines.len() - 1);
     }
 }

@@ -71,10 +71,23 @@ impl Forwarding {
 /// Reaps what has ended; returns `child`'s status once it has.
 fn reap(child: Pid, reap_all: bool) -> std::io::Result<Option<WaitStatus>> {
     loop {
-        let which = if reap_all { None } else { Some(child) };
-        match rustix::process::waitpid(which, WaitOptions::NOHANG) {
+        // Any child (`wait`), whatever its process group (the command may
+        // have one of its own), or only `child`.
+        let options = WaitOptions::NOHANG | WaitOptions::UNTRACED;
+        let waited = if reap_all {
+            rustix::process::wait(options)
+        } else {
+            rustix::process::waitpid(Some(child), options)
+        };
+        match waited {
+            // Stopped (Ctrl-Z on a terminal of its own, where no shell of the
+            // user's can resume it): continued, or the user would be stuck.
+            Ok(Some((pid, status))) if pid == child && status.stopped() => {
+                let _ = rustix::process::kill_process(child, Signal::CONT);
+            }
             Ok(Some((pid, status))) if pid == child => return Ok(Some(status)),
-            // Another child (an orphan we inherited as process 1): reaped, go on.
+            // Another child (an orphan we inherited as process 1): reaped (or
+            // stopped), go on.
             Ok(Some(_)) => continue,
             Ok(None) => return Ok(None),
             Err(rustix::io::Errno::INTR) => continue,

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("git", 2),
     ("supervise", 2),
     ("tty", 2),
+    ("pty", 2),
     ("win32", 2),
     ("plan", 3),
     ("minter", 3),

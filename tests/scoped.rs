@@ -133,6 +133,8 @@ fn exec_revokes_when_it_is_terminated_itself() {
     let script = format!("touch {}; sleep 30", marker.display());
     let script_marker = marker.display().to_string();
     let mut cmd = std::process::Command::new(helper());
+    // The command writes its marker where it works (its /tmp is its own).
+    cmd.current_dir(world.dir.path());
     cmd.args([
         "--api-url",
         &url,

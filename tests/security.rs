@@ -686,3 +686,293 @@ fn the_agent_keeps_no_proxy_or_ca_settings_of_its_starter() {
         assert!(!environ.contains(var), "the agent inherited {var}");
     }
 }
+
+/// A pseudo-terminal owned by `user`, as another terminal of theirs (a
+/// shell's, waiting for a paste): the master, the slave and its number.
+fn terminal_of(user: User) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd, String) {
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let name = ptsname(&master, Vec::new()).unwrap();
+    let name = name.to_string_lossy().into_owned();
+    let slave = rustix::fs::open(
+        name.as_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    rustix::fs::chown(
+        name.as_str(),
+        Some(rustix::fs::Uid::from_raw(user.uid)),
+        None,
+    )
+    .unwrap();
+    rustix::fs::chmod(name.as_str(), rustix::fs::Mode::from_raw_mode(0o620)).unwrap();
+    let number = name.rsplit('/').next().unwrap().to_owned();
+    (master, slave, number)
+}
+
+/// Issue 17: `exec`'s sandbox is an allow-list. A hostile command (same uid,
+/// no privileges) cannot open another terminal of the user, reach an agent of
+/// the user started with or without `XDG_RUNTIME_DIR`, or write what runs
+/// later outside the sandbox (the helper's programs in `~/.local/bin`,
+/// `~/.gitconfig`, `~/.bashrc`, autostart units, the clone's `.git/config`
+/// and hooks, `.git` itself); it can commit and push to its repo, write its
+/// working tree, `/tmp` and `--rw` paths.
+#[test]
+#[ignore = "needs root (creates a user) and bubblewrap; CI runs it"]
+fn exec_is_an_allow_list_for_a_hostile_command() {
+    let user = unprivileged_user();
+    let mut world = World::as_user(user);
+    // HOME and the runtime directory where they usually are: outside /tmp
+    // (which is private inside); the clone stays under /tmp.
+    let outside = tempfile::Builder::new()
+        .prefix("githosted-security-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let home = outside.path().join("home");
+    let run_dir = outside.path().join("run");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::set_permissions(
+        &run_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    chown_tree(outside.path(), user);
+    world.home = home.clone();
+    world.set_env("XDG_RUNTIME_DIR", &run_dir.to_string_lossy());
+    world.with_env_parent();
+    world.configure(&[]);
+    let url = world.server.base_url();
+    let sock = git_credential_githosted::agent::SOCKET_NAME;
+
+    // What runs later outside: the helper's programs, git's and the shell's config.
+    let bin = home.join(".local/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for program in [
+        "git-credential-githosted",
+        "git-credential-githosted-core",
+        "git-credential-githosted-agent",
+    ] {
+        std::fs::write(bin.join(program), "#!/bin/sh\n").unwrap();
+    }
+    std::fs::write(home.join(".bashrc"), "# rc\n").unwrap();
+    let allowed = home.join("allowed");
+    let other = home.join("other");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    chown_tree(&home, user);
+    let gitconfig_before = std::fs::read(home.join(".gitconfig")).unwrap();
+
+    // The clone (its git starts an agent in the runtime directory).
+    let clone = world.clone(GIT_NEW, &world.url("app"), "clone");
+    let run_sock = run_dir
+        .join(git_credential_githosted::agent::DIR_NAME)
+        .join(sock);
+    assert!(run_sock.exists(), "an agent in the runtime directory");
+    let config_before = std::fs::read(clone.join(".git/config")).unwrap();
+    // An agent started without XDG_RUNTIME_DIR or XDG_CACHE_HOME (cron, su):
+    // in ~/.cache.
+    world.set_env("XDG_RUNTIME_DIR", "");
+    world.set_env("XDG_CACHE_HOME", "");
+    world.token("app", &[]);
+    let cache_sock = home
+        .join(".cache")
+        .join(git_credential_githosted::agent::DIR_NAME)
+        .join(sock);
+    assert!(cache_sock.exists(), "an agent in ~/.cache");
+    // exec's own environment names neither of those directories' agents.
+    world.set_env("XDG_RUNTIME_DIR", &run_dir.to_string_lossy());
+    world.set_env("XDG_CACHE_HOME", &home.join(".xdg-cache").to_string_lossy());
+
+    // Another terminal of the user, with something typed into it.
+    let (mut other_master, _other_slave, pts) = terminal_of(user);
+    rustix::io::write(&mut other_master, b"gw_typed\n").unwrap();
+
+    world.set_env("PTS", &pts);
+    world.set_env("RUN_SOCK", &run_sock.to_string_lossy());
+    world.set_env("CACHE_SOCK", &cache_sock.to_string_lossy());
+    let script = r#"
+if (exec 3<>"/dev/pts/$PTS") 2>/dev/null; then echo other_tty=open; else echo other_tty=closed; fi
+[ -S "$RUN_SOCK" ] && echo agent_run=visible || echo agent_run=hidden
+[ -S "$CACHE_SOCK" ] && echo agent_cache=visible || echo agent_cache=hidden
+try() { if (printf '\n# x\n' >> "$2") 2>/dev/null; then echo "$1=written"; else echo "$1=refused"; fi; }
+try local_bin "$HOME/.local/bin/git-credential-githosted-core"
+try new_local_bin "$HOME/.local/bin/git"
+try gitconfig "$HOME/.gitconfig"
+try bashrc "$HOME/.bashrc"
+try other_dir "$HOME/other/x"
+try git_config .git/config
+try pre_commit .git/hooks/pre-commit
+try info_exclude .git/info/exclude
+mkdir -p "$HOME/.config/systemd/user" 2>/dev/null && echo systemd=written || echo systemd=refused
+try rw_path "$HOME/allowed/x"
+echo change > work.txt && echo tree=written || echo tree=refused
+echo t > /tmp/scratch && echo tmp=written || echo tmp=refused
+echo "tmpdir=$TMPDIR"
+git add work.txt && git commit -q -m work && echo commit=ok || echo commit=fail
+git push -q origin HEAD:main && echo push=ok || echo push=fail
+if mv .git .git-moved 2>/dev/null; then echo git_moved=yes; mv .git-moved .git; else echo git_moved=no; fi
+"#;
+    let mut cmd = std::process::Command::new(helper());
+    cmd.current_dir(&clone)
+        .args(["--api-url", &url, "exec", "--repo", "acme/app"]);
+    cmd.arg("--rw").arg(&allowed);
+    cmd.args(["--", "sh", "-c", script]);
+    let run = world.run(cmd, None);
+    let out = &run.stdout;
+    let value = |key: &str| -> String {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {out}\n{}", run.stderr))
+            .to_owned()
+    };
+    run.assert_ok();
+    assert_eq!(value("other_tty"), "closed", "{out}");
+    assert_eq!(value("agent_run"), "hidden", "{out}");
+    assert_eq!(value("agent_cache"), "hidden", "{out}");
+    for key in [
+        "local_bin",
+        "new_local_bin",
+        "gitconfig",
+        "bashrc",
+        "other_dir",
+        "git_config",
+        "pre_commit",
+        "info_exclude",
+        "systemd",
+    ] {
+        assert_eq!(value(key), "refused", "{key}: {out}\n{}", run.stderr);
+    }
+    assert_eq!(value("git_moved"), "no", "{out}");
+    for key in ["rw_path", "tree", "tmp"] {
+        assert_eq!(value(key), "written", "{key}: {out}\n{}", run.stderr);
+    }
+    assert_eq!(value("tmpdir"), "/tmp", "{out}");
+    assert_eq!(value("commit"), "ok", "{out}\n{}", run.stderr);
+    assert_eq!(value("push"), "ok", "{out}\n{}", run.stderr);
+
+    // Outside, nothing that runs later changed; the push reached the server.
+    assert_eq!(
+        std::fs::read(home.join(".gitconfig")).unwrap(),
+        gitconfig_before
+    );
+    assert_eq!(
+        std::fs::read(clone.join(".git/config")).unwrap(),
+        config_before
+    );
+    assert!(!clone.join(".git/hooks/pre-commit").exists());
+    assert_eq!(
+        std::fs::read_to_string(bin.join("git-credential-githosted-core")).unwrap(),
+        "#!/bin/sh\n"
+    );
+    assert!(!bin.join("git").exists());
+    assert!(!home.join(".config/systemd").exists());
+    let head = world.git(GIT_NEW, Some(&clone), &["rev-parse", "HEAD"]);
+    let on_server = world.server.git(
+        Some(&world.server.repo_path("acme", "app")),
+        &["rev-parse", "main"],
+        None,
+    );
+    assert_eq!(on_server.trim(), head.stdout.trim());
+    assert_eq!(
+        std::fs::read_to_string(allowed.join("x")).unwrap(),
+        "\n# x\n"
+    );
+
+    // Started in a directory that holds HOME: home stays read-only.
+    let mut cmd = std::process::Command::new(helper());
+    cmd.current_dir(outside.path())
+        .args(["--api-url", &url, "exec", "--repo", "acme/app", "--"])
+        .args(["sh", "-c", "printf x >> home/.bashrc; printf x > scratch"]);
+    world.run(cmd, None).assert_ok();
+    assert_eq!(
+        std::fs::read_to_string(home.join(".bashrc")).unwrap(),
+        "# rc\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("scratch")).unwrap(),
+        "x"
+    );
+}
+
+/// Issue 17: on a terminal, the command under `exec` gets a terminal of its
+/// own as its controlling terminal (`/dev/tty`), with the user's window size
+/// (and its changes); a line typed reaches it, and Ctrl-C reaches it as
+/// SIGINT through its terminal; the user's terminal is raw meanwhile and put
+/// back as it was afterwards.
+#[test]
+fn exec_gives_an_interactive_command_a_terminal_of_its_own() {
+    use githosted_testkit::pty::Pty;
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let script = r#"
+echo "size=$(stty size)"
+if (exec 3<>/dev/tty) 2>/dev/null; then echo devtty=ok; else echo devtty=none; fi
+printf 'name? '; read name; echo "hello-$name"
+trap 'echo "resized=$(stty size)"' WINCH
+trap 'echo caught-int; exit 7' INT
+echo waiting; while :; do sleep 0.05; done
+"#;
+    // The user's terminal is 33x101 when exec starts.
+    let mut cmd = world.command("sh");
+    cmd.args([
+        "-c",
+        &format!(
+            "stty rows 33 cols 101; exec {} --api-url {url} exec --repo acme/app -- sh -c \"$0\"",
+            helper()
+        ),
+        script,
+    ]);
+    let size = |rows, cols| rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let mut pty = Pty::spawn(cmd);
+    let limit = Duration::from_secs(30);
+    pty.expect("size=33 101", limit);
+    pty.expect("devtty=ok", limit);
+    pty.expect("name? ", limit);
+    pty.send(b"bob\r");
+    pty.expect("hello-bob", limit);
+    pty.expect("waiting", limit);
+    // The user's terminal is raw while the command runs: keys go to it as they are.
+    let modes = rustix::termios::tcgetattr(&pty.slave).unwrap().local_modes;
+    assert!(
+        !modes.contains(rustix::termios::LocalModes::ICANON)
+            && !modes.contains(rustix::termios::LocalModes::ISIG),
+        "{modes:?}"
+    );
+    rustix::termios::tcsetwinsize(&pty.slave, size(40, 120)).unwrap();
+    pty.expect("resized=40 120", limit);
+    pty.send(b"\x03");
+    pty.expect("caught-int", limit);
+    let status = pty.wait(limit);
+    assert_eq!(status.code(), Some(7), "{}", pty.screen());
+    assert!(pty.echoes(), "the user's terminal was not put back");
+    let modes = rustix::termios::tcgetattr(&pty.slave).unwrap().local_modes;
+    assert!(modes.contains(rustix::termios::LocalModes::ICANON));
+    assert_eq!(world.server.revoked_via_api().len(), 1);
+
+    // A command ended by signal N: exec exits 128 + N.
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--repo",
+            "acme/app",
+            "--",
+            "sh",
+            "-c",
+            "kill -TERM $$",
+        ],
+        None,
+    );
+    assert_eq!(run.status.code(), Some(128 + 15), "{run:#?}");
+}

@@ -17,7 +17,7 @@ use crate::cache::{Clock, SystemClock};
 use crate::issuer::{self, REVOKE_BUDGET};
 use crate::keychain::{self, Parent};
 use crate::minter::{ApiMinter, Grant, MintParams, Minter, Scope};
-use crate::sandbox::{Hidden, Sandbox};
+use crate::sandbox::{Hidden, Sandbox, Spec};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::target::{Resolution, Target};
@@ -124,12 +124,13 @@ pub const EXEC_MIN_TTL_SECS: u64 = 60;
 /// tokens for the granted repos (only) through `exec`'s renewal channel, for
 /// at most `max_session` when given. Returns the command's exit status (128 +
 /// signal if a signal ended it). On Windows the command runs in a job object
-/// that kills it when `exec` ends.
+/// that kills it when `exec` ends. `writable`: the `--rw` paths.
 pub fn exec(
     settings: &Settings,
     repos: &[String],
     command: &[String],
     isolate: bool,
+    writable: &[std::path::PathBuf],
     max_session: Option<std::time::Duration>,
 ) -> anyhow::Result<ExitCode> {
     let targets = targets(repos)?;
@@ -147,14 +148,30 @@ pub fn exec(
             settings.ttl_secs
         );
     }
+    let runtime = api::runtime()?;
+    let lease = std::sync::Arc::new(Lease::new(settings, &targets, max_session)?);
+    // The channel the command renews its token through: made before the
+    // sandbox, which makes it (and only it of ours) reachable inside.
+    #[cfg(unix)]
+    let mut channel = {
+        let _entered = runtime.enter();
+        crate::channel::Channel::open(&std::env::temp_dir())
+            .context("opening exec's token channel for the command")?
+    };
     let sandbox = if isolate {
-        Some(Sandbox::prepare(job_files(settings)?)?)
+        let spec = Spec {
+            hidden: job_files(settings)?,
+            writable: writable.to_vec(),
+            #[cfg(unix)]
+            channel: Some(channel.dir().to_owned()),
+            #[cfg(not(unix))]
+            channel: None,
+        };
+        Some(Sandbox::prepare(spec)?)
     } else {
         tracing::info!("exec --no-isolate: the command can reach everything this user can");
         None
     };
-    let runtime = api::runtime()?;
-    let lease = std::sync::Arc::new(Lease::new(settings, &targets, max_session)?);
     let first = runtime
         .block_on(lease.token())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -170,8 +187,6 @@ pub fn exec(
     #[cfg(unix)]
     let channel = {
         let _entered = runtime.enter();
-        let mut channel = crate::channel::Channel::open(&std::env::temp_dir())
-            .context("opening exec's token channel for the command")?;
         let serving = lease.clone();
         let task = channel.serve(move |ask| {
             let lease = serving.clone();
@@ -565,7 +580,10 @@ fn job_files(settings: &Settings) -> anyhow::Result<Hidden> {
 
 /// Starts the command (in the sandbox, or directly in a session of its own),
 /// passes signals on until it ends, and returns its exit code. It dies with us:
-/// bubblewrap's `--die-with-parent`, or `PR_SET_PDEATHSIG` without it.
+/// bubblewrap's `--die-with-parent`, or `PR_SET_PDEATHSIG` without it. On a
+/// terminal, the command gets a pseudo-terminal of its own as its controlling
+/// terminal, relayed to ours ([`crate::pty`]); without one, plain pipes and a
+/// new session without a terminal.
 #[cfg(unix)]
 async fn run(
     sandbox: Option<&Sandbox>,
@@ -573,26 +591,39 @@ async fn run(
     env: &[(String, String)],
     unset: &[String],
 ) -> anyhow::Result<i32> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::process::CommandExt;
     let mut forwarding = crate::supervise::Forwarding::install()?;
+    let terminal = if crate::pty::wanted() {
+        Some(
+            crate::pty::Terminal::like(rustix::stdio::stdin())
+                .context("making a terminal for the command")?,
+        )
+    } else {
+        None
+    };
+    let own_terminal = terminal.is_some();
     let (mut cmd, info) = match sandbox {
         Some(sandbox) => {
             let (read, write) = cloexec_pipe()?;
             let fd = write.as_raw_fd();
             let exe = std::env::current_exe().context("finding this program")?;
-            let mut cmd = sandbox.command(&exe, fd, command);
-            // SAFETY: only an fcntl between fork and exec.
+            let info_fd = cfg!(target_os = "linux").then_some(fd);
+            let mut cmd = sandbox.command(&exe, info_fd, command, own_terminal);
+            // SAFETY: only an fcntl, setsid and an ioctl between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
                     let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
                     rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+                    if own_terminal {
+                        crate::pty::take_terminal()?;
+                    }
                     Ok(())
                 });
             }
             // The D-Bus session is out of sight inside; do not point at it.
             cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
-            (cmd, Some((read, write)))
+            (cmd, info_fd.map(|_| (read, write)))
         }
         None => {
             let mut cmd = std::process::Command::new(&command[0]);
@@ -602,8 +633,12 @@ async fn run(
             unsafe {
                 cmd.pre_exec(move || {
                     // Its own session: no keystrokes pushed into our terminal, and
-                    // signals reach it once, through us.
-                    rustix::process::setsid()?;
+                    // signals reach it once, through us (or its own terminal's).
+                    if own_terminal {
+                        crate::pty::take_terminal()?;
+                    } else {
+                        rustix::process::setsid()?;
+                    }
                     #[cfg(any(target_os = "linux", target_os = "freebsd"))]
                     rustix::process::set_parent_process_death_signal(Some(
                         rustix::process::Signal::KILL,
@@ -623,10 +658,58 @@ async fn run(
     for (key, value) in env {
         cmd.env(key, value);
     }
+    // The user's terminal is never handed to the command: its own instead.
+    let mut screen = None;
+    if let Some(terminal) = &terminal {
+        let slave = || -> std::io::Result<std::process::Stdio> {
+            Ok(std::process::Stdio::from(terminal.slave.try_clone()?))
+        };
+        cmd.stdin(slave()?);
+        for (fd, is_stdout) in [
+            (rustix::stdio::stdout(), true),
+            (rustix::stdio::stderr(), false),
+        ] {
+            if rustix::termios::isatty(fd) {
+                screen.get_or_insert(fd.try_clone_to_owned()?);
+                if is_stdout {
+                    cmd.stdout(slave()?);
+                } else {
+                    cmd.stderr(slave()?);
+                }
+            }
+        }
+    }
+    let raw = match &terminal {
+        Some(_) => Some(crate::pty::RawMode::enter(rustix::stdio::stdin())?),
+        None => None,
+    };
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot run `{}`", command[0]))?;
+    drop(cmd);
     let child_pid = rustix::process::Pid::from_child(&child);
+    let mut relay = None;
+    let mut winch = None;
+    if let Some(terminal) = terminal {
+        drop(terminal.slave);
+        let screen = match screen {
+            Some(fd) => fd,
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")?
+                .into(),
+        };
+        let input = rustix::stdio::stdin().try_clone_to_owned()?;
+        relay = Some(crate::pty::Relay::start(&terminal.master, input, screen)?);
+        let mut changes =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+        let master = terminal.master;
+        winch = Some(tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                crate::pty::copy_window_size(rustix::stdio::stdin(), master.as_fd());
+            }
+        }));
+    }
     // Signals go to process 1 inside the sandbox, whose pid bubblewrap tells us.
     let target = match info {
         Some((read, write)) => {
@@ -643,7 +726,15 @@ async fn run(
         }
         None => None,
     };
-    Ok(forwarding.wait(child_pid, || target, false).await?)
+    let code = forwarding.wait(child_pid, || target, false).await;
+    if let Some(winch) = winch {
+        winch.abort();
+    }
+    if let Some(relay) = relay {
+        relay.finish();
+    }
+    drop(raw);
+    Ok(code?)
 }
 
 /// Starts the command in a job object that kills it (and everything it
@@ -796,7 +887,7 @@ mod windows_tests {
 
     #[test]
     fn exec_refuses_to_run_confined_here() {
-        let err = Sandbox::prepare(Hidden::default()).unwrap_err();
+        let err = Sandbox::prepare(Spec::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("--no-isolate"), "{text}");
         assert!(!text.contains('\n'), "{text}");
