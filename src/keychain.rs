@@ -211,20 +211,7 @@ fn search_spec(pattern: &str) -> std::collections::HashMap<&str, &str> {
 /// (windows-native-keyring-store's default store: no prefix or suffix, `.`
 /// between): this matches those of [`SERVICE`].
 fn search_pattern() -> String {
-    format!("^.+{}$", regex_escape(&format!(".{SERVICE}")))
-}
-
-/// `text` as a regular expression matching only itself (the `regex` crate's
-/// syntax: any ASCII punctuation but `<` and `>` may be escaped).
-fn regex_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len() * 2);
-    for c in text.chars() {
-        if c.is_ascii_punctuation() && c != '<' && c != '>' {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
+    format!("^.+{}$", regex::escape(&format!(".{SERVICE}")))
 }
 
 /// The account of an entry this helper stored; `None` for anyone else's.
@@ -345,9 +332,19 @@ mod tests {
     }
 
     #[test]
-    fn the_search_pattern_is_anchored_and_escaped() {
-        assert_eq!(search_pattern(), r"^.+\.git\-credential\-githosted$");
-        assert_eq!(regex_escape("a.b<c>$"), r"a\.b<c>\$");
+    fn the_search_pattern_finds_only_this_helpers_target_names() {
+        let pattern = regex::Regex::new(&search_pattern()).unwrap();
+        assert!(pattern.is_match("127.0.0.1:9/wc.git-credential-githosted"));
+        assert!(pattern.is_match("api.githosted.dev.git-credential-githosted"));
+        for other in [
+            "git-credential-githosted",
+            ".git-credential-githosted",
+            "h/ws.git-credential-githostedx",
+            "h/ws.gitXcredential-githosted",
+            "git:https://github.com",
+        ] {
+            assert!(!pattern.is_match(other), "{other}");
+        }
     }
 
     /// The Credential Manager lists what `write` stored, under its account
