@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 /// The path of the full program.
 fn core() -> std::path::PathBuf {
     std::env::current_exe()
-        .map(|exe| exe.with_file_name(CORE))
+        .map(|exe| exe.with_file_name(format!("{CORE}{}", std::env::consts::EXE_SUFFIX)))
         .unwrap_or_else(|_| std::path::PathBuf::from(CORE))
 }
 
