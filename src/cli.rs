@@ -506,8 +506,8 @@ pub use crate::settings::API_URL_ENV;
 /// for any other helper.
 pub fn options_of_line(line: &str) -> Option<HelperOptions> {
     let words = shlex::split(line)?;
-    let (first, rest) = words.split_first()?;
-    if first != "githosted" && !first.ends_with("/git-credential-githosted") {
+    let (_, rest) = words.split_first()?;
+    if !crate::cmd::configure::is_ours(line) {
         return None;
     }
     let args = std::iter::once("x")

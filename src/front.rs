@@ -25,7 +25,7 @@ const CORE: &str = "git-credential-githosted-core";
 fn main() -> ExitCode {
     git_credential_githosted::harden::process();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    #[cfg(unix)]
+    #[cfg(any(unix, windows))]
     {
         match warm::get(&args) {
             Some(warm::Outcome::Answered) => ExitCode::SUCCESS,
@@ -40,14 +40,14 @@ fn main() -> ExitCode {
             None => hand_over(&args, None),
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(not(any(unix, windows)))]
     hand_over(&args, None)
 }
 
 /// The path of the full program.
 fn core() -> std::path::PathBuf {
     std::env::current_exe()
-        .map(|exe| exe.with_file_name(CORE))
+        .map(|exe| exe.with_file_name(format!("{CORE}{}", std::env::consts::EXE_SUFFIX)))
         .unwrap_or_else(|_| std::path::PathBuf::from(CORE))
 }
 
@@ -78,11 +78,26 @@ fn hand_over(args: &[OsString], request: Option<&[u8]>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Without `exec`: run the full program and pass its status on.
+/// Without `exec`: run the full program and pass its status on; its stdin
+/// is git's request (`request`, when this program read it already: written
+/// to it through a pipe), else this program's.
 #[cfg(not(unix))]
-fn hand_over(args: &[OsString], _: Option<&[u8]>) -> ExitCode {
+fn hand_over(args: &[OsString], request: Option<&[u8]>) -> ExitCode {
     let core = core();
-    match std::process::Command::new(&core).args(args).status() {
+    let mut command = std::process::Command::new(&core);
+    command.args(args);
+    if request.is_some() {
+        command.stdin(std::process::Stdio::piped());
+    }
+    let status = command.spawn().and_then(|mut child| {
+        if let (Some(request), Some(mut stdin)) = (request, child.stdin.take()) {
+            // The full program reads it all before answering; if it stops
+            // reading early, its status says why.
+            let _ = std::io::Write::write_all(&mut stdin, request);
+        }
+        child.wait()
+    });
+    match status {
         Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
         Err(e) => {
             git_credential_githosted::say!(
@@ -117,13 +132,12 @@ fn replay(request: &[u8]) -> std::io::Result<std::process::Stdio> {
     }
 }
 
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 mod warm {
     use std::ffi::OsString;
     use std::io::Read;
     use std::time::{Duration, Instant};
 
-    use git_credential_githosted::agent::AgentDir;
     use git_credential_githosted::agent::client::Agent;
     use git_credential_githosted::api::Network;
     use git_credential_githosted::cache::MintParams;
@@ -335,8 +349,7 @@ mod warm {
         else {
             return None;
         };
-        let dir = AgentDir::open().ok()?;
-        let mut agent = Agent::connect_in(&dir).ok()?;
+        let mut agent = connect()?;
         let found = if lookup {
             agent.lookup(&key, settings.min_ttl_secs).ok()?
         } else {
@@ -385,9 +398,22 @@ mod warm {
         // Whatever happens to git's pipe, nothing more to do.
         Some(answer_git(&request, issued, &mut out).unwrap_or(true))
     }
+
+    /// The running agent of this user, if any (this program starts none).
+    #[cfg(unix)]
+    fn connect() -> Option<Agent> {
+        let dir = git_credential_githosted::agent::AgentDir::open().ok()?;
+        Agent::connect_in(&dir).ok()
+    }
+
+    /// The running agent of this user, on its named pipe, if any.
+    #[cfg(windows)]
+    fn connect() -> Option<Agent> {
+        Agent::connect().ok()
+    }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, any(unix, windows)))]
 mod tests {
     use std::ffi::OsString;
     use std::time::Duration;

@@ -174,15 +174,15 @@ pub fn delete(account: &str) -> Result<bool, KeychainError> {
 pub fn list() -> Result<Vec<(String, String)>, KeychainError> {
     with_deadline(|| {
         default_store()?;
-        let spec = std::collections::HashMap::from([("service", SERVICE)]);
+        let pattern = search_pattern();
+        let spec = search_spec(&pattern);
         let entries = Entry::search(&spec).map_err(|e| classify(e, ""))?;
         let mut found = Vec::new();
         for entry in entries {
-            let account = entry
-                .get_attributes()
-                .ok()
-                .and_then(|mut a| a.remove("username"))
-                .unwrap_or_default();
+            // Only this helper's entries (a store may match more loosely).
+            let Some(account) = our_account(&entry) else {
+                continue;
+            };
             let fingerprint = match entry.get_password() {
                 Ok(value) => Secret::new(value).fingerprint(),
                 Err(_) => "(unreadable)".to_owned(),
@@ -192,6 +192,39 @@ pub fn list() -> Result<Vec<(String, String)>, KeychainError> {
         found.sort();
         Ok(found)
     })
+}
+
+/// What the store's search needs to find this helper's entries (each store
+/// has its own keys: the Secret Service matches attributes, the Credential
+/// Manager only a regular expression over each credential's target name).
+#[cfg(not(windows))]
+fn search_spec(_: &str) -> std::collections::HashMap<&str, &str> {
+    std::collections::HashMap::from([("service", SERVICE)])
+}
+
+#[cfg(windows)]
+fn search_spec(pattern: &str) -> std::collections::HashMap<&str, &str> {
+    std::collections::HashMap::from([("pattern", pattern)])
+}
+
+/// The Credential Manager's target names are `<account>.<service>`
+/// (windows-native-keyring-store's default store: no prefix or suffix, `.`
+/// between): this matches those of [`SERVICE`].
+fn search_pattern() -> String {
+    format!("^.+{}$", regex::escape(&format!(".{SERVICE}")))
+}
+
+/// The account of an entry this helper stored; `None` for anyone else's.
+fn our_account(entry: &Entry) -> Option<String> {
+    match entry.get_specifiers() {
+        Some((service, account)) if service == SERVICE => Some(account),
+        Some(_) => None,
+        // Stores that do not say: the `username` attribute, as they write it.
+        None => entry
+            .get_attributes()
+            .ok()
+            .and_then(|mut a| a.remove("username")),
+    }
 }
 
 fn entry(account: &str) -> Result<Entry, KeychainError> {
@@ -296,6 +329,42 @@ mod tests {
         let shown = format!("{e} {e:?}");
         assert!(!shown.contains("secretbytes"), "{shown}");
         assert!(shown.contains("h/ws"), "{shown}");
+    }
+
+    #[test]
+    fn the_search_pattern_finds_only_this_helpers_target_names() {
+        let pattern = regex::Regex::new(&search_pattern()).unwrap();
+        assert!(pattern.is_match("127.0.0.1:9/wc.git-credential-githosted"));
+        assert!(pattern.is_match("api.githosted.dev.git-credential-githosted"));
+        for other in [
+            "git-credential-githosted",
+            ".git-credential-githosted",
+            "h/ws.git-credential-githostedx",
+            "h/ws.gitXcredential-githosted",
+            "git:https://github.com",
+        ] {
+            assert!(!pattern.is_match(other), "{other}");
+        }
+    }
+
+    /// The Credential Manager lists what `write` stored, under its account
+    /// (one credential at a time: Wine's `CredEnumerateW` misaligns every
+    /// entry after the first, which a debug build's alignment check aborts on).
+    #[cfg(windows)]
+    #[test]
+    fn list_finds_what_write_stored_in_the_credential_manager() {
+        let account = format!("127.0.0.1:1/list-{}", std::process::id());
+        let token = Secret::new("gw_listtest0123456789abcdef".to_owned());
+        write(&account, &token).unwrap();
+        let listed = list();
+        let removed = delete(&account);
+        let listed = listed.unwrap();
+        assert!(
+            listed.contains(&(account.clone(), token.fingerprint())),
+            "{listed:?}"
+        );
+        assert!(removed.unwrap());
+        assert!(!list().unwrap().iter().any(|(a, _)| *a == account));
     }
 
     #[test]

@@ -27,11 +27,7 @@ pub fn shell_safe_url(url: &str) -> bool {
 /// The `helper = …` value: the helper's name and the options worth repeating.
 /// Git runs it through the shell, so the URL may hold no shell syntax.
 pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
-    let program = installed_program()?;
-    let Some(quoted) = shlex::try_quote(&program).ok() else {
-        bail!("the helper's path {program} cannot be written into git config (it holds a NUL)");
-    };
-    let mut line = quoted.into_owned();
+    let mut line = helper_program(&installed_program()?)?;
     if let Some(url) = &settings.api_url_arg {
         if !shell_safe_url(url) {
             bail!(
@@ -86,23 +82,88 @@ pub fn helper_line(settings: &Settings) -> anyhow::Result<String> {
 /// The full program calls itself `…-core`; git runs the front beside it.
 pub fn installed_program() -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("finding this program's path")?;
-    let exe = match exe.file_name().and_then(|n| n.to_str()) {
-        Some(name) if name.ends_with("-core") => exe.with_file_name(PROGRAM),
+    Ok(front_for(exe).to_string_lossy().into_owned())
+}
+
+/// The program git should run for the program at `exe`: the front beside
+/// it when `exe` is the full program (`…-core`, `…-core.exe`), else `exe`.
+pub fn front_for(exe: std::path::PathBuf) -> std::path::PathBuf {
+    let core = format!("{PROGRAM}-core{}", std::env::consts::EXE_SUFFIX);
+    match exe.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name == core || name.ends_with("-core") => {
+            exe.with_file_name(format!("{PROGRAM}{}", std::env::consts::EXE_SUFFIX))
+        }
         _ => exe,
-    };
-    Ok(exe.to_string_lossy().into_owned())
+    }
 }
 
 /// The name git knows the helper by.
 pub const PROGRAM: &str = "git-credential-githosted";
 
+/// The first word of a helper line: `program` (an absolute path) as git
+/// runs it. Git runs a helper value as a command only when it is an absolute
+/// path, and then through the shell (`sh -c "<value> get"`, git for Windows
+/// too: its own `sh`): quoted for the shell on Unix; on Windows see
+/// [`git_for_windows_path`].
+pub fn helper_program(program: &str) -> anyhow::Result<String> {
+    if cfg!(windows) {
+        return git_for_windows_path(program);
+    }
+    match shlex::try_quote(program) {
+        Ok(quoted) => Ok(quoted.into_owned()),
+        Err(_) => {
+            bail!("the helper's path {program} cannot be written into git config (it holds a NUL)")
+        }
+    }
+}
+
+/// A Windows path as git for Windows runs it as a helper: git takes a value
+/// as a path only when it starts with a drive (`C:`) or a slash
+/// (`is_absolute_path` in its `credential.c`; a value starting with a quote
+/// becomes `git credential-"…"`), then hands `<value> get` to `sh -c`, where
+/// `\` is the escape character. So: `/` for `\`, and each character the
+/// shell would read as syntax (a space, quotes, `$`, `&`, `(`…) escaped with
+/// `\`: `C:/Program\ Files/…`. A `\\?\` prefix goes (MSYS's `sh` does not
+/// know it).
+pub fn git_for_windows_path(program: &str) -> anyhow::Result<String> {
+    let plain = program
+        .strip_prefix(r"\\?\UNC\")
+        .map(|rest| format!(r"\\{rest}"))
+        .or_else(|| program.strip_prefix(r"\\?\").map(str::to_owned))
+        .unwrap_or_else(|| program.to_owned());
+    let slashed = plain.replace('\\', "/");
+    let bytes = slashed.as_bytes();
+    let absolute = bytes.first() == Some(&b'/')
+        || (bytes.first().is_some_and(u8::is_ascii_alphabetic) && bytes.get(1) == Some(&b':'));
+    if !absolute {
+        bail!(
+            "the helper's path {program} is not absolute, so git would not run it; run configure from the installed program"
+        );
+    }
+    let mut word = String::with_capacity(slashed.len() + 8);
+    for c in slashed.chars() {
+        if c.is_control() {
+            bail!(
+                "the helper's path {program:?} holds a control character and cannot be written into git config; install it under another directory"
+            );
+        }
+        if c.is_ascii() && !c.is_ascii_alphanumeric() && !"/._-:+,@%".contains(c) {
+            word.push('\\');
+        }
+        word.push(c);
+    }
+    Ok(word)
+}
+
 /// A helper value this program's `configure` wrote: `githosted…` (older
-/// versions), or a `git-credential-githosted` by path.
+/// versions), or a `git-credential-githosted` (`.exe` on Windows) by path.
 pub fn is_ours(value: &str) -> bool {
     let first = shlex::split(value)
         .and_then(|words| words.into_iter().next())
         .unwrap_or_default();
-    first == "githosted" || first.ends_with(&format!("/{PROGRAM}"))
+    first == "githosted"
+        || first.ends_with(&format!("/{PROGRAM}"))
+        || first.ends_with(&format!("/{PROGRAM}.exe"))
 }
 
 /// Writes (or with `remove`, removes) the helper config for each host.
@@ -282,7 +343,7 @@ mod tests {
 
     #[test]
     fn helper_line_repeats_only_non_defaults() {
-        let program = installed_program().unwrap();
+        let program = helper_program(&installed_program().unwrap()).unwrap();
         let s = settings_for(None).unwrap();
         assert_eq!(helper_line(&s).unwrap(), program);
         let requested = crate::settings::Requested {
@@ -339,6 +400,84 @@ mod tests {
         assert!(is_ours("githosted --api-url http://127.0.0.1:1"));
         assert!(!is_ours("cache --timeout 900"));
         assert!(!is_ours("/usr/bin/git-credential-githostedx"));
+    }
+
+    #[test]
+    fn windows_paths_are_written_as_git_for_windows_runs_them() {
+        for (path, word) in [
+            (
+                r"C:\Program Files\githosted\git-credential-githosted.exe",
+                r"C:/Program\ Files/githosted/git-credential-githosted.exe",
+            ),
+            (
+                r"Z:\work\a'b$(c)&d\git-credential-githosted.exe",
+                r"Z:/work/a\'b\$\(c\)\&d/git-credential-githosted.exe",
+            ),
+            (
+                r"\\?\C:\Users\Zoë\bin\git-credential-githosted.exe",
+                r"C:/Users/Zoë/bin/git-credential-githosted.exe",
+            ),
+            (
+                r"\\server\share\git-credential-githosted.exe",
+                r"//server/share/git-credential-githosted.exe",
+            ),
+        ] {
+            let written = git_for_windows_path(path).unwrap();
+            assert_eq!(written, word, "{path}");
+            // Ours, and the shell reads back the path git for Windows runs.
+            let line = format!("{written} --permission auto");
+            assert!(is_ours(&line), "{line}");
+            let first = shlex::split(&line).unwrap().remove(0);
+            assert_eq!(first, path.trim_start_matches(r"\\?\").replace('\\', "/"));
+        }
+        for path in [
+            r"git-credential-githosted.exe",
+            "\"C:\\x\"",
+            "C:\\a\nb\\x.exe",
+        ] {
+            assert!(git_for_windows_path(path).is_err(), "{path}");
+        }
+    }
+
+    #[test]
+    fn windows_helper_lines_are_ours() {
+        assert!(is_ours(
+            r"C:/Program\ Files/githosted/git-credential-githosted.exe --permission auto"
+        ));
+        assert!(is_ours("/c/tools/git-credential-githosted.exe"));
+        assert!(!is_ours("C:/tools/git-credential-githosted-core.exe"));
+        assert!(!is_ours("manager"));
+    }
+
+    /// Windows: the helper line is an absolute path in git for Windows'
+    /// sense (a drive, then `/`), not a quoted string git would run as
+    /// `git credential-"…"`, and the shell reads this program's path from it.
+    #[cfg(windows)]
+    #[test]
+    fn the_helper_line_is_a_path_git_for_windows_runs() {
+        let line = helper_line(&settings_for(None).unwrap()).unwrap();
+        let bytes = line.as_bytes();
+        assert!(
+            bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'/',
+            "{line}"
+        );
+        assert!(!line.contains("\\\\"), "{line}");
+        let program = installed_program().unwrap();
+        assert_eq!(shlex::split(&line).unwrap()[0], program.replace('\\', "/"));
+    }
+
+    /// Windows: the full program (`…-core.exe`) points git at the front
+    /// beside it, never at itself.
+    #[cfg(windows)]
+    #[test]
+    fn the_core_points_git_at_the_front_exe_beside_it() {
+        let front = front_for(r"C:\Program Files\gh\git-credential-githosted-core.exe".into());
+        assert_eq!(
+            front,
+            std::path::PathBuf::from(r"C:\Program Files\gh\git-credential-githosted.exe")
+        );
+        let other = std::path::PathBuf::from(r"C:\x\git-credential-githosted.exe");
+        assert_eq!(front_for(other.clone()), other);
     }
 
     #[test]
