@@ -87,6 +87,11 @@ impl Code {
         )
     }
 
+    /// The server does not have the method (Connect's `unimplemented`).
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, Code::Other(code) if code == "unimplemented")
+    }
+
     /// The code for an error answer that carries no Connect JSON.
     fn from_http(status: u16) -> Code {
         match status {
@@ -196,8 +201,9 @@ impl ApiError {
     /// no answer at all. [`Client`] retries these, except a refused connection.
     pub fn is_transient(&self) -> bool {
         match self {
+            // `unimplemented` (501) is final: the server does not have the method.
             ApiError::Status { code, status, .. } => {
-                code.is_transient() || (500..600).contains(status)
+                !code.is_unimplemented() && (code.is_transient() || (500..600).contains(status))
             }
             ApiError::Transport { .. } => true,
             ApiError::Broker { status, .. } => {

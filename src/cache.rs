@@ -184,6 +184,15 @@ pub fn margin_ms(lifetime_ms: i64, min_ttl: Option<u64>) -> i64 {
     }
 }
 
+/// How long a token minted at `minted_at_ms` (Unix milliseconds) lives when
+/// it expires at `expires_at` (Unix seconds), in milliseconds.
+pub fn lifetime_ms(expires_at: i64, minted_at_ms: i64) -> i64 {
+    expires_at
+        .saturating_mul(1000)
+        .saturating_sub(minted_at_ms)
+        .max(0)
+}
+
 /// Whether a token expiring at `expires_at` (Unix seconds), minted
 /// `lifetime_ms` before it, may still be handed out at `now_ms`.
 pub fn fit(expires_at: i64, lifetime_ms: i64, min_ttl: Option<u64>, now_ms: i64) -> bool {
@@ -290,11 +299,7 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                         token: minted.token,
                         id: minted.record.id,
                         expires_at: minted.expires_at,
-                        lifetime_ms: minted
-                            .expires_at
-                            .saturating_mul(1000)
-                            .saturating_sub(minted_at_ms)
-                            .max(0),
+                        lifetime_ms: lifetime_ms(minted.expires_at, minted_at_ms),
                     },
                 );
                 Ok(issued)

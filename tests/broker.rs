@@ -1054,7 +1054,7 @@ fn the_workspace_check_fails_closed_and_never_mints_for_another_workspace() {
     .err()
     .expect("a broker started with its workspace unknown and the API unreachable");
     assert!(
-        error.contains("could not reach") && error.contains("--workspace WS"),
+        error.contains("nothing listens at") && error.contains("--workspace WS"),
         "{error}"
     );
 }

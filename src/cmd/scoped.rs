@@ -431,11 +431,7 @@ impl Lease {
             token: minted.token,
             id: minted.record.id,
             expires_at: minted.expires_at,
-            lifetime_ms: minted
-                .expires_at
-                .saturating_mul(1000)
-                .saturating_sub(minted_at_ms)
-                .max(0),
+            lifetime_ms: crate::cache::lifetime_ms(minted.expires_at, minted_at_ms),
         })
     }
 
