@@ -1786,3 +1786,19 @@ fn the_helpers_broker_command_says_how_to_get_the_broker_when_it_is_missing() {
         run.stderr
     );
 }
+
+/// The broker's own program refuses a token pasted as an argument, as the
+/// helper does, without repeating it.
+#[test]
+fn the_broker_program_refuses_a_token_given_as_an_argument() {
+    let world = World::new();
+    let token = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    let mut cmd = world.command(broker_program());
+    cmd.args(["--policy", "/dev/null", "--token-file", &token]);
+    let run = world.run(cmd, None);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--token-file PATH"), "{}", run.stderr);
+    assert!(!run.stderr.contains(&token) && !run.stdout.contains(&token));
+}

@@ -22,11 +22,15 @@ fn main() -> ExitCode {
     harden::process();
     // SAFETY: no other thread exists yet.
     unsafe { keychain::take_env_token() };
+    if let Some(code) = refuse_token_arguments() {
+        return code;
+    }
     let args = BrokerArgs::parse();
     init_tracing();
     match run(&args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             git_credential_githosted::say!("{}", one_line(&e));
             ExitCode::FAILURE
@@ -98,6 +102,32 @@ fn init_tracing() {
         )
         .with(filter)
         .init();
+}
+
+/// A token pasted as an argument is refused without being shown (clap would
+/// repeat it in its error), as the helper's core does: the broker's own token
+/// comes from --token-file, `GITHOSTED_TOKEN` or the keychain.
+fn refuse_token_arguments() -> Option<ExitCode> {
+    let pasted = std::env::args_os().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        let value = a.split_once('=').map_or(a.as_ref(), |(_, v)| v);
+        value.starts_with("gw_") || value.starts_with("gr_")
+    });
+    pasted.then(|| {
+        git_credential_githosted::say!(
+            "a token was given as an argument, where every user can see it (`ps`): mount it and pass --token-file PATH, or set GITHOSTED_TOKEN"
+        );
+        ExitCode::from(2)
+    })
+}
+
+/// Whoever read our output (`check | head -1`) stopped: nothing to say.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes on one line.
