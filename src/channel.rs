@@ -15,6 +15,7 @@ use crate::secret::Secret;
 use crate::token::Permission;
 
 /// The longest line either side reads.
+#[cfg(unix)]
 const MAX_LINE: u64 = 64 * 1024;
 
 /// What the command asks for.
@@ -137,12 +138,11 @@ where
     Fut: std::future::Future<Output = Answer>,
 {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    let me = rustix::process::getuid();
-    let peer = rustix::net::sockopt::socket_peercred(&stream)?;
-    if peer.uid != me {
+    let me = rustix::process::getuid().as_raw();
+    let peer = stream.peer_cred()?.uid();
+    if peer != me {
         return Err(std::io::Error::other(format!(
-            "refused a peer of uid {}",
-            peer.uid.as_raw()
+            "refused a peer of uid {peer}"
         )));
     }
     let (read, mut write) = stream.into_split();

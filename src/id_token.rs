@@ -1,7 +1,7 @@
 //! The job's side of OIDC: where a CI job gets its ID token for the broker
 //! (GitHub Actions' request endpoint, a file, or a variable), and what
 //! identifies the job without asking anyone. The broker's side (verifying ID
-//! tokens) is [`crate::oidc`]; the two share nothing.
+//! tokens) is the broker's verifier (`broker/src/oidc.rs`); the two share nothing.
 
 use std::time::{Duration, Instant};
 

@@ -211,7 +211,9 @@ fn search_spec(pattern: &str) -> std::collections::HashMap<&str, &str> {
 /// (windows-native-keyring-store's default store: no prefix or suffix, `.`
 /// between): this matches those of [`SERVICE`].
 fn search_pattern() -> String {
-    format!("^.+{}$", regex::escape(&format!(".{SERVICE}")))
+    // SERVICE holds letters and `-` only (a test checks): only the `.` before
+    // it needs escaping.
+    format!("^.+\\.{SERVICE}$")
 }
 
 /// The account of an entry this helper stored; `None` for anyone else's.
@@ -333,6 +335,7 @@ mod tests {
 
     #[test]
     fn the_search_pattern_finds_only_this_helpers_target_names() {
+        assert!(SERVICE.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
         let pattern = regex::Regex::new(&search_pattern()).unwrap();
         assert!(pattern.is_match("127.0.0.1:9/wc.git-credential-githosted"));
         assert!(pattern.is_match("api.githosted.dev.git-credential-githosted"));

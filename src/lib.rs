@@ -14,12 +14,16 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`], [`flags`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`oidc`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, OIDC issuers (the broker's verifier), a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
-//! | 3 policy | [`plan`], [`minter`], [`cache`], [`policy`] | the one decision (where a token comes from, its key, agent or not); the one minter (a grant exchanged for a repo token, the workspace check); what is cached for how long, one mint per key; the broker's rules |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
+//! | 3 policy | [`plan`], [`minter`], [`cache`] | the one decision (where a token comes from, its key, agent or not); the one minter (a grant exchanged for a repo token, the workspace check); what is cached for how long, one mint per key |
 //! | 4 transport | [`agent`], [`channel`] | the background process around the cache: socket or named pipe, peer checks, its wire; `exec`'s renewal channel to its command |
-//! | 5 use cases | [`issuer`], [`sandbox`], [`broker`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement; the CI token broker |
+//! | 5 use cases | [`issuer`], [`sandbox`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement |
 //! | 6 commands | [`cmd`] | one module per command: what it prints and how it fails |
 //! | 7 entry | [`cli`] | the command line |
+//!
+//! The CI token broker (HTTP server, ID-token verifier, policy, TLS) is its own
+//! package and program, `broker/` (`githosted-broker`), built on this library: a
+//! laptop's programs carry no web server.
 //!
 //! Where a new behaviour goes: a fact about a format or a value → layer 1; a
 //! new outside system → its own layer-2 module; caching rules → [`cache`];
@@ -29,7 +33,6 @@
 
 pub mod agent;
 pub mod api;
-pub mod broker;
 pub mod broker_client;
 pub mod cache;
 pub mod channel;
@@ -42,10 +45,8 @@ pub mod id_token;
 pub mod issuer;
 pub mod keychain;
 pub mod minter;
-pub mod oidc;
 pub mod permission;
 pub mod plan;
-pub mod policy;
 pub mod protocol;
 #[cfg(unix)]
 pub mod pty;

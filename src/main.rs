@@ -165,52 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut io::stdout().lock(),
             );
         }
-        Command::Broker(a) => {
-            use git_credential_githosted::cli::{BrokerCommand, BrokerPermission};
-            use git_credential_githosted::cmd::broker;
-            if let Some(BrokerCommand::Check {
-                policy,
-                claims,
-                repo,
-                permission,
-                workspace,
-            }) = &a.check
-            {
-                let permission = match permission {
-                    BrokerPermission::Read => git_credential_githosted::token::Permission::Read,
-                    BrokerPermission::Write => git_credential_githosted::token::Permission::Write,
-                };
-                broker::check(
-                    policy,
-                    claims.as_deref(),
-                    repo.as_deref(),
-                    permission,
-                    workspace.as_deref(),
-                    &mut io::stdout().lock(),
-                )?
-            } else {
-                let Some(policy) = a.policy.as_deref() else {
-                    anyhow::bail!(
-                        "the broker needs a policy: git-credential-githosted broker --policy FILE (see `broker check --help`)"
-                    );
-                };
-                let api_url = a
-                    .api_url
-                    .clone()
-                    .or_else(git_credential_githosted::settings::env_api_url);
-                broker::serve(&broker::Serve {
-                    listen: &a.listen,
-                    policy,
-                    audience: &a.audience,
-                    api_url: api_url.as_deref(),
-                    token_file: a.token_file.as_deref(),
-                    workspace: a.workspace.as_deref(),
-                    behind_proxy: a.behind_proxy,
-                    tls: a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
-                })?;
-                true
-            }
-        }
+        // The broker is its own program: this process becomes it.
+        Command::Broker { args } => return Ok(broker_program(args)),
         Command::Completions { shell } => {
             cli::completions(*shell, &mut io::stdout().lock());
             true
@@ -260,6 +216,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The CI token broker's program, beside this one.
+const BROKER: &str = "githosted-broker";
+
+/// Runs `githosted-broker ARGS…` from beside this program: on Unix by `exec`
+/// (the same process: pid, signals, limits, stdout, stderr and exit status), on
+/// Windows as a child whose status is passed on. `GITHOSTED_TOKEN`, taken out of
+/// this process's environment at start, is put back for it: the same process,
+/// started as it was.
+fn broker_program(args: &[std::ffi::OsString]) -> ExitCode {
+    let program = std::env::current_exe()
+        .map(|exe| exe.with_file_name(format!("{BROKER}{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap_or_else(|_| std::path::PathBuf::from(BROKER));
+    let mut command = std::process::Command::new(&program);
+    command.args(args);
+    if let Some(token) = keychain::env_token() {
+        command.env(keychain::ENV_TOKEN, token.expose());
+    }
+    let missing = |e: io::Error| {
+        git_credential_githosted::say!(
+            "cannot run {} ({e}): the broker is its own program; install it with ./install, or build it with `cargo build --release -p githosted-broker` and put it beside {}",
+            program.display(),
+            std::env::current_exe()
+                .map_or_else(|_| "this program".to_owned(), |p| p.display().to_string())
+        );
+        ExitCode::FAILURE
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        missing(command.exec())
+    }
+    #[cfg(not(unix))]
+    match command.status() {
+        Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
+        Err(e) => missing(e),
+    }
 }
 
 /// `-v` shows info, `-vv` debug; `GITHOSTED_LOG` takes `LEVEL` or

@@ -10,7 +10,7 @@ use githosted_testkit::oidc::{
     AUDIENCE, Broker, Issuer, start_broker, start_broker_configured, start_broker_with,
 };
 use githosted_testkit::server::Fault;
-use githosted_testkit::{GIT_NEW, World, helper};
+use githosted_testkit::{GIT_NEW, World, broker_program, helper};
 use serde_json::{Value, json};
 
 const MAIN: &str = "repo:acme-org/app:ref:refs/heads/main";
@@ -450,6 +450,8 @@ fn faults_issuer_down_api_down_and_a_bad_policy() {
 
 #[test]
 fn broker_check_explains_rules_and_decisions() {
+    // `git-credential-githosted broker` runs githosted-broker: built, beside it.
+    githosted_testkit::broker_program();
     let world = World::new();
     let issuer = Issuer::start();
     let policy = world.path("policy.toml");
@@ -1594,6 +1596,8 @@ fn a_dead_parent_stops_start_up_and_a_refused_one_turns_healthz_503() {
 
 #[test]
 fn broker_check_warns_about_issuers_and_foreign_workspaces_and_works_offline() {
+    // `git-credential-githosted broker` runs githosted-broker: built, beside it.
+    githosted_testkit::broker_program();
     let world = World::new();
     let issuer = Issuer::start();
     let write = |name: &str, text: &str| {
@@ -1698,4 +1702,103 @@ fn a_request_whose_body_never_ends_gets_a_json_503_at_the_deadline() {
         "{answer:?}"
     );
     assert_eq!(world.server.exchange_count(), 0);
+}
+
+/// `git-credential-githosted broker ARGS…` (what deployments run) becomes
+/// `githosted-broker ARGS…` in the same process: the pid the caller started
+/// is the broker's program, with its output and exit status.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_helpers_broker_command_is_the_broker_program_in_the_same_process() {
+    use std::io::{BufRead, BufReader};
+    let world = World::new();
+    let issuer = Issuer::start();
+    let broker = broker_program();
+    let policy = world.path("policy.toml");
+    std::fs::write(&policy, policy_for(&issuer)).unwrap();
+    let parent = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    let mut cmd = world.command(helper());
+    cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&policy)
+        .args(["--api-url", &world.server.base_url()])
+        .env("GITHOSTED_TOKEN", &parent)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    // Serving: so it found the workspace token the helper was started with.
+    assert!(line.contains("listening on"), "{line}");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        exe.file_name().and_then(|n| n.to_str()),
+        Some("githosted-broker"),
+        "the process git-credential-githosted started is {}",
+        exe.display()
+    );
+
+    // The same output and exit status as the program run directly.
+    let bad = world.path("bad.toml");
+    std::fs::write(&bad, "[[allow]]\nissuer = 1\n").unwrap();
+    let args = ["check", "--policy", bad.to_str().unwrap()];
+    let through = world.helper(&[&["broker"][..], &args[..]].concat(), None);
+    let mut direct = world.command(broker);
+    direct.args(args);
+    let direct = world.run(direct, None);
+    assert!(!direct.ok(), "{}", direct.stderr);
+    assert_eq!(through.status.code(), direct.status.code());
+    assert_eq!(through.stdout, direct.stdout);
+    assert_eq!(through.stderr, direct.stderr);
+    // Its help is the broker program's.
+    let help = world.helper(&["broker", "--help"], None);
+    help.assert_ok();
+    assert!(help.stdout.contains("githosted-broker"), "{}", help.stdout);
+}
+
+/// Without the broker program beside it, `broker` says in one line how to get it.
+#[test]
+fn the_helpers_broker_command_says_how_to_get_the_broker_when_it_is_missing() {
+    let world = World::new();
+    let dir = world.path("bin");
+    std::fs::create_dir(&dir).unwrap();
+    let built = std::path::Path::new(helper());
+    for program in ["git-credential-githosted", "git-credential-githosted-core"] {
+        std::fs::copy(built.with_file_name(program), dir.join(program)).unwrap();
+    }
+    let mut cmd = world.command(dir.join("git-credential-githosted"));
+    cmd.args(["broker", "check", "--policy", "/dev/null"]);
+    let run = world.run(cmd, None);
+    assert!(!run.ok());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("githosted-broker")
+            && run.stderr.contains("./install")
+            && run
+                .stderr
+                .contains("cargo build --release -p githosted-broker"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The broker's own program refuses a token pasted as an argument, as the
+/// helper does, without repeating it.
+#[test]
+fn the_broker_program_refuses_a_token_given_as_an_argument() {
+    let world = World::new();
+    let token = world
+        .server
+        .seed_token("acme", githosted_testkit::TokenSpec::workspace_write());
+    let mut cmd = world.command(broker_program());
+    cmd.args(["--policy", "/dev/null", "--token-file", &token]);
+    let run = world.run(cmd, None);
+    assert_eq!(run.status.code(), Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--token-file PATH"), "{}", run.stderr);
+    assert!(!run.stderr.contains(&token) && !run.stdout.contains(&token));
 }

@@ -293,7 +293,7 @@ mod tests {
             workspace: "acme".into(),
             repo: "app".into(),
             permission: crate::token::Permission::Write,
-            parent: "keychain".into(),
+            origin: crate::cache::Origin::Keychain,
         }
     }
 

@@ -1,7 +1,6 @@
 //! One module per command: what it does with the layers below, what it prints,
 //! how it fails. `main` dispatches here.
 
-pub mod broker;
 pub mod configure;
 pub mod doctor;
 pub mod helper;

@@ -34,12 +34,7 @@ pub fn helper() -> &'static str {
         {
             return path;
         }
-        let exe = std::env::current_exe().expect("the running test's path");
-        let mut dir = exe.parent().expect("a directory").to_path_buf();
-        // Tests and benchmarks run from `deps/`, examples from `examples/`.
-        if dir.ends_with("deps") || dir.ends_with("examples") {
-            dir.pop();
-        }
+        let dir = built_dir();
         // The attacks run the helper as other users, who must reach it: from a
         // checkout under a private directory, run links to it from one they can.
         let dir = reachable_by_others(&dir).unwrap_or(dir);
@@ -49,11 +44,78 @@ pub fn helper() -> &'static str {
     })
 }
 
+/// Where cargo put the programs of the running test, benchmark or example
+/// (`target/<profile>`).
+fn built_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the running test's path");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    // Tests and benchmarks run from `deps/`, examples from `examples/`.
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The CI token broker's program, its own package (`broker/`).
+pub const BROKER: &str = "githosted-broker";
+
+/// The broker's program beside [`helper`] (where `git-credential-githosted
+/// broker` looks for it). Under cargo it is built first, once per test
+/// process, in the running test's profile: the broker is another package, so
+/// `cargo test` in this one would not build it, and a stale copy would be
+/// tested silently. A benchmark measuring an installed copy
+/// (`GITHOSTED_BENCH_HELPER`) uses the broker installed beside it.
+pub fn broker_program() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let beside = Path::new(helper()).with_file_name(BROKER);
+        if std::env::var_os("GITHOSTED_BENCH_HELPER").is_some_and(|p| !p.is_empty()) {
+            return beside.to_string_lossy().into_owned();
+        }
+        let dir = built_dir();
+        let built = dir.join(BROKER);
+        if let Some(cargo) = std::env::var_os("CARGO") {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../broker/Cargo.toml");
+            let mut build = Command::new(cargo);
+            build
+                .args([
+                    "build", "--locked", "--quiet", "-p", BROKER, "--bin", BROKER,
+                ])
+                .arg("--manifest-path")
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(dir.parent().expect("target/<profile>"));
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo to build githosted-broker");
+            assert!(
+                status.success(),
+                "building githosted-broker failed: cargo build -p githosted-broker"
+            );
+        }
+        assert!(
+            built.exists(),
+            "{} is missing: cargo build -p githosted-broker",
+            built.display()
+        );
+        if beside != built {
+            // The helper runs from a directory other users can reach: the broker joins it.
+            let _ = std::fs::remove_file(&beside);
+            if std::fs::hard_link(&built, &beside).is_err() {
+                std::fs::copy(&built, &beside).expect("copy the broker");
+            }
+        }
+        beside.to_string_lossy().into_owned()
+    })
+}
+
 /// The helper's programs, as built.
-const PROGRAMS: [&str; 3] = [
+const PROGRAMS: [&str; 4] = [
     "git-credential-githosted",
     "git-credential-githosted-core",
     "git-credential-githosted-agent",
+    BROKER,
 ];
 
 /// `None` if other users can reach `dir` (every directory on its path is

@@ -364,7 +364,7 @@ async fn actions_token(
     Json(json!({ "count": 1, "value": token })).into_response()
 }
 
-/// A running `git-credential-githosted broker`, its audit lines collected from stdout.
+/// A running `githosted-broker`, its audit lines collected from stdout.
 pub struct Broker {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`
@@ -422,8 +422,8 @@ pub fn start_broker_configured(
     let path = world.path(&format!("policy-{}.toml", rand::random::<u32>()));
     std::fs::write(&path, policy).expect("write the policy");
     let audit = world.path(&format!("audit-{}.jsonl", rand::random::<u32>()));
-    let mut cmd = world.command(crate::helper());
-    cmd.args(["broker", "--listen", "127.0.0.1:0", "--policy"])
+    let mut cmd = world.command(crate::broker_program());
+    cmd.args(["--listen", "127.0.0.1:0", "--policy"])
         .arg(&path)
         .args(["--api-url", &world.server.base_url()])
         .args(options)

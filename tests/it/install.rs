@@ -73,6 +73,8 @@ fn install_into_a_temporary_home_twice() {
     let core = world.home.join(".local/bin/git-credential-githosted-core");
     // The core starts the agent, its own smaller program beside it.
     let agent = world.home.join(".local/bin/git-credential-githosted-agent");
+    // The CI token broker, its own program, which `broker` runs.
+    let broker = world.home.join(".local/bin/githosted-broker");
     let man = world
         .home
         .join(".local/share/man/man1/git-credential-githosted.1");
@@ -102,6 +104,17 @@ fn install_into_a_temporary_home_twice() {
     );
     assert!(core.is_file(), "{} is missing", core.display());
     assert!(agent.is_file(), "{} is missing", agent.display());
+    assert!(broker.is_file(), "{} is missing", broker.display());
+    // `broker` runs the installed broker program (its help is that program's).
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["broker", "--help"]);
+    let help = world.run(cmd, None);
+    help.assert_ok();
+    assert!(
+        help.stdout.contains("Usage: githosted-broker"),
+        "{}",
+        help.stdout
+    );
     // On Linux the front is static: the loader, asked to list its libraries
     // (what `ldd` does), is not there to list them; the front answers a `get`
     // for another host itself (silence) without handing over to the core.
@@ -170,7 +183,7 @@ fn install_into_a_temporary_home_twice() {
     let mut cmd = std::process::Command::new("bash");
     cmd.args([script.to_str().unwrap(), "--uninstall"]);
     world.run(cmd, None).assert_ok();
-    for gone in [&bin, &core, &agent, &man, &completion] {
+    for gone in [&bin, &core, &agent, &broker, &man, &completion] {
         assert!(!gone.exists(), "{} is still there", gone.display());
     }
     assert_eq!(list(&world), before, "--uninstall left config behind");

@@ -636,12 +636,12 @@ max_ttl_seconds = 600
         for (name, text, issuer) in [
             (
                 "policy-github.toml",
-                include_str!("../deploy/policy-github.toml"),
+                include_str!("../../deploy/policy-github.toml"),
                 GH,
             ),
             (
                 "policy-gitlab.toml",
-                include_str!("../deploy/policy-gitlab.toml"),
+                include_str!("../../deploy/policy-gitlab.toml"),
                 "https://gitlab.com",
             ),
         ] {
@@ -649,7 +649,8 @@ max_ttl_seconds = 600
             assert_eq!(p.issuers(), vec![issuer.to_owned()], "{name}");
             assert!(p.foreign_repos("acme").is_empty(), "{name}");
         }
-        let gitlab = Policy::parse(include_str!("../deploy/policy-gitlab.toml"), "gitlab").unwrap();
+        let gitlab =
+            Policy::parse(include_str!("../../deploy/policy-gitlab.toml"), "gitlab").unwrap();
         let mut claims = serde_json::Map::new();
         claims.insert("namespace_path".into(), "acme-group".into());
         claims.insert("ref_protected".into(), "true".into());

@@ -523,16 +523,49 @@ async fn within_deadline(request: Request, next: Next) -> Response {
     }
 }
 
+/// One request's audit line: what was asked, by whom, and what came of it.
+/// Fields not known (yet) are left out; they are written in this order
+/// (alphabetical, as the line has always been).
+#[derive(Debug, Default, serde::Serialize)]
+struct Record {
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repo: Option<String>,
+    request_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    /// When it was written (RFC 3339, UTC).
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_seconds: Option<u64>,
+}
+
 /// One audit line on stdout.
-fn audit(fields: serde_json::Value) {
-    let time = time::OffsetDateTime::now_utc()
+fn audit(mut record: Record) {
+    record.time = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
-    let mut line = json!({"time": time});
-    if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
-        line.extend(fields);
+    if let Ok(line) = serde_json::to_string(&record) {
+        println!("{line}");
     }
-    println!("{line}");
 }
 
 async fn token(
@@ -547,8 +580,12 @@ async fn token(
 }
 
 /// A new audit record for `action`, with a fresh request id.
-fn new_record(action: &str) -> serde_json::Value {
-    json!({"request_id": uuid::Uuid::new_v4().to_string(), "action": action})
+fn new_record(action: &'static str) -> Record {
+    Record {
+        action,
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Record::default()
+    }
 }
 
 impl Broker {
@@ -556,16 +593,16 @@ impl Broker {
     fn finish(
         &self,
         started: Instant,
-        mut record: serde_json::Value,
+        mut record: Record,
         outcome: Result<Response, Failure>,
-        success: &str,
+        success: &'static str,
         successes: &AtomicU64,
     ) -> Response {
         self.observe(started);
         let response = match outcome {
             Ok(response) => {
                 successes.fetch_add(1, Ordering::Relaxed);
-                record["outcome"] = success.into();
+                record.outcome = Some(success);
                 response
             }
             Err(f) => {
@@ -575,9 +612,9 @@ impl Broker {
                     ("refused", &self.metrics.refused)
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                record["outcome"] = name.into();
-                record["status"] = f.status.as_u16().into();
-                record["reason"] = f.message.clone().into();
+                record.outcome = Some(name);
+                record.status = Some(f.status.as_u16());
+                record.reason = Some(f.message.clone());
                 f.into_response()
             }
         };
@@ -616,7 +653,7 @@ async fn issue(
     broker: &Broker,
     headers: &HeaderMap,
     body: &[u8],
-    record: &mut serde_json::Value,
+    record: &mut Record,
 ) -> Result<Response, Failure> {
     let Allowed {
         identity,
@@ -644,7 +681,7 @@ async fn issue(
             broker.note(&e);
             api_failure(&e)
         })?;
-    record["token_id"] = minted.record.id.clone().into();
+    record.token_id = Some(minted.record.id.clone());
     // A second check: the record must be in our workspace, when both are known.
     if let Some(ours) = &broker.workspace_id
         && !minted.record.workspace_id.is_empty()
@@ -658,7 +695,7 @@ async fn issue(
                 api::deadline_in(API_DEADLINE),
             )
             .await;
-        record["revoked"] = revoked.is_ok().into();
+        record.revoked = Some(revoked.is_ok());
         return Err(Failure::new(
             StatusCode::BAD_GATEWAY,
             "wrong_workspace",
@@ -673,8 +710,8 @@ async fn issue(
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default();
-    record["fingerprint"] = minted.token.fingerprint().into();
-    record["ttl_seconds"] = ttl.into();
+    record.fingerprint = Some(minted.token.fingerprint());
+    record.ttl_seconds = Some(ttl);
     let handle = broker.handle(&identity, &minted.record.id, minted.expires_at);
     let body = zeroize::Zeroizing::new(
         json!({
@@ -699,11 +736,11 @@ async fn authorize(
     broker: &Broker,
     headers: &HeaderMap,
     body: &[u8],
-    record: &mut serde_json::Value,
+    record: &mut Record,
 ) -> Result<Allowed, Failure> {
     let identity = broker.identity(headers).await?;
-    record["issuer"] = identity.issuer.clone().into();
-    record["subject"] = identity.subject.clone().into();
+    record.issuer = Some(identity.issuer.clone());
+    record.subject = Some(identity.subject.clone());
     let request: TokenRequest = serde_json::from_slice(body).map_err(|e| {
         Failure::new(
             StatusCode::BAD_REQUEST,
@@ -711,8 +748,8 @@ async fn authorize(
             format!("the body is not {{\"repo\": \"WS/REPO\", \"permission\": \"read\"|\"write\", \"ttl_seconds\": N}}: {e}"),
         )
     })?;
-    record["repo"] = request.repo.clone().into();
-    record["permission"] = request.permission.clone().into();
+    record.repo = Some(request.repo.clone());
+    record.permission = Some(request.permission.clone());
     let permission = match request.permission.as_str() {
         "read" => Permission::Read,
         "write" => Permission::Write,
@@ -762,7 +799,7 @@ async fn authorize(
                 denied.message,
             )
         })?;
-    record["rule"] = rule.number.into();
+    record.rule = Some(rule.number);
     let ttl = request
         .ttl_seconds
         .filter(|t| *t > 0)
@@ -810,11 +847,11 @@ async fn revoke_one(
     broker: &Broker,
     headers: &HeaderMap,
     body: &[u8],
-    record: &mut serde_json::Value,
+    record: &mut Record,
 ) -> Result<(), Failure> {
     let identity = broker.identity(headers).await?;
-    record["issuer"] = identity.issuer.clone().into();
-    record["subject"] = identity.subject.clone().into();
+    record.issuer = Some(identity.issuer.clone());
+    record.subject = Some(identity.subject.clone());
     broker
         .revoke_limit
         .take(&limit_key(&identity))
@@ -849,7 +886,7 @@ async fn revoke_one(
         )
     };
     let handle = Handle::parse(&request.id).ok_or_else(not_yours)?;
-    record["token_id"] = handle.token_id.into();
+    record.token_id = Some(handle.token_id.to_owned());
     let expected = broker.handle_mac(&identity, handle.token_id, handle.expires_at);
     if !Secret::new(expected).ct_eq(handle.mac) {
         return Err(not_yours());

@@ -1,0 +1,136 @@
+//! The `githosted-broker` binary: parse the command line, serve or check,
+//! turn failures into one line on stderr and an exit code.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+use git_credential_githosted::{harden, keychain, settings, token::Permission};
+use githosted_broker::cli::{BrokerArgs, BrokerCommand, BrokerPermission};
+use githosted_broker::cmd::broker;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+/// Freed memory holds no token (see `wipe`).
+#[global_allocator]
+static ALLOC: git_credential_githosted::wipe::ZeroingAlloc =
+    git_credential_githosted::wipe::ZeroingAlloc;
+
+fn main() -> ExitCode {
+    // Before anything reads a token or starts a thread.
+    harden::process();
+    // SAFETY: no other thread exists yet.
+    unsafe { keychain::take_env_token() };
+    if let Some(code) = refuse_token_arguments() {
+        return code;
+    }
+    let args = BrokerArgs::parse();
+    init_tracing();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            git_credential_githosted::say!("{}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(a: &BrokerArgs) -> anyhow::Result<bool> {
+    if let Some(BrokerCommand::Check {
+        policy,
+        claims,
+        repo,
+        permission,
+        workspace,
+    }) = &a.check
+    {
+        let permission = match permission {
+            BrokerPermission::Read => Permission::Read,
+            BrokerPermission::Write => Permission::Write,
+        };
+        return broker::check(
+            policy,
+            claims.as_deref(),
+            repo.as_deref(),
+            permission,
+            workspace.as_deref(),
+            &mut io::stdout().lock(),
+        );
+    }
+    let Some(policy) = a.policy.as_deref() else {
+        anyhow::bail!(
+            "the broker needs a policy: githosted-broker --policy FILE (see `githosted-broker check --help`)"
+        );
+    };
+    let api_url = a.api_url.clone().or_else(settings::env_api_url);
+    broker::serve(&broker::Serve {
+        listen: &a.listen,
+        policy,
+        audience: &a.audience,
+        api_url: api_url.as_deref(),
+        token_file: a.token_file.as_deref(),
+        workspace: a.workspace.as_deref(),
+        behind_proxy: a.behind_proxy,
+        tls: a.tls_cert.as_deref().zip(a.tls_key.as_deref()),
+    })?;
+    Ok(true)
+}
+
+/// `GITHOSTED_LOG` takes `LEVEL` (the broker's and the shared library's
+/// events) or `target=LEVEL,…`; without it, no subscriber is installed.
+fn init_tracing() {
+    const CRATES: [&str; 2] = ["githosted_broker", "git_credential_githosted"];
+    let Some(filter) = settings::env_log().and_then(|v| match v.trim().parse::<Level>() {
+        Ok(level) => Some(
+            CRATES
+                .iter()
+                .fold(Targets::new(), |t, c| t.with_target(*c, level)),
+        ),
+        Err(_) => v.parse().ok(),
+    }) else {
+        return;
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
+        .init();
+}
+
+/// A token pasted as an argument is refused without being shown (clap would
+/// repeat it in its error), as the helper's core does: the broker's own token
+/// comes from --token-file, `GITHOSTED_TOKEN` or the keychain.
+fn refuse_token_arguments() -> Option<ExitCode> {
+    let pasted = std::env::args_os().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        let value = a.split_once('=').map_or(a.as_ref(), |(_, v)| v);
+        value.starts_with("gw_") || value.starts_with("gr_")
+    });
+    pasted.then(|| {
+        git_credential_githosted::say!(
+            "a token was given as an argument, where every user can see it (`ps`): mount it and pass --token-file PATH, or set GITHOSTED_TOKEN"
+        );
+        ExitCode::from(2)
+    })
+}
+
+/// Whoever read our output (`check | head -1`) stopped: nothing to say.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    git_credential_githosted::ui::printable(&format!("{e:#}").replace(['\n', '\r'], " "), 1000)
+}
