@@ -629,3 +629,41 @@ fn one_exchange_is_one_exchange() {
         doctor.stdout
     );
 }
+
+/// Issue 21 item 5: `status` in a broker job names the broker and where the
+/// job's ID token comes from, and reads no keychain (no D-Bus noise).
+#[test]
+fn status_in_a_broker_job_shows_the_broker_and_its_id_token() {
+    let world = World::new();
+    let url = world.server.base_url();
+    world
+        .helper(
+            &[
+                "configure",
+                "--api-url",
+                &url,
+                "--broker",
+                "http://127.0.0.1:9",
+                "--oidc-token-env",
+                "JOB_ID_TOKEN",
+            ],
+            None,
+        )
+        .assert_ok();
+    let status = world.helper(&["status"], None);
+    status.assert_ok();
+    assert!(
+        status.stdout.contains("broker: http://127.0.0.1:9"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("$JOB_ID_TOKEN"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("not used (tokens come from the broker)"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stderr.is_empty(), "{}", status.stderr);
+}
