@@ -255,6 +255,17 @@ fn two_configured_apis_the_clone_decides_outside_ask() {
         status.stdout
     );
 
+    // doctor inside the clone checks the local API (a working setup: rc 0);
+    // outside it covers both, each under its URL.
+    let mut doctor = std::process::Command::new(githosted_testkit::helper());
+    doctor.arg("doctor").current_dir(&clone);
+    let run = world.run(doctor, None);
+    assert!(run.ok(), "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("githosted.dev"), "{}", run.stdout);
+    let run = world.helper(&["doctor"], None);
+    assert!(run.stdout.contains(&format!("{local}:")), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("{PUBLIC}:")), "{}", run.stdout);
+
     // With --api-url it acts on that one, as always.
     let run = world.helper(&["--api-url", &local, "token", "--repo", "acme/app"], None);
     run.assert_ok();
