@@ -139,7 +139,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Configure(a) => {
             // Running it again keeps what it wrote before, unless told otherwise.
-            let given = for_person("configure", &a.helper)?;
+            // Several configured and none named: the public API, as `configure`
+            // always did (`--remove` then takes out every API's lines).
+            let given = match choose(&a.helper) {
+                ApiChoice::One(options) => *options,
+                ApiChoice::Several(_) => top.and(&a.helper).or_defaults(|| None),
+            };
             let key = cli::api_key(given.api.api_url.as_deref());
             let before = cli::configured_apis(git_credential_githosted::git::helper_lines())
                 .into_iter()
