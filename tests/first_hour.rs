@@ -714,3 +714,15 @@ fn install_in_broker_mode_gives_broker_advice() {
     assert!(!run.stdout.contains("GITHOSTED_TOKEN"), "{}", run.stdout);
     assert!(!run.stdout.contains("workspace token"), "{}", run.stdout);
 }
+
+/// Issue 21 item 5: with `GITHOSTED_TOKEN` set, an unreachable keychain is
+/// no news: `status` prints no D-Bus/X11 error line.
+#[test]
+fn status_with_an_env_token_prints_no_keychain_noise() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    let status = world.helper(&["status"], None);
+    status.assert_ok();
+    assert!(!status.stdout.contains("DBus error"), "{}", status.stdout);
+    assert!(!status.stdout.contains("X11"), "{}", status.stdout);
+}

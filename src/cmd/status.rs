@@ -249,6 +249,11 @@ fn lines(s: &Status, color: bool) -> Vec<String> {
     }
     let label = head(&format!("keychain ({}):", s.keychain.backend));
     match (&s.keychain.error, s.keychain.entries.is_empty()) {
+        // GITHOSTED_TOKEN stands in for it: its absence is no news.
+        (Some(_), _) if s.env_token.is_some() => out.push(format!(
+            "{label} not reachable, not needed ({} is used)",
+            keychain::ENV_TOKEN
+        )),
         (None, true) if s.broker.is_some() => {
             out.push(format!("{label} not used (tokens come from the broker)"))
         }
