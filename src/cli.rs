@@ -467,18 +467,193 @@ pub fn options_of_line(line: &str) -> Option<HelperOptions> {
 }
 
 /// The options `configure` wrote into git's config, when it configured
-/// exactly one API (then commands other than git's own default to it).
+/// exactly one API.
 pub fn configured(helper_lines: impl IntoIterator<Item = String>) -> Option<HelperOptions> {
-    let mut found: Vec<HelperOptions> = helper_lines
-        .into_iter()
-        .filter_map(|line| options_of_line(&line))
-        .collect();
-    found.dedup_by(|a, b| a.api.api_url == b.api.api_url);
-    let first = found.first()?;
+    let found = configured_apis(helper_lines);
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// Every API `configure` wrote a helper line for, once each (the first line
+/// for an API wins), in config order.
+pub fn configured_apis(helper_lines: impl IntoIterator<Item = String>) -> Vec<HelperOptions> {
+    let mut found: Vec<HelperOptions> = Vec::new();
+    for options in helper_lines.into_iter().filter_map(|l| options_of_line(&l)) {
+        let key = api_key(options.api.api_url.as_deref());
+        if !found
+            .iter()
+            .any(|o| api_key(o.api.api_url.as_deref()) == key)
+        {
+            found.push(options);
+        }
+    }
     found
+}
+
+/// What decides which API a command typed by a person acts on.
+#[derive(Debug, Default, Clone)]
+pub struct ApiFacts {
+    /// `--api-url`, else `GITHOSTED_API_URL`.
+    pub given: Option<String>,
+    /// This clone's remote URLs, `origin` first (empty outside a clone).
+    pub remotes: Vec<String>,
+    /// The helper options on the lines `configure` wrote, one per API.
+    pub configured: Vec<HelperOptions>,
+    /// Whether `GITHOSTED_BROKER` names a broker (then a configured broker is not merged).
+    pub broker_env: bool,
+}
+
+/// Which API a command acts on.
+#[derive(Debug, Clone)]
+pub enum ApiChoice {
+    /// This one: the options to run with (`api_url: None` is the public API).
+    One(Box<HelperOptions>),
+    /// Several could be meant, none decides: their URLs, for the person to pick.
+    Several(Vec<String>),
+}
+
+/// The API a person's command acts on (one pure decision):
+/// `--api-url`/`GITHOSTED_API_URL` when given; else, inside a clone, the API
+/// whose git hosts hold the first githosted remote (`origin` first); else the
+/// only configured API; else (nothing configured) the only API with a stored
+/// token (`stored`: keychain accounts, `HOST[:PORT][/WS]`, asked only then);
+/// else the public API when nothing names any. Several candidates: `Several`,
+/// never a silent default. The chosen API's configured line supplies its
+/// broker, unless one is named.
+pub fn choose_api(
+    options: &HelperOptions,
+    facts: &ApiFacts,
+    stored: impl FnOnce() -> Vec<String>,
+) -> ApiChoice {
+    let configured_for = |key: &str| {
+        facts
+            .configured
+            .iter()
+            .find(|o| api_key(o.api.api_url.as_deref()) == key)
+    };
+    let with = |api_url: Option<String>| {
+        let key = api_key(api_url.as_deref());
+        let mut chosen = options.clone();
+        chosen.api.api_url = api_url;
+        // A job configured for a broker keeps using it (`token` in CI).
+        if let Some(c) = configured_for(&key)
+            && c.broker.broker.is_some()
+            && chosen.broker.broker.is_none()
+            && !facts.broker_env
+        {
+            chosen.broker = c.broker.and(&chosen.broker);
+        }
+        ApiChoice::One(Box::new(chosen))
+    };
+    let given = options.api.api_url.clone().or_else(|| facts.given.clone());
+    if given.is_some() {
+        return with(given);
+    }
+    // Inside a clone: the API whose hosts serve its githosted remote.
+    let mut candidates: Vec<Option<String>> = facts
+        .configured
         .iter()
-        .all(|o| o.api.api_url == first.api.api_url)
-        .then(|| first.clone())
+        .map(|o| o.api.api_url.clone())
+        .collect();
+    if !candidates.iter().any(Option::is_none) {
+        candidates.push(None);
+    }
+    for remote in &facts.remotes {
+        let serving: Vec<&Option<String>> = candidates
+            .iter()
+            .filter(|api| serves(api.as_deref(), remote))
+            .collect();
+        if let Some(first) = serving.first() {
+            return with((*first).clone());
+        }
+    }
+    match facts.configured.as_slice() {
+        [one] => return with(one.api.api_url.clone()),
+        [] => {}
+        several => {
+            return ApiChoice::Several(
+                several
+                    .iter()
+                    .map(|o| api_key(o.api.api_url.as_deref()))
+                    .collect(),
+            );
+        }
+    }
+    let mut hosts: Vec<String> = stored()
+        .into_iter()
+        .map(|account| match account.split_once('/') {
+            Some((host, _)) => host.to_owned(),
+            None => account,
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    match hosts.as_slice() {
+        [] => with(None),
+        [host] => {
+            let url = url_of_api_host(host);
+            match api_key(Some(&url)) == api_key(None) {
+                true => with(None),
+                false => with(Some(url)),
+            }
+        }
+        several => ApiChoice::Several(several.iter().map(|h| url_of_api_host(h)).collect()),
+    }
+}
+
+/// The API's URL as one string to compare and show (`https://api.githosted.dev`).
+pub fn api_key(api_url: Option<&str>) -> String {
+    match crate::target::Service::new(api_url) {
+        Ok(s) => s.api_url().as_str().trim_end_matches('/').to_owned(),
+        Err(_) => api_url.unwrap_or_default().trim_end_matches('/').to_owned(),
+    }
+}
+
+/// The API URL of a keychain account's host: http on loopback, else https.
+fn url_of_api_host(host: &str) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match loopback {
+        true => format!("http://{host}"),
+        false => format!("https://{host}"),
+    }
+}
+
+/// Whether the API at `api_url` holds the repository at the remote URL `remote`.
+fn serves(api_url: Option<&str>, remote: &str) -> bool {
+    let Ok(service) = crate::target::Service::new(api_url) else {
+        return false;
+    };
+    let Ok(url) = url::Url::parse(remote.trim()) else {
+        return false;
+    };
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => return false,
+    };
+    matches!(
+        service.resolve(Some(url.scheme()), Some(&host), Some(url.path())),
+        crate::target::Resolution::Repo(_)
+    )
+}
+
+/// The one line a command that needs one API says when several could be meant.
+pub fn several_apis(command: &str, apis: &[String]) -> String {
+    format!(
+        "several githosted APIs are configured or hold tokens ({}): say which one: git-credential-githosted {command} --api-url {}",
+        apis.join(", "),
+        apis.first().map_or("URL", String::as_str)
+    )
 }
 
 impl HelperOptions {

@@ -5,7 +5,7 @@ use std::io;
 use std::process::ExitCode;
 
 use git_credential_githosted::cli;
-use git_credential_githosted::cli::{ApiOptions, Cli, Command, HelperOptions};
+use git_credential_githosted::cli::{ApiChoice, ApiFacts, ApiOptions, Cli, Command, HelperOptions};
 use git_credential_githosted::cmd::configure::{self, Scope};
 use git_credential_githosted::cmd::{doctor, helper, login, scoped, status};
 use git_credential_githosted::settings::{self, DEFAULT_TTL_SECS, Settings};
@@ -67,18 +67,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     // git's own operations get their options from the helper line; a person's
-    // commands default to the API `configure` wrote, when there is one.
-    let configured = || cli::configured(git_credential_githosted::git::helper_lines());
+    // commands act on the API `cli::choose_api` picks (the clone's remote, the
+    // configured API, the API with a stored token).
     let for_git = |later: &HelperOptions| top.and(later).or_defaults(|| None);
-    let for_person = |later: &HelperOptions| top.and(later).or_defaults(configured);
-    let helper =
-        |options: HelperOptions, default_ttl| Settings::new(&options.requested(), default_ttl);
-    let api = |later: &ApiOptions| {
+    let choose = |later: &HelperOptions| {
+        let options = top.and(later);
+        let facts = api_facts(&options);
+        cli::choose_api(&options, &facts, stored_api_accounts)
+    };
+    let for_person = |command: &str, later: &HelperOptions| match choose(later) {
+        ApiChoice::One(options) => Ok(*options),
+        ApiChoice::Several(apis) => Err(anyhow::anyhow!(cli::several_apis(command, &apis))),
+    };
+    // `status` and `doctor` cover every API that could be meant.
+    let for_each = |later: &ApiOptions| -> Vec<HelperOptions> {
         let options = HelperOptions {
             api: top.api.and(later),
             ..HelperOptions::default()
         };
-        Settings::new(&for_person(&options).api.requested(), DEFAULT_TTL_SECS)
+        match choose(&options) {
+            ApiChoice::One(options) => vec![*options],
+            ApiChoice::Several(apis) => apis
+                .into_iter()
+                .filter_map(|url| {
+                    let mut one = options.clone();
+                    one.api.api_url = Some(url);
+                    match choose(&one) {
+                        ApiChoice::One(options) => Some(*options),
+                        ApiChoice::Several(_) => None,
+                    }
+                })
+                .collect(),
+        }
+    };
+    let helper =
+        |options: HelperOptions, default_ttl| Settings::new(&options.requested(), default_ttl);
+    let api = |command: &str, later: &ApiOptions| -> anyhow::Result<Settings> {
+        let options = HelperOptions {
+            api: top.api.and(later),
+            ..HelperOptions::default()
+        };
+        let chosen = for_person(command, &options)?;
+        Ok(Settings::new(&chosen.api.requested(), DEFAULT_TTL_SECS)?)
     };
     let ok = match &cli.command {
         Command::Get(o) => {
@@ -91,12 +121,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             helper::erase(&settings, &mut io::stdin().lock()).map(|()| true)?
         }
         Command::Token(a) => {
-            let settings = helper(for_person(&a.helper), DEFAULT_TTL_SECS)?;
+            let settings = helper(for_person("token", &a.helper)?, DEFAULT_TTL_SECS)?;
             scoped::token(&settings, a.repo.as_deref(), &mut io::stdout().lock())?;
             true
         }
         Command::Exec(a) => {
-            let settings = helper(for_person(&a.helper), scoped::EXEC_TTL_SECS)?;
+            let settings = helper(for_person("exec", &a.helper)?, scoped::EXEC_TTL_SECS)?;
             let max_session = a.max_session.map(std::time::Duration::from_secs);
             return scoped::exec(
                 &settings,
@@ -109,10 +139,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Configure(a) => {
             // Running it again keeps what it wrote before, unless told otherwise.
-            let given = for_person(&a.helper);
-            let options = match configured() {
-                Some(before) if before.api.api_url == given.api.api_url => before.and(&given),
-                _ => given,
+            // Several configured and none named: the public API, as `configure`
+            // always did (`--remove` then takes out every API's lines).
+            let given = match choose(&a.helper) {
+                ApiChoice::One(options) => *options,
+                ApiChoice::Several(_) => top.and(&a.helper).or_defaults(|| None),
+            };
+            let key = cli::api_key(given.api.api_url.as_deref());
+            let before = cli::configured_apis(git_credential_githosted::git::helper_lines())
+                .into_iter()
+                .find(|o| cli::api_key(o.api.api_url.as_deref()) == key);
+            let options = match before {
+                Some(before) => before.and(&given),
+                None => given,
             };
             let settings = helper(options, DEFAULT_TTL_SECS)?;
             let scope = if a.local { Scope::Local } else { Scope::Global };
@@ -121,14 +160,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Login(a) => {
             no_token_options("login")?;
-            let settings = api(&a.api)?;
+            let settings = api("login", &a.api)?;
             let workspace = a.workspace.as_deref().or(top.workspace.as_deref());
             login::login(&settings, workspace, !a.no_verify)?;
             true
         }
         Command::Logout(a) => {
             no_token_options("logout")?;
-            let settings = api(&a.api)?;
+            let settings = api("logout", &a.api)?;
             match a.all {
                 true => login::logout_all(&settings)?,
                 false => login::logout(
@@ -144,7 +183,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json: a.json,
                 color: a.color.enabled(),
             };
-            status::run(&api(&a.api)?, output, &mut io::stdout().lock())?;
+            let all = for_each(&a.api)
+                .iter()
+                .map(|o| helper(o.clone(), DEFAULT_TTL_SECS))
+                .collect::<Result<Vec<_>, _>>()?;
+            status::run(&all, output, &mut io::stdout().lock())?;
             true
         }
         Command::Doctor(a) => {
@@ -153,17 +196,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json: a.json,
                 color: a.color.enabled(),
             };
-            // A broker on the configured helper line: check it instead of a workspace token.
-            let broker = configured()
-                .map(|o| Settings::new(&o.requested(), DEFAULT_TTL_SECS))
-                .transpose()?
-                .and_then(|s| s.broker);
-            return doctor::run(
-                &api(&a.api)?,
-                broker.as_ref(),
-                output,
-                &mut io::stdout().lock(),
-            );
+            let all = for_each(&a.api)
+                .iter()
+                .map(|o| helper(o.clone(), DEFAULT_TTL_SECS))
+                .collect::<Result<Vec<_>, _>>()?;
+            return doctor::run_each(&all, output, &mut io::stdout().lock());
         }
         // The broker is its own program: this process becomes it.
         Command::Broker { args } => return Ok(broker_program(args)),
@@ -254,6 +291,48 @@ fn broker_program(args: &[std::ffi::OsString]) -> ExitCode {
         Ok(status) => ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1)),
         Err(e) => missing(e),
     }
+}
+
+/// What `cli::choose_api` decides from: the API given, this clone's remotes
+/// (`origin` first) and the APIs `configure` wrote lines for. Nothing is
+/// read when `--api-url` or `GITHOSTED_API_URL` names the API.
+fn api_facts(options: &HelperOptions) -> ApiFacts {
+    let given = options.api.api_url.clone().or_else(settings::env_api_url);
+    let broker_env = std::env::var_os(settings::BROKER_ENV).is_some_and(|v| !v.is_empty());
+    let lines = git_credential_githosted::git::helper_lines();
+    let configured = cli::configured_apis(lines);
+    let remotes = match given {
+        Some(_) => Vec::new(),
+        None => {
+            let listing = git_credential_githosted::git::output(&[
+                "config",
+                "--get-regexp",
+                r"^remote\..*\.url$",
+            ])
+            .unwrap_or_default();
+            let mut remotes: Vec<(bool, String)> = listing
+                .lines()
+                .filter_map(|line| line.split_once(' '))
+                .map(|(key, url)| (key != "remote.origin.url", url.trim().to_owned()))
+                .collect();
+            // `origin` first, the others in config order.
+            remotes.sort_by_key(|(not_origin, _)| *not_origin);
+            remotes.into_iter().map(|(_, url)| url).collect()
+        }
+    };
+    ApiFacts {
+        given,
+        remotes,
+        configured,
+        broker_env,
+    }
+}
+
+/// The keychain accounts that hold a token (none when there is no keychain).
+fn stored_api_accounts() -> Vec<String> {
+    keychain::list()
+        .map(|entries| entries.into_iter().map(|(account, _)| account).collect())
+        .unwrap_or_default()
 }
 
 /// `-v` shows info, `-vv` debug; `GITHOSTED_LOG` takes `LEVEL` or

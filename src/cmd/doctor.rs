@@ -67,6 +67,42 @@ impl Report<'_> {
     }
 }
 
+/// Runs every check for each API (each with its broker, if it has one): one
+/// report, or with several APIs one per API under its URL (`--json`: an array
+/// of `{"api": URL, "ok": …, "checks": …}`). Fails when any API fails.
+pub fn run_each(all: &[Settings], output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    if let [one] = all {
+        return run(one, one.broker.as_ref(), output, out);
+    }
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for settings in all {
+        let api = settings.service.api_url().as_str().trim_end_matches('/');
+        if output.json {
+            let mut buffer = Vec::new();
+            failed |=
+                run(settings, settings.broker.as_ref(), output, &mut buffer)? != ExitCode::SUCCESS;
+            let mut report: serde_json::Value = serde_json::from_slice(&buffer)?;
+            if let Some(fields) = report.as_object_mut() {
+                fields.insert("api".into(), api.into());
+            }
+            reports.push(report);
+        } else {
+            writeln!(out, "{api}:")?;
+            failed |= run(settings, settings.broker.as_ref(), output, out)? != ExitCode::SUCCESS;
+        }
+    }
+    if output.json {
+        serde_json::to_writer_pretty(&mut *out, &reports)?;
+        writeln!(out)?;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// Runs every check for the configured API and its git hosts.
 pub fn run(
     settings: &Settings,

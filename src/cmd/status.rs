@@ -3,6 +3,8 @@
 //! `--json` prints one object with stable fields (documented in the README):
 //! `agent` (`running`, `pid`, `uptime_secs`, `exchanges`, `tokens`: `api`,
 //! `workspace`, `repo`, `permission`, `expires_at`, `fingerprint`),
+//! `broker` (`url`, `audience`, `id_token`: where the job's ID token comes
+//! from, or null; the whole field null without a broker),
 //! `env_token` (a fingerprint, or null), `keychain` (`backend`, `entries`:
 //! `account`, `fingerprint`; `error`), `git` (`url`, `helpers`, `use_http_path`).
 
@@ -24,10 +26,20 @@ pub struct Output {
 
 #[derive(Serialize)]
 struct Status {
+    /// A CI job's broker, when tokens come from one (then no keychain is read).
+    broker: Option<BrokerReport>,
     agent: AgentReport,
     env_token: Option<String>,
     keychain: KeychainReport,
     git: Vec<GitReport>,
+}
+
+#[derive(Serialize)]
+struct BrokerReport {
+    url: String,
+    audience: String,
+    /// Where the job's ID token comes from, or null when this job has none.
+    id_token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -72,8 +84,8 @@ struct GitReport {
 }
 
 /// Prints the agent, its cached tokens, the keychain entries and the git config
-/// for the configured hosts.
-pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
+/// for the hosts of each API it covers (every configured one when several could be meant).
+pub fn run(settings: &[Settings], output: Output, out: &mut dyn Write) -> anyhow::Result<()> {
     let status = gather(settings);
     if output.json {
         serde_json::to_writer_pretty(&mut *out, &status)?;
@@ -86,7 +98,7 @@ pub fn run(settings: &Settings, output: Output, out: &mut dyn Write) -> anyhow::
     Ok(())
 }
 
-fn gather(settings: &Settings) -> Status {
+fn gather(all: &[Settings]) -> Status {
     let agent = match Agent::connect().and_then(|mut a| a.status()) {
         Ok(s) => AgentReport {
             running: true,
@@ -116,7 +128,24 @@ fn gather(settings: &Settings) -> Status {
             error: (!matches!(e, AgentError::NotRunning)).then(|| e.to_string()),
         },
     };
-    let keychain = match keychain::list() {
+    let broker = all
+        .iter()
+        .find_map(|s| s.broker.as_ref())
+        .map(|b| BrokerReport {
+            url: b.url_arg.clone(),
+            audience: b.audience.clone(),
+            id_token: crate::id_token::Source::choose(
+                b.token_file.as_deref(),
+                b.token_env.as_deref(),
+            )
+            .map(|source| source.describe()),
+        });
+    // A broker job needs no keychain (and has none to ask: no D-Bus noise).
+    let keychain = match broker.is_some() && keychain::env_token().is_none() {
+        true => Ok(Vec::new()),
+        false => keychain::list(),
+    };
+    let keychain = match keychain {
         Ok(entries) => KeychainReport {
             backend: BACKEND,
             entries: entries
@@ -134,12 +163,17 @@ fn gather(settings: &Settings) -> Status {
             error: Some(e.to_string()),
         },
     };
-    let git = settings
-        .service
-        .git_hosts()
+    let git = all
         .iter()
-        .map(|host| {
-            let url = format!("{}://{host}/", settings.service.scheme());
+        .flat_map(|settings| {
+            let scheme = settings.service.scheme();
+            settings
+                .service
+                .git_hosts()
+                .iter()
+                .map(move |host| format!("{scheme}://{host}/"))
+        })
+        .map(|url| {
             let (helpers, use_http_path) = crate::git::credential_config(&url);
             GitReport {
                 url,
@@ -149,6 +183,7 @@ fn gather(settings: &Settings) -> Status {
         })
         .collect();
     Status {
+        broker,
         agent,
         env_token: keychain::env_token().map(|t| t.fingerprint()),
         keychain,
@@ -165,6 +200,18 @@ fn lines(s: &Status, color: bool) -> Vec<String> {
     };
     let clean = |text: String| crate::ui::printable(&text, 1000);
     let mut out = Vec::new();
+    if let Some(b) = &s.broker {
+        let id_token = match &b.id_token {
+            Some(source) => format!("the job's ID token from {source}"),
+            None => "no ID token in this job (GitHub Actions: `permissions: id-token: write`; else --oidc-token-env or --oidc-token-file)".to_owned(),
+        };
+        out.push(clean(format!(
+            "{} {} (audience {}), {id_token}; its tokens are cached by the agent below",
+            head("broker:"),
+            b.url,
+            b.audience
+        )));
+    }
     match (&s.agent.pid, &s.agent.error) {
         (Some(pid), _) => {
             out.push(format!(
@@ -202,6 +249,14 @@ fn lines(s: &Status, color: bool) -> Vec<String> {
     }
     let label = head(&format!("keychain ({}):", s.keychain.backend));
     match (&s.keychain.error, s.keychain.entries.is_empty()) {
+        // GITHOSTED_TOKEN stands in for it: its absence is no news.
+        (Some(_), _) if s.env_token.is_some() => out.push(format!(
+            "{label} not reachable, not needed ({} is used)",
+            keychain::ENV_TOKEN
+        )),
+        (None, true) if s.broker.is_some() => {
+            out.push(format!("{label} not used (tokens come from the broker)"))
+        }
         (Some(error), _) => out.push(format!("{label} {}", clean(error.clone()))),
         (None, true) => out.push(format!("{label} no workspace tokens")),
         (None, false) => {

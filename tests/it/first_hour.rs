@@ -629,3 +629,100 @@ fn one_exchange_is_one_exchange() {
         doctor.stdout
     );
 }
+
+/// Issue 21 item 5: `status` in a broker job names the broker and where the
+/// job's ID token comes from, and reads no keychain (no D-Bus noise).
+#[test]
+fn status_in_a_broker_job_shows_the_broker_and_its_id_token() {
+    let world = World::new();
+    let url = world.server.base_url();
+    world
+        .helper(
+            &[
+                "configure",
+                "--api-url",
+                &url,
+                "--broker",
+                "http://127.0.0.1:9",
+                "--oidc-token-env",
+                "JOB_ID_TOKEN",
+            ],
+            None,
+        )
+        .assert_ok();
+    let status = world.helper(&["status"], None);
+    status.assert_ok();
+    assert!(
+        status.stdout.contains("broker: http://127.0.0.1:9"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("$JOB_ID_TOKEN"), "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("not used (tokens come from the broker)"),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stderr.is_empty(), "{}", status.stderr);
+}
+
+/// Issue 21 item 5: `./install --broker …` ends with broker advice (the job's
+/// ID token), never with a workspace token. `cargo` is a stand-in here whose
+/// "release build" is this test build's programs (the real build is
+/// `tests/install.rs`'s).
+#[test]
+fn install_in_broker_mode_gives_broker_advice() {
+    let mut world = World::new();
+    let fake = world.path("fake");
+    let release = fake.join("target/release");
+    std::fs::create_dir_all(&release).expect("release dir");
+    let built = std::path::Path::new(helper()).parent().expect("helper dir");
+    for bin in [
+        "git-credential-githosted",
+        "git-credential-githosted-core",
+        "git-credential-githosted-agent",
+    ] {
+        std::fs::copy(built.join(bin), release.join(bin)).expect("copy a program");
+    }
+    let cargo = fake.join("cargo");
+    std::fs::write(&cargo, "#!/bin/sh\nexit 0\n").expect("fake cargo");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    world.set_env(
+        "PATH",
+        &format!("{}:/usr/local/bin:/usr/bin:/bin", fake.display()),
+    );
+    world.set_env(
+        "CARGO_TARGET_DIR",
+        &release.parent().expect("target").to_string_lossy(),
+    );
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("install"))
+        .args([
+            "--broker",
+            "https://broker.example.com",
+            "--oidc-audience",
+            "https://broker.example.com",
+        ]);
+    let run = world.run(cmd, None);
+    run.assert_ok();
+    assert!(run.stdout.contains("id-token: write"), "{}", run.stdout);
+    assert!(run.stdout.contains("--oidc-token-env"), "{}", run.stdout);
+    assert!(run.stdout.contains("broker.example.com"), "{}", run.stdout);
+    assert!(!run.stdout.contains("GITHOSTED_TOKEN"), "{}", run.stdout);
+    assert!(!run.stdout.contains("workspace token"), "{}", run.stdout);
+}
+
+/// Issue 21 item 5: with `GITHOSTED_TOKEN` set, an unreachable keychain is
+/// no news: `status` prints no D-Bus/X11 error line.
+#[test]
+fn status_with_an_env_token_prints_no_keychain_noise() {
+    let mut world = World::configured(&[]);
+    world.with_env_parent();
+    let status = world.helper(&["status"], None);
+    status.assert_ok();
+    assert!(!status.stdout.contains("DBus error"), "{}", status.stdout);
+    assert!(!status.stdout.contains("X11"), "{}", status.stdout);
+}
