@@ -214,3 +214,106 @@ fn install_from_a_directory() {
     install_from(&world, &release.path().display().to_string()).assert_ok();
     assert_eq!(before, global_config(&world));
 }
+
+/// The Linux release is static (musl, built by the release workflow). Here there
+/// is no musl C toolchain and a second fat-LTO build of every program would cost
+/// minutes, so this builds what `./install` builds — the release programs, the
+/// front linked statically against glibc (`-C target-feature=+crt-static`) in
+/// `target/install-test`, which `tests/install.rs` shares, so CI pays only for
+/// this test's few seconds — and checks that `file` calls the front statically
+/// linked, runs it (`--version`), installs it with `--from` and has git `get`
+/// through it from the test server.
+#[test]
+#[ignore = "a release build (minutes the first time); .ci/run runs it with --include-ignored"]
+fn static_front_from_a_release_answers_git() {
+    let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
+    let target = repo_root().join("target").join("install-test");
+    let build = |args: &[&str]| {
+        let out = Command::new(&cargo)
+            .args(args)
+            .current_dir(repo_root())
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    build(&["build", "--release", "--locked", "--quiet"]);
+    // Exactly the command ./install runs, so the build is shared with tests/install.rs.
+    build(&[
+        "rustc",
+        "--release",
+        "--locked",
+        "--quiet",
+        "--bin",
+        NAME,
+        "--",
+        "-C",
+        "target-feature=+crt-static",
+    ]);
+    let built = target.join("release");
+    let file = Command::new("file")
+        .arg("-L")
+        .arg(built.join(NAME))
+        .output()
+        .expect("file (apt-get install file)");
+    let file = String::from_utf8_lossy(&file.stdout);
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie linked"),
+        "{file}"
+    );
+    let version = Command::new(built.join(NAME))
+        .arg("--version")
+        .env_clear()
+        .output()
+        .expect("run the static front");
+    assert!(version.status.success(), "{version:?}");
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with(NAME));
+
+    let release = tempfile::tempdir().expect("temp dir");
+    let archive = archive_name();
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(release.path().join(&archive))
+            .arg("-C")
+            .arg(&built)
+            .args([
+                NAME,
+                "git-credential-githosted-core",
+                "git-credential-githosted-agent",
+            ]),
+    );
+    let sums = Command::new("sha256sum")
+        .arg(&archive)
+        .current_dir(release.path())
+        .output()
+        .expect("sha256sum");
+    std::fs::write(release.path().join("SHA256SUMS"), sums.stdout).expect("SHA256SUMS");
+    let url = serve(release.path());
+    let world = world();
+    let run = install_from(&world, &url);
+    assert_installed(&world, &run);
+    // The installed front is the static one, and git's `get` went through it.
+    let installed = Command::new("file")
+        .arg(world.home.join(".local/bin").join(NAME))
+        .output()
+        .expect("file");
+    assert!(
+        String::from_utf8_lossy(&installed.stdout).contains("statically linked"),
+        "{installed:?}"
+    );
+    let fill = world.run(
+        {
+            let mut cmd = Command::new(world.home.join(".local/bin").join(NAME));
+            cmd.args(["--api-url", &world.server.base_url(), "get"]);
+            cmd
+        },
+        Some(&request("http", &world.server.host(), Some("acme/app.git"))),
+    );
+    fill.assert_ok();
+    assert!(field(&fill.stdout, "password").is_some(), "{}", fill.stdout);
+}
