@@ -134,8 +134,13 @@ fn world() -> World {
     world
 }
 
+/// `sh install --from FROM` (dash here: no bash needed), as CI one-liners pipe it.
 fn install_from(world: &World, from: &str) -> Run {
-    let mut cmd = Command::new("sh");
+    install_from_with(world, "sh", from)
+}
+
+fn install_from_with(world: &World, shell: &str, from: &str) -> Run {
+    let mut cmd = Command::new(shell);
     cmd.arg(repo_root().join("install")).args([
         "--from",
         from,
@@ -206,7 +211,8 @@ fn install_from_a_url_and_refuse_a_corrupted_archive() {
 fn install_from_a_directory() {
     let release = release_dir();
     let world = world();
-    let run = install_from(&world, &release.path().display().to_string());
+    // As ./install runs it (bash).
+    let run = install_from_with(&world, "bash", &release.path().display().to_string());
     assert_installed(&world, &run);
 
     // A second run changes nothing in git's config.
@@ -241,7 +247,18 @@ fn static_front_from_a_release_answers_git() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    build(&["build", "--release", "--locked", "--quiet"]);
+    // The core and the agent as ./install builds them; the front only below, so that
+    // after tests/install.rs (which ends the same way) nothing is rebuilt.
+    build(&[
+        "build",
+        "--release",
+        "--locked",
+        "--quiet",
+        "--bin",
+        "git-credential-githosted-core",
+        "--bin",
+        "git-credential-githosted-agent",
+    ]);
     // Exactly the command ./install runs, so the build is shared with tests/install.rs.
     build(&[
         "rustc",
