@@ -229,6 +229,11 @@ fn install_from_a_directory() {
 /// this test's few seconds — and checks that `file` calls the front statically
 /// linked, runs it (`--version`), installs it with `--from` and has git `get`
 /// through it from the test server.
+/// What `file` says of a program that needs no libc from the host.
+fn is_static(file: &str) -> bool {
+    file.contains("statically linked") || file.contains("static-pie linked")
+}
+
 #[test]
 #[ignore = "a release build (minutes the first time); .ci/run runs it with --include-ignored"]
 fn static_front_from_a_release_answers_git() {
@@ -278,10 +283,7 @@ fn static_front_from_a_release_answers_git() {
         .output()
         .expect("file (apt-get install file)");
     let file = String::from_utf8_lossy(&file.stdout);
-    assert!(
-        file.contains("statically linked") || file.contains("static-pie linked"),
-        "{file}"
-    );
+    assert!(is_static(&file), "{file}");
     let version = Command::new(built.join(NAME))
         .arg("--version")
         .env_clear()
@@ -320,7 +322,7 @@ fn static_front_from_a_release_answers_git() {
         .output()
         .expect("file");
     assert!(
-        String::from_utf8_lossy(&installed.stdout).contains("statically linked"),
+        is_static(&String::from_utf8_lossy(&installed.stdout)),
         "{installed:?}"
     );
     let fill = world.run(
