@@ -229,6 +229,31 @@ fn install_from_a_directory() {
 /// this test's few seconds — and checks that `file` calls the front statically
 /// linked, runs it (`--version`), installs it with `--from` and has git `get`
 /// through it from the test server.
+/// As tests/install.rs: a world whose commands can run cargo (real CARGO_HOME,
+/// toolchain on PATH) in `target/install-test`.
+fn world_with_cargo() -> World {
+    let mut world = World::new();
+    let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
+    let cargo_dir = Path::new(&cargo).parent().expect("cargo dir").to_owned();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_dir.display());
+    world.set_env("PATH", &path);
+    for key in ["CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+        if let Ok(value) = std::env::var(key) {
+            world.set_env(key, &value);
+        }
+    }
+    if let (Err(_), Some(home)) = (std::env::var("CARGO_HOME"), std::env::var_os("HOME")) {
+        world.set_env("CARGO_HOME", &format!("{}/.cargo", home.to_string_lossy()));
+        world.set_env(
+            "RUSTUP_HOME",
+            &format!("{}/.rustup", home.to_string_lossy()),
+        );
+    }
+    let target = repo_root().join("target").join("install-test");
+    world.set_env("CARGO_TARGET_DIR", &target.to_string_lossy());
+    world
+}
+
 /// What `file` says of a program that needs no libc from the host.
 fn is_static(file: &str) -> bool {
     file.contains("statically linked") || file.contains("static-pie linked")
@@ -239,11 +264,14 @@ fn is_static(file: &str) -> bool {
 fn static_front_from_a_release_answers_git() {
     let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
     let target = repo_root().join("target").join("install-test");
+    let world_with_cargo = world_with_cargo();
     let build = |args: &[&str]| {
-        let out = Command::new(&cargo)
+        // The environment tests/install.rs gives ./install (its `world_with_cargo`), so
+        // that build scripts see the same and the two tests share one build.
+        let mut cmd = world_with_cargo.command(&cargo);
+        let out = cmd
             .args(args)
             .current_dir(repo_root())
-            .env("CARGO_TARGET_DIR", &target)
             .output()
             .expect("cargo");
         assert!(
