@@ -1,0 +1,366 @@
+//! `./install --from DIR_OR_URL` (issue 21, item 4): prebuilt programs from a
+//! release — the archive for this machine and `SHA256SUMS` — served by a real
+//! HTTP server on 127.0.0.1 or read from a directory, installed into a
+//! temporary HOME and configured, then used by git. A checksum mismatch is
+//! refused with one line and installs nothing.
+//!
+//! The release is built here from the already-built programs, packed as the
+//! release workflow packs them (`.github/workflows/release.yml`). The script
+//! runs under `sh` (dash here): the `--from` mode needs no bash.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use githosted_testkit::*;
+
+const NAME: &str = "git-credential-githosted";
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The archive name `./install --from` looks for on this machine.
+fn archive_name() -> String {
+    let arch = std::env::consts::ARCH;
+    let target = match std::env::consts::OS {
+        "macos" => format!("{arch}-apple-darwin"),
+        _ => format!("{arch}-unknown-linux-musl"),
+    };
+    format!("{NAME}-{target}.tar.gz")
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+}
+
+/// A release directory: the three programs (stripped: the debug builds are
+/// mostly debug info) in one archive, and `SHA256SUMS`, as the workflow makes them.
+fn release_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stage = dir.path().join("stage");
+    std::fs::create_dir(&stage).expect("stage");
+    let built = Path::new(helper()).parent().expect("built dir");
+    for program in [
+        NAME,
+        "git-credential-githosted-core",
+        "git-credential-githosted-agent",
+    ] {
+        run_ok(
+            Command::new("strip")
+                .arg("-o")
+                .arg(stage.join(program))
+                .arg(built.join(program)),
+        );
+    }
+    let archive = archive_name();
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(dir.path().join(&archive))
+            .arg("-C")
+            .arg(&stage)
+            .args([
+                NAME,
+                "git-credential-githosted-core",
+                "git-credential-githosted-agent",
+            ]),
+    );
+    let sums = Command::new("sha256sum")
+        .arg(&archive)
+        .current_dir(dir.path())
+        .output()
+        .expect("sha256sum");
+    assert!(sums.status.success());
+    std::fs::write(dir.path().join("SHA256SUMS"), sums.stdout).expect("SHA256SUMS");
+    std::fs::remove_dir_all(&stage).expect("rm stage");
+    dir
+}
+
+/// A static file server on 127.0.0.1 for `dir`; returns its base URL.
+fn serve(dir: &Path) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = dir.to_owned();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/");
+            let file = path.trim_start_matches("/release/");
+            let body = (!file.contains('/') && !file.contains(".."))
+                .then(|| std::fs::read(dir.join(file)).ok())
+                .flatten();
+            let _ = match body {
+                Some(body) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(&body)),
+                None => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    format!("{url}/release")
+}
+
+/// A world with only the install prefix and the system on PATH, and a workspace token.
+fn world() -> World {
+    let mut world = World::new();
+    let path = format!(
+        "{}/.local/bin:/usr/local/bin:/usr/bin:/bin",
+        world.home.display()
+    );
+    world.set_env("PATH", &path);
+    world.with_env_parent();
+    world
+}
+
+/// `sh install --from FROM` (dash here: no bash needed), as CI one-liners pipe it.
+fn install_from(world: &World, from: &str) -> Run {
+    install_from_with(world, "sh", from)
+}
+
+fn install_from_with(world: &World, shell: &str, from: &str) -> Run {
+    let mut cmd = Command::new(shell);
+    cmd.arg(repo_root().join("install")).args([
+        "--from",
+        from,
+        "--api-url",
+        &world.server.base_url(),
+    ]);
+    world.run(cmd, None)
+}
+
+fn global_config(world: &World) -> String {
+    std::fs::read_to_string(world.home.join(".gitconfig")).unwrap_or_default()
+}
+
+/// Installed and configured: the programs are in ~/.local/bin, git's config
+/// names the installed front, and git fetches through them.
+fn assert_installed(world: &World, run: &Run) {
+    run.assert_ok();
+    let bin = world.home.join(".local/bin");
+    for program in [
+        NAME,
+        "git-credential-githosted-core",
+        "git-credential-githosted-agent",
+    ] {
+        assert!(
+            bin.join(program).is_file(),
+            "{program} missing: {}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("SHA-256 checked"), "{}", run.stdout);
+    let config = global_config(world);
+    let front = bin.join(NAME);
+    assert!(config.contains(&front.display().to_string()), "{config}");
+    let url = world.url("app");
+    world.git(GIT_NEW, None, &["ls-remote", &url]).assert_ok();
+}
+
+#[test]
+fn install_from_a_url_and_refuse_a_corrupted_archive() {
+    let release = release_dir();
+    let url = serve(release.path());
+
+    let world = world();
+    let run = install_from(&world, &url);
+    assert_installed(&world, &run);
+
+    // The same release with one byte of the archive changed after SHA256SUMS.
+    let archive = release.path().join(archive_name());
+    let mut bytes = std::fs::read(&archive).expect("archive");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&archive, bytes).expect("corrupt");
+    let world = self::world();
+    let run = install_from(&world, &url);
+    run.assert_failed();
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {}", run.stderr);
+    assert!(lines[0].contains("checksum mismatch"), "{}", run.stderr);
+    assert!(lines[0].contains("nothing was installed"), "{}", run.stderr);
+    assert!(
+        !world.home.join(".local/bin").exists(),
+        "something was installed"
+    );
+    assert!(!global_config(&world).contains(NAME), "git was configured");
+}
+
+#[test]
+fn install_from_a_directory() {
+    let release = release_dir();
+    let world = world();
+    // As ./install runs it (bash).
+    let run = install_from_with(&world, "bash", &release.path().display().to_string());
+    assert_installed(&world, &run);
+
+    // A second run changes nothing in git's config.
+    let before = global_config(&world);
+    install_from(&world, &release.path().display().to_string()).assert_ok();
+    assert_eq!(before, global_config(&world));
+}
+
+/// The Linux release is static (musl, built by the release workflow). Here there
+/// is no musl C toolchain and a second fat-LTO build of every program would cost
+/// minutes, so this builds what `./install` builds — the release programs, the
+/// front linked statically against glibc (`-C target-feature=+crt-static`) in
+/// `target/install-test`, which `tests/install.rs` shares, so CI pays only for
+/// this test's few seconds — and checks that `file` calls the front statically
+/// linked, runs it (`--version`), installs it with `--from` and has git `get`
+/// through it from the test server.
+/// As tests/install.rs: a world whose commands can run cargo (real CARGO_HOME,
+/// toolchain on PATH) in `target/install-test`.
+fn world_with_cargo() -> World {
+    let mut world = World::new();
+    let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
+    let cargo_dir = Path::new(&cargo).parent().expect("cargo dir").to_owned();
+    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_dir.display());
+    world.set_env("PATH", &path);
+    for key in ["CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+        if let Ok(value) = std::env::var(key) {
+            world.set_env(key, &value);
+        }
+    }
+    if let (Err(_), Some(home)) = (std::env::var("CARGO_HOME"), std::env::var_os("HOME")) {
+        world.set_env("CARGO_HOME", &format!("{}/.cargo", home.to_string_lossy()));
+        world.set_env(
+            "RUSTUP_HOME",
+            &format!("{}/.rustup", home.to_string_lossy()),
+        );
+    }
+    let target = repo_root().join("target").join("install-test");
+    world.set_env("CARGO_TARGET_DIR", &target.to_string_lossy());
+    world
+}
+
+/// What `file` says of a program that needs no libc from the host.
+fn is_static(file: &str) -> bool {
+    file.contains("statically linked") || file.contains("static-pie linked")
+}
+
+#[test]
+#[ignore = "a release build (minutes the first time); .ci/run runs it with --include-ignored"]
+fn static_front_from_a_release_answers_git() {
+    let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
+    let target = repo_root().join("target").join("install-test");
+    let world_with_cargo = world_with_cargo();
+    let build = |args: &[&str]| {
+        // The environment tests/install.rs gives ./install (its `world_with_cargo`), so
+        // that build scripts see the same and the two tests share one build.
+        let mut cmd = world_with_cargo.command(&cargo);
+        let out = cmd
+            .args(args)
+            .current_dir(repo_root())
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The core and the agent as ./install builds them; the front only below, so that
+    // after tests/install.rs (which ends the same way) nothing is rebuilt.
+    build(&[
+        "build",
+        "--release",
+        "--locked",
+        "--quiet",
+        "--bin",
+        "git-credential-githosted-core",
+        "--bin",
+        "git-credential-githosted-agent",
+    ]);
+    // Exactly the command ./install runs, so the build is shared with tests/install.rs.
+    build(&[
+        "rustc",
+        "--release",
+        "--locked",
+        "--quiet",
+        "--bin",
+        NAME,
+        "--",
+        "-C",
+        "target-feature=+crt-static",
+    ]);
+    let built = target.join("release");
+    let file = Command::new("file")
+        .arg("-L")
+        .arg(built.join(NAME))
+        .output()
+        .expect("file (apt-get install file)");
+    let file = String::from_utf8_lossy(&file.stdout);
+    assert!(is_static(&file), "{file}");
+    let version = Command::new(built.join(NAME))
+        .arg("--version")
+        .env_clear()
+        .output()
+        .expect("run the static front");
+    assert!(version.status.success(), "{version:?}");
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with(NAME));
+
+    let release = tempfile::tempdir().expect("temp dir");
+    let archive = archive_name();
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(release.path().join(&archive))
+            .arg("-C")
+            .arg(&built)
+            .args([
+                NAME,
+                "git-credential-githosted-core",
+                "git-credential-githosted-agent",
+            ]),
+    );
+    let sums = Command::new("sha256sum")
+        .arg(&archive)
+        .current_dir(release.path())
+        .output()
+        .expect("sha256sum");
+    std::fs::write(release.path().join("SHA256SUMS"), sums.stdout).expect("SHA256SUMS");
+    let url = serve(release.path());
+    let world = world();
+    let run = install_from(&world, &url);
+    assert_installed(&world, &run);
+    // The installed front is the static one, and git's `get` went through it.
+    let installed = Command::new("file")
+        .arg(world.home.join(".local/bin").join(NAME))
+        .output()
+        .expect("file");
+    assert!(
+        is_static(&String::from_utf8_lossy(&installed.stdout)),
+        "{installed:?}"
+    );
+    let fill = world.run(
+        {
+            let mut cmd = Command::new(world.home.join(".local/bin").join(NAME));
+            cmd.args(["--api-url", &world.server.base_url(), "get"]);
+            cmd
+        },
+        Some(&request("http", &world.server.host(), Some("acme/app.git"))),
+    );
+    fill.assert_ok();
+    assert!(field(&fill.stdout, "password").is_some(), "{}", fill.stdout);
+}
