@@ -19,6 +19,7 @@ mod leaks;
 mod lfs;
 mod other_clients;
 mod protocol_props;
+mod release_install;
 mod scoped;
 mod security;
 mod uninstall;
