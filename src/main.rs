@@ -9,6 +9,7 @@ use git_credential_githosted::cli::{ApiChoice, ApiFacts, ApiOptions, Cli, Comman
 use git_credential_githosted::cmd::configure::{self, Scope};
 use git_credential_githosted::cmd::{doctor, helper, login, scoped, status};
 use git_credential_githosted::settings::{self, DEFAULT_TTL_SECS, Settings};
+use git_credential_githosted::ui::{self, is_broken_pipe, one_line};
 use git_credential_githosted::{agent, harden, keychain};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
@@ -366,33 +367,14 @@ fn init_tracing(verbose: u8) {
 /// A token pasted as an argument is refused without being shown (clap would
 /// repeat it in its error), whatever the command.
 fn refuse_token_arguments() -> Option<ExitCode> {
-    let before_command = std::env::args_os()
+    let args: Vec<_> = std::env::args_os()
         .skip(1)
         .take_while(|a| a != "--")
-        .collect::<Vec<_>>();
-    let pasted = before_command.iter().any(|a| {
-        let a = a.to_string_lossy();
-        let value = a.split_once('=').map_or(a.as_ref(), |(_, v)| v);
-        value.starts_with("gw_") || value.starts_with("gr_")
-    });
-    pasted.then(|| {
+        .collect();
+    ui::pastes_a_token(args.iter().map(|a| a.as_os_str())).then(|| {
         git_credential_githosted::say!(
             "a token was given as an argument, where every user can see it (`ps`); tokens are read from stdin: printf %s \"$TOKEN\" | git-credential-githosted login"
         );
         ExitCode::from(2)
     })
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
-}
-
-/// An error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    // `{:#}`: the error and its causes, joined with ": ".
-    git_credential_githosted::ui::printable(&format!("{e:#}").replace(['\n', '\r'], " "), 1000)
 }

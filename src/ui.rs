@@ -47,6 +47,31 @@ pub fn printable(text: &str, max: usize) -> String {
     out.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
+/// Whether any of `args` holds a token (`gw_…`, `gr_…`, also as `--opt=gw_…`):
+/// such an argument is visible to every user (`ps`), so the command refuses it
+/// without repeating it.
+pub fn pastes_a_token<'a>(args: impl IntoIterator<Item = &'a std::ffi::OsStr>) -> bool {
+    args.into_iter().any(|a| {
+        let a = a.to_string_lossy();
+        let value = a.split_once('=').map_or(a.as_ref(), |(_, v)| v);
+        value.starts_with("gw_") || value.starts_with("gr_")
+    })
+}
+
+/// Whoever read our output (`status | head -1`) stopped: nothing to say.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// An error and its causes (`{:#}`, joined with ": ") on one printable line.
+pub fn one_line(e: &anyhow::Error) -> String {
+    printable(&format!("{e:#}").replace(['\n', '\r'], " "), 1000)
+}
+
 /// `n` things in English: `1 exchange`, `0 exchanges`, `2 cached tokens`.
 pub fn count(n: impl Into<u64>, thing: &str) -> String {
     match n.into() {

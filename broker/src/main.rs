@@ -5,6 +5,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
+use git_credential_githosted::ui::{self, is_broken_pipe, one_line};
 use git_credential_githosted::{harden, keychain, settings, token::Permission};
 use githosted_broker::cli::{BrokerArgs, BrokerCommand, BrokerPermission};
 use githosted_broker::cmd::broker;
@@ -108,29 +109,11 @@ fn init_tracing() {
 /// repeat it in its error), as the helper's core does: the broker's own token
 /// comes from --token-file, `GITHOSTED_TOKEN` or the keychain.
 fn refuse_token_arguments() -> Option<ExitCode> {
-    let pasted = std::env::args_os().skip(1).any(|a| {
-        let a = a.to_string_lossy();
-        let value = a.split_once('=').map_or(a.as_ref(), |(_, v)| v);
-        value.starts_with("gw_") || value.starts_with("gr_")
-    });
-    pasted.then(|| {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    ui::pastes_a_token(args.iter().map(|a| a.as_os_str())).then(|| {
         git_credential_githosted::say!(
             "a token was given as an argument, where every user can see it (`ps`): mount it and pass --token-file PATH, or set GITHOSTED_TOKEN"
         );
         ExitCode::from(2)
     })
-}
-
-/// Whoever read our output (`check | head -1`) stopped: nothing to say.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
-}
-
-/// An error and its causes on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    git_credential_githosted::ui::printable(&format!("{e:#}").replace(['\n', '\r'], " "), 1000)
 }
