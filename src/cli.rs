@@ -666,8 +666,7 @@ impl HelperOptions {
         let from_env = crate::settings::env_api_url();
         let wants_api = self.api.api_url.is_none() && from_env.is_none();
         // A job configured for a broker keeps using it (`token` in CI).
-        let wants_broker = self.broker.broker.is_none()
-            && std::env::var_os(crate::settings::BROKER_ENV).is_none_or(|v| v.is_empty());
+        let wants_broker = self.broker.broker.is_none() && !crate::settings::env_broker_set();
         let configured = if wants_api || wants_broker {
             configured()
         } else {

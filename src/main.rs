@@ -299,7 +299,7 @@ fn broker_program(args: &[std::ffi::OsString]) -> ExitCode {
 /// read when `--api-url` or `GITHOSTED_API_URL` names the API.
 fn api_facts(options: &HelperOptions) -> ApiFacts {
     let given = options.api.api_url.clone().or_else(settings::env_api_url);
-    let broker_env = std::env::var_os(settings::BROKER_ENV).is_some_and(|v| !v.is_empty());
+    let broker_env = settings::env_broker_set();
     let lines = git_credential_githosted::git::helper_lines();
     let configured = cli::configured_apis(lines);
     let remotes = match given {

@@ -94,6 +94,11 @@ pub fn env_no_agent() -> bool {
     env_value(NO_AGENT_ENV).is_some_and(|v| v.trim() != "0")
 }
 
+/// `GITHOSTED_BROKER` set (a CI job configured for a broker).
+pub fn env_broker_set() -> bool {
+    env_value(BROKER_ENV).is_some()
+}
+
 /// Inside `exec`: `GITHOSTED_EXEC_CHANNEL` set.
 pub fn env_in_exec() -> bool {
     std::env::var_os(EXEC_CHANNEL_ENV).is_some_and(|v| !v.is_empty())
