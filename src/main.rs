@@ -142,7 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Running it again keeps what it wrote before, unless told otherwise.
             // Several configured and none named: the public API, as `configure`
             // always did (`--remove` then takes out every API's lines).
-            let given = match choose(&a.helper) {
+            // The keychain does not choose what `configure` writes: a token
+            // stored for some API is no reason to point git at it.
+            let options = top.and(&a.helper);
+            let facts = api_facts(&options);
+            let given = match cli::choose_api(&options, &facts, Vec::new) {
                 ApiChoice::One(options) => *options,
                 ApiChoice::Several(_) => top.and(&a.helper).or_defaults(|| None),
             };

@@ -334,3 +334,36 @@ fn the_first_clone_asks_once_on_the_terminal() {
     // The next one does not ask (and needs no terminal).
     world.clone(GIT_NEW, &world.url("app"), "second");
 }
+
+/// A token stored for some API is no reason for `configure` to point git at
+/// it: without `--api-url`, `configure` writes the public hosts (it once chose
+/// "the only API with a stored token", so a token stored by anyone on the
+/// same keyring redirected it).
+#[test]
+#[ignore = "needs a Secret Service (D-Bus session + unlocked keyring); .ci/run starts one"]
+fn configure_is_not_steered_by_a_stored_token() {
+    let world = World::new();
+    let url = world.server.base_url();
+    let parent = world
+        .server
+        .seed_token("acme", TokenSpec::workspace_write());
+    world
+        .helper(&["login", "--api-url", &url], Some(&parent))
+        .assert_ok();
+    world.helper(&["configure"], None).assert_ok();
+    let helpers = world.git(
+        GIT_NEW,
+        None,
+        &[
+            "config",
+            "--global",
+            "--get-urlmatch",
+            "credential.helper",
+            "https://githosted.dev/acme/app.git",
+        ],
+    );
+    assert_eq!(helpers.stdout.trim(), helper(), "{helpers:#?}");
+    world
+        .helper(&["logout", "--api-url", &url], None)
+        .assert_ok();
+}
