@@ -26,10 +26,16 @@
 //! laptop's programs carry no web server.
 //!
 //! Where a new behaviour goes: a fact about a format or a value → layer 1; a
-//! new outside system → its own layer-2 module; caching rules → [`cache`];
-//! anything the agent must do → [`agent`] (and [`cache`] for the logic);
-//! deciding where a token comes from → [`issuer`]; wording and exit codes →
-//! the command's module in [`cmd`].
+//! new outside system → its own layer-2 module; a new option of git's helper
+//! line → [`flags`] (its name) and [`cli`] (its help); deciding where a token
+//! comes from, its cache key, agent or not → [`plan`] (one pure function, with
+//! its table tests); how a grant becomes a repo token, and the workspace check
+//! → [`minter`]; caching rules → [`cache`]; anything the agent must do →
+//! [`agent`] (and [`cache`] for the logic); what `exec`'s command may ask for →
+//! `cmd::scoped::admits`, how it asks → [`channel`]; carrying out a plan
+//! (agent, fallback, broker, revoking) → [`issuer`]; wording and exit codes →
+//! the command's module in [`cmd`]. The CI token broker is its own package,
+//! `broker/`.
 
 pub mod agent;
 pub mod api;
