@@ -186,11 +186,11 @@ pub fn is_refused(reason: &str) -> bool {
     reason.starts_with(REFUSED)
 }
 
-/// How a transport failure reads: "nothing listens at URL (connection
-/// refused)", or "could not reach HOST: REASON".
+/// How a transport failure reads: "could not reach HOST: nothing listens at
+/// URL (connection refused)", or "could not reach HOST: REASON".
 fn transport_line(host: &str, reason: &str) -> String {
     if is_refused(reason) {
-        format!("{reason} (connection refused)")
+        format!("could not reach {host}: {reason} (connection refused)")
     } else {
         format!("could not reach {host}: {reason}")
     }
@@ -1003,7 +1003,9 @@ mod tests {
         let line = err.to_string();
         assert_eq!(
             line,
-            format!("nothing listens at http://127.0.0.1:{port} (connection refused)")
+            format!(
+                "could not reach {host}: nothing listens at http://127.0.0.1:{port} (connection refused)"
+            )
         );
         // A timeout or a reset still is.
         let other = ApiError::Transport {

@@ -10,7 +10,7 @@
 //! `--include-ignored` where git is on PATH (the GitHub workflow).
 //!
 //! The API is a small stand-in for githosted's (`ExchangeToken`,
-//! `RevokeToken`, `ListTokens`), enough for these programs. The tests run one
+//! `RevokeToken`, `ListTokens`, `ListWorkspaces`), enough for these programs. The tests run one
 //! at a time: they share this user's agent pipe and Credential Manager, and
 //! Wine's `CredEnumerateW` misaligns every entry after the first (a debug
 //! build aborts on it), so at most one credential exists at a time.
@@ -173,6 +173,12 @@ fn answer(method: &str, bearer: &str, body: &[u8], seen: &Mutex<Seen>) -> (&'sta
             });
             ("200 OK", answer.to_string())
         }
+        // The parent's workspace: the helper mints only when it is known.
+        "ListWorkspaces" if bearer == PARENT => (
+            "200 OK",
+            r#"{"workspaces":[{"id":"ws_acme","slug":"acme","permission":"PERMISSION_WRITE"}]}"#
+                .to_owned(),
+        ),
         "RevokeToken" | "ListTokens" if bearer == PARENT => ("200 OK", "{}".to_owned()),
         "RevokeToken" | "ListTokens" => unauthenticated,
         _ => (
