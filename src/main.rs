@@ -13,7 +13,6 @@ use git_credential_githosted::ui::{self, is_broken_pipe, one_line};
 use git_credential_githosted::{agent, harden, keychain};
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 /// Freed memory holds no token (see `wipe`).
 #[global_allocator]
@@ -357,15 +356,7 @@ fn init_tracing(verbose: u8) {
         _ => Some(Targets::new().with_target(CRATE, Level::DEBUG)),
     };
     let Some(filter) = filter else { return };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(io::stderr)
-                .with_target(false)
-                .without_time(),
-        )
-        .with(filter)
-        .init();
+    ui::log_to_stderr(filter);
 }
 
 /// A token pasted as an argument is refused without being shown (clap would

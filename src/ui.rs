@@ -47,6 +47,21 @@ pub fn printable(text: &str, max: usize) -> String {
     out.chars().filter(|c| !c.is_control()).take(max).collect()
 }
 
+/// Logs what `filter` lets through to stderr, one plain line per event
+/// (tokens appear in events only as fingerprints): the programs' one logger.
+pub fn log_to_stderr(filter: tracing_subscriber::filter::Targets) {
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
+        .init();
+}
+
 /// Whether any of `args` holds a token (`gw_…`, `gr_…`, also as `--opt=gw_…`):
 /// such an argument is visible to every user (`ps`), so the command refuses it
 /// without repeating it.

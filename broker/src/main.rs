@@ -11,7 +11,6 @@ use githosted_broker::cli::{BrokerArgs, BrokerCommand, BrokerPermission};
 use githosted_broker::cmd::broker;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 /// Freed memory holds no token (see `wipe`).
 #[global_allocator]
@@ -94,15 +93,7 @@ fn init_tracing() {
     }) else {
         return;
     };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(io::stderr)
-                .with_target(false)
-                .without_time(),
-        )
-        .with(filter)
-        .init();
+    ui::log_to_stderr(filter);
 }
 
 /// A token pasted as an argument is refused without being shown (clap would
