@@ -364,3 +364,278 @@ fn static_front_from_a_release_answers_git() {
     fill.assert_ok();
     assert!(field(&fill.stdout, "password").is_some(), "{}", fill.stdout);
 }
+
+/// The helper's three programs and the broker, linked statically against glibc, run
+/// where the host's C library cannot reach them: in a root that holds nothing but them
+/// (bubblewrap: no `/lib`, `/usr` or `/etc`; `/proc`, `/dev`, a tmpfs `/tmp` and the
+/// world's HOME and runtime directory). The release's Linux programs are musl (the
+/// workflow); here there is no musl target, and static glibc proves the same: nothing
+/// is loaded from the host. The test server and git stay outside; git runs the front
+/// through bubblewrap, the front hands over to the core, the core starts the agent, all
+/// three from the empty root. A dynamic program (this test's own debug front) cannot
+/// even start there: that is what shows the root is empty.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod empty_root {
+    use super::*;
+    use std::ffi::OsString;
+
+    /// The four programs of a release.
+    const PROGRAMS: [&str; 4] = [
+        NAME,
+        "git-credential-githosted-core",
+        "git-credential-githosted-agent",
+        "githosted-broker",
+    ];
+
+    /// Where the programs are in the empty root.
+    const INSIDE: &str = "/githosted";
+
+    /// glibc's triple for this machine, named so that RUSTFLAGS links only the
+    /// programs statically (build scripts and proc-macros stay as the host builds them).
+    fn gnu_target() -> String {
+        format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+    }
+
+    /// The static programs: `.ci/run` builds them before the tests with this very
+    /// command (so here cargo finds them up to date); run alone, this builds them
+    /// (a few minutes cold, in target/static).
+    fn static_programs() -> PathBuf {
+        let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
+        let target_dir = repo_root().join("target").join("static");
+        let target = gnu_target();
+        let out = Command::new(&cargo)
+            .args([
+                "build",
+                "--locked",
+                "--quiet",
+                "--profile",
+                "static-ci",
+                "--target",
+                &target,
+                "--bins",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .current_dir(repo_root())
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "the static build failed: RUSTFLAGS='-C target-feature=+crt-static' cargo build \
+             --locked --profile static-ci --target {target} --bins --target-dir target/static: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target_dir.join(target).join("static-ci")
+    }
+
+    fn bwrap() -> Option<&'static str> {
+        ["/usr/bin/bwrap", "/bin/bwrap"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+    }
+
+    /// bubblewrap's arguments for a root with `programs` (read-only, at [`INSIDE`]), a
+    /// CA bundle (`ca`, at Debian's path), `/proc`, `/dev`, a tmpfs `/tmp` and `data` (the
+    /// world's directory: HOME, the runtime directory) at its own path; nothing of the
+    /// host's file system else: no `/lib`, `/usr`, `/etc/passwd`, `/etc/nsswitch.conf`.
+    /// The network is shared: the test server listens on 127.0.0.1 (an IP address, so
+    /// nothing resolves a name: static glibc would need the host's NSS modules for that).
+    fn empty_root(bwrap: &str, programs: &Path, ca: &Path, data: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![bwrap.into(), "--ro-bind".into()];
+        args.extend([programs.into(), INSIDE.into()]);
+        args.extend([
+            "--ro-bind".into(),
+            ca.into(),
+            "/etc/ssl/certs/ca-certificates.crt".into(),
+        ]);
+        for arg in ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"] {
+            args.push(arg.into());
+        }
+        args.extend(["--bind".into(), data.into(), data.into()]);
+        for arg in ["--chdir", "/", "--unshare-ipc", "--unshare-uts", "--"] {
+            args.push(arg.into());
+        }
+        args
+    }
+
+    /// `program` with `args`, run in the empty root.
+    fn inside(root: &[OsString], program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&root[0]);
+        cmd.args(&root[1..])
+            .arg(format!("{INSIDE}/{program}"))
+            .args(args);
+        cmd
+    }
+
+    #[test]
+    #[ignore = "needs bubblewrap and a static build (minutes the first time, in target/static); .ci/run builds it first and runs this with --include-ignored"]
+    fn static_programs_answer_git_from_an_empty_root() {
+        let Some(bwrap) = bwrap() else {
+            eprintln!("bubblewrap is not installed; skipped (CI installs it)");
+            assert!(std::env::var_os("CI").is_none(), "CI must have bubblewrap");
+            return;
+        };
+        let built = static_programs();
+
+        // Only the four programs in the root (hard links, else copies).
+        let programs = tempfile::tempdir().expect("temp dir");
+        for program in PROGRAMS {
+            let from = built.join(program);
+            let to = programs.path().join(program);
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).expect("copy a static program");
+            }
+            let file = Command::new("file")
+                .arg(&to)
+                .output()
+                .expect("file (apt-get install file)");
+            let file = String::from_utf8_lossy(&file.stdout);
+            assert!(is_static(&file), "{file}");
+            let ldd = Command::new("ldd").arg(&to).output().expect("ldd");
+            let ldd = format!(
+                "{}{}",
+                String::from_utf8_lossy(&ldd.stdout),
+                String::from_utf8_lossy(&ldd.stderr)
+            );
+            // glibc's ldd says "statically linked" of a static PIE, "not a dynamic
+            // executable" of a static non-PIE; a dynamic program lists its libraries.
+            assert!(
+                (ldd.contains("statically linked") || ldd.contains("not a dynamic executable"))
+                    && !ldd.contains("=>"),
+                "{program}: {ldd}"
+            );
+        }
+
+        let mut world = World::new();
+        world.with_env_parent();
+        // The HTTP client loads the CA certificates when it is built, even for an http://
+        // API, and fails ("cannot build the HTTP client") where there are none: not the C
+        // library (musl is the same) but what every TLS client needs, the CA bundle a
+        // distribution or an image has (`ca-certificates`). The root gets one at Debian's
+        // path (the agent is started without SSL_CERT_FILE): one certificate made here,
+        // nothing from the host.
+        let ca = rcgen::generate_simple_self_signed(vec!["githosted.invalid".to_owned()])
+            .expect("a certificate");
+        let ca_file = world.path("ca.pem");
+        std::fs::write(&ca_file, ca.cert.pem()).expect("CA file");
+        let root = empty_root(bwrap, programs.path(), &ca_file, world.dir.path());
+
+        // The control: a dynamically linked program (this test's own front) cannot start
+        // in that root, for want of the loader and the C library.
+        let dynamic = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(helper(), dynamic.path().join(NAME)).expect("copy the dynamic front");
+        let dynamic_root = empty_root(bwrap, dynamic.path(), &ca_file, world.dir.path());
+        let run = world.run(inside(&dynamic_root, NAME, &["--version"]), None);
+        run.assert_failed();
+        assert!(run.stderr.contains("No such file or directory"), "{run:#?}");
+
+        // Each program starts there: the front, the core and the broker print their
+        // version (the core under the helper's name); the agent (no options of its own)
+        // its usage.
+        for (program, says) in [
+            (NAME, NAME),
+            ("git-credential-githosted-core", NAME),
+            ("githosted-broker", "githosted-broker"),
+        ] {
+            let run = world.run(inside(&root, program, &["--version"]), None);
+            run.assert_ok();
+            assert!(run.stdout.starts_with(&format!("{says} ")), "{run:#?}");
+        }
+        let run = world.run(
+            inside(&root, "git-credential-githosted-agent", &["--version"]),
+            None,
+        );
+        assert_eq!(run.status.code(), Some(2), "{run:#?}");
+        assert!(
+            run.stderr.contains("usage: git-credential-githosted-agent"),
+            "{run:#?}"
+        );
+
+        // The core alone, straight to the API (no agent): its HTTP client, async runtime
+        // and TLS library start with nothing from the host.
+        let url = world.server.base_url();
+        let request = request("http", &world.server.host(), Some("acme/app.git"));
+        let run = world.run(
+            inside(
+                &root,
+                "git-credential-githosted-core",
+                &["--api-url", &url, "--no-agent", "get"],
+            ),
+            Some(&request),
+        );
+        run.assert_ok();
+        assert!(field(&run.stdout, "password").is_some(), "{run:#?}");
+        assert_eq!(world.server.exchange_count(), 1);
+
+        // git, outside, runs the front in the empty root: a cold fetch (the front hands
+        // over to the core, which starts the agent), then a warm `get` the agent answers.
+        let helper_line = world.path("helper-in-empty-root");
+        let mut script = String::from("#!/bin/sh\nexec");
+        for arg in &root {
+            script.push(' ');
+            script.push_str(&quote(&arg.to_string_lossy()));
+        }
+        script.push_str(&format!(
+            " {INSIDE}/{NAME} --api-url {} \"$@\"\n",
+            quote(&url)
+        ));
+        std::fs::write(&helper_line, script).expect("helper script");
+        std::fs::set_permissions(
+            &helper_line,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+        )
+        .expect("chmod");
+        let helper_config = format!("credential.helper={}", helper_line.display());
+        let git_args = |rest: &[&str]| -> Vec<String> {
+            let mut args = vec![
+                "-c".to_owned(),
+                "credential.helper=".to_owned(),
+                "-c".to_owned(),
+                helper_config.clone(),
+                "-c".to_owned(),
+                "credential.useHttpPath=true".to_owned(),
+            ];
+            args.extend(rest.iter().map(|a| (*a).to_owned()));
+            args
+        };
+        let repo = world.url("app");
+        let args = git_args(&["ls-remote", &repo]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        world.git(GIT_NEW, None, &args).assert_ok();
+        assert_eq!(world.server.exchange_count(), 2);
+        let agents = world.agent_pids();
+        assert_eq!(agents.len(), 1, "one agent");
+        // The agent runs the static program from the empty root: its executable is
+        // the one mounted there, and it maps no shared object.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", agents[0]));
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", agents[0]));
+        match (exe, maps) {
+            (Ok(exe), Ok(maps)) => {
+                assert_eq!(
+                    exe,
+                    Path::new(INSIDE).join("git-credential-githosted-agent")
+                );
+                assert!(!maps.contains(".so"), "the agent mapped a library: {maps}");
+            }
+            // The agent is not dumpable: only root reads these (CI runs as root).
+            (exe, maps) => assert!(!rustix::process::getuid().is_root(), "{exe:?} {maps:?}"),
+        }
+
+        let args = git_args(&["credential", "fill"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut fill = Command::new(GIT_NEW);
+        fill.args(&args).current_dir(world.dir.path());
+        let fill = world.run(fill, Some(&format!("url={repo}\n\n")));
+        fill.assert_ok();
+        assert!(field(&fill.stdout, "password").is_some(), "{fill:#?}");
+        assert_eq!(world.server.exchange_count(), 2, "the agent answered");
+    }
+
+    /// One shell word.
+    fn quote(word: &str) -> String {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
