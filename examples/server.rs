@@ -3,11 +3,15 @@
 //! `acme`, repos `app` and `lib`, and a fresh workspace token.
 //!
 //! ```sh
-//! cargo run --example server            # then follow what it prints
-//! cargo run --example server -- 8080    # on a fixed port
+//! cargo run --example server -- 8787    # then follow what it prints
+//! cargo run --example server -- 8787 --state DIR
+//! cargo run --example server            # on a random port, nothing kept
 //! ```
 //!
-//! It runs until Ctrl-C. Everything lives in memory and a temporary directory.
+//! It runs until Ctrl-C. On a fixed port its workspaces, repos and tokens are
+//! kept in `target/githosted-local-server-PORT` (or `--state DIR`), so a token
+//! from before a restart still works after it; on a random port everything
+//! lives in memory and a temporary directory.
 
 #[cfg(unix)]
 #[path = "server/unix.rs"]

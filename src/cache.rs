@@ -109,6 +109,9 @@ pub struct EntryInfo {
     pub permission: Permission,
     pub expires_at: i64,
     pub fingerprint: String,
+    /// The broker that minted it (its URL; never what names the job).
+    #[serde(default)]
+    pub broker: Option<String>,
 }
 
 /// The default upper bound of the lifetime margin, in seconds.
@@ -401,6 +404,10 @@ impl<C: Clock, M: Minter> Cache<C, M> {
                 permission: key.permission,
                 expires_at: cached.expires_at,
                 fingerprint: cached.token.fingerprint(),
+                broker: match &key.origin {
+                    Origin::Broker { broker, .. } => Some(broker.clone()),
+                    Origin::Keychain | Origin::Env { .. } => None,
+                },
             })
             .collect();
         entries

@@ -40,6 +40,8 @@ pub enum Answer {
         expires_at: i64,
     },
     Forgotten,
+    /// Forgotten; this one line tells the command's git what happened and what to do.
+    Hint(String),
     /// Refused, with the one line that says why (and what to do).
     Refused(String),
 }

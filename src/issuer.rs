@@ -373,7 +373,7 @@ fn from_exec(
             expires_at: Some(expires_at),
         }),
         Ok(Answer::Refused(why)) => Err(GetError::Exec(why)),
-        Ok(Answer::Forgotten) => Err(GetError::Exec(
+        Ok(Answer::Forgotten | Answer::Hint(_)) => Err(GetError::Exec(
             "`exec` answered a token request with something else".into(),
         )),
         Err(e) => Err(GetError::Exec(format!(
@@ -391,16 +391,28 @@ fn from_exec(_: &Settings, _: &std::path::Path, _: &Target) -> Result<Issued, Ge
 
 /// Inside `exec`: tells `exec` that git was refused with `password`, so it is
 /// not handed out again (the next ask mints a fresh one). Best effort.
+/// Returns `exec`'s line for the person (what happened, what to do).
 #[cfg(unix)]
-pub fn forget_in_exec(settings: &Settings, channel: &std::path::Path, password: Secret) {
+pub fn forget_in_exec(
+    settings: &Settings,
+    channel: &std::path::Path,
+    password: Secret,
+) -> Option<String> {
     let ask = crate::channel::Ask::Forget { password };
-    if let Err(e) = crate::channel::ask(channel, &ask, settings.timeout.min(REVOKE_BUDGET)) {
-        tracing::debug!("exec's channel did not answer an erase: {e}");
+    match crate::channel::ask(channel, &ask, settings.timeout.min(REVOKE_BUDGET)) {
+        Ok(crate::channel::Answer::Hint(line)) => Some(line),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!("exec's channel did not answer an erase: {e}");
+            None
+        }
     }
 }
 
 #[cfg(not(unix))]
-pub fn forget_in_exec(_: &Settings, _: &std::path::Path, _: Secret) {}
+pub fn forget_in_exec(_: &Settings, _: &std::path::Path, _: Secret) -> Option<String> {
+    None
+}
 
 /// The job's ID token for the broker, or the one line that says why not.
 pub async fn id_token(

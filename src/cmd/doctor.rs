@@ -118,19 +118,10 @@ pub fn run(
         broken: None,
     };
     check_git(&mut report);
-    let mut configured = Vec::new();
     for host in settings.service.git_hosts() {
         check_helper_chain(&mut report, settings, host);
-        let url = format!("{}://{host}/", settings.service.scheme());
-        configured.extend(
-            crate::git::credential_config(&url)
-                .0
-                .into_iter()
-                .filter(|h| is_ours(h))
-                .filter_map(|h| shlex::split(&h).and_then(|w| w.into_iter().next())),
-        );
     }
-    check_path_for_others(&mut report, &configured);
+    check_path_for_others(&mut report);
     if let Some(broker) = broker {
         // CI through a broker: no workspace token here, by design.
         check_broker(&mut report, settings, broker);
@@ -325,18 +316,36 @@ fn check_helper_program(report: &mut Report, settings: &Settings, url: &str, hel
     }
 }
 
-/// Other `git-credential-githosted` programs on PATH than the configured one.
-fn check_path_for_others(report: &mut Report, configured: &[String]) {
+/// `git-credential-githosted` programs on PATH that are neither this one nor
+/// one git runs for any API (every `credential….helper` line of ours, whatever
+/// `--api-url` doctor checks), by canonical path.
+fn check_path_for_others(report: &mut Report) {
     let Some(path) = std::env::var_os("PATH") else {
         return;
     };
     let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
-    let mine: Vec<_> = configured
-        .iter()
-        .filter_map(|p| canonical(std::path::Path::new(p)))
+    let on_path: Vec<_> = std::env::split_paths(&path)
+        .map(|dir| dir.join(super::configure::PROGRAM))
+        .filter(|candidate| candidate.is_file())
         .collect();
-    for dir in std::env::split_paths(&path) {
-        let candidate = dir.join(super::configure::PROGRAM);
+    let mut mine: Vec<_> = crate::git::config_list()
+        .into_iter()
+        .filter(|(key, value)| {
+            key.starts_with("credential.") && key.ends_with(".helper") && is_ours(value)
+        })
+        .filter_map(|(_, line)| shlex::split(&line).and_then(|w| w.into_iter().next()))
+        .filter_map(|program| match program.contains(['/', '\\']) {
+            true => canonical(std::path::Path::new(&program)),
+            // `helper = githosted`: git runs the first one on PATH.
+            false => on_path.first().and_then(|p| canonical(p)),
+        })
+        .collect();
+    mine.extend(
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| canonical(&super::configure::front_for(exe))),
+    );
+    for candidate in on_path {
         if candidate.is_file() && !canonical(&candidate).is_some_and(|c| mine.contains(&c)) {
             report.line(
                 Level::Warn,

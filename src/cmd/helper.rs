@@ -243,8 +243,10 @@ pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Resul
     let password = request.password.or(request.credential);
     // Inside `exec`, only `exec` holds tokens: tell it.
     if let Some(channel) = &settings.exec_channel {
-        if let Some(password) = password {
-            issuer::forget_in_exec(settings, channel, password);
+        if let Some(password) = password
+            && let Some(hint) = issuer::forget_in_exec(settings, channel, password)
+        {
+            crate::say!("{hint}");
         }
         return Ok(());
     }

@@ -262,6 +262,51 @@ pub fn admits(
     Ok(())
 }
 
+/// What `exec` knows of its session when its command's git asks or is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The granted repos, `WS/REPO, …`.
+    pub granted: String,
+    /// `--max-session`, in seconds.
+    pub max_session_secs: Option<u64>,
+    /// `--max-session` has passed since the first token: no more renewals.
+    pub over: bool,
+}
+
+/// What happened to the command's git.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// It asks for a token and the current one is not fit to hand out.
+    Ask,
+    /// githosted refused the token it was given (git's `erase`).
+    Rejected,
+}
+
+/// `exec`'s answer to an [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Mint a fresh token (on the next ask).
+    Renew,
+    /// No token: this one line for the command's git says why and what to do.
+    Say(String),
+}
+
+/// What `exec` tells its command's git about its tokens (pure): a fresh one
+/// while the session lasts; after `--max-session`, or when githosted refused
+/// one, the line that says what happened and what to do.
+pub fn verdict(event: Event, session: &Session) -> Verdict {
+    let granted = &session.granted;
+    match (event, session.over, session.max_session_secs) {
+        (_, true, Some(max)) => Verdict::Say(format!(
+            "exec's session for {granted} ended after --max-session {max} s; run exec again (with a longer --max-session)"
+        )),
+        (Event::Ask, _, _) => Verdict::Renew,
+        (Event::Rejected, _, _) => Verdict::Say(format!(
+            "githosted rejected exec's token for {granted} (revoked, or expired early); exec mints a fresh one for the next git command: run it again"
+        )),
+    }
+}
+
 /// What `exec` pays its mints with.
 enum Payer {
     /// A workspace token (environment or keychain), and what we know of it.
@@ -384,14 +429,9 @@ impl Lease {
         {
             return Ok(held.issued());
         }
-        if !state.minted.is_empty()
-            && let (Some(until), Some(max)) = (self.until, self.max_session)
-            && Instant::now() >= until
-        {
-            return Err(issuer::GetError::Exec(format!(
-                "this `exec` session reached its --max-session of {} s: no more tokens; start a new `exec`",
-                max.as_secs()
-            )));
+        match verdict(Event::Ask, &self.session(&state)) {
+            Verdict::Renew => {}
+            Verdict::Say(line) => return Err(issuer::GetError::Exec(line)),
         }
         let held = self.mint().await?;
         state.minted.push(held.clone());
@@ -435,6 +475,21 @@ impl Lease {
         })
     }
 
+    /// What `verdict` needs to know of this session now.
+    fn session(&self, state: &LeaseState) -> Session {
+        Session {
+            granted: self
+                .scope
+                .repos
+                .iter()
+                .map(|r| format!("{}/{r}", self.scope.workspace))
+                .collect::<Vec<_>>()
+                .join(", "),
+            max_session_secs: self.max_session.map(|m| m.as_secs()),
+            over: !state.minted.is_empty() && self.until.is_some_and(|u| Instant::now() >= u),
+        }
+    }
+
     /// The answer to the command's ask, through the channel.
     #[cfg_attr(not(unix), allow(dead_code))]
     async fn answer(&self, ask: crate::channel::Ask) -> crate::channel::Answer {
@@ -472,7 +527,10 @@ impl Lease {
                     );
                     state.current = None;
                 }
-                Answer::Forgotten
+                match verdict(Event::Rejected, &self.session(&state)) {
+                    Verdict::Say(line) => Answer::Hint(line),
+                    Verdict::Renew => Answer::Forgotten,
+                }
             }
         }
     }
@@ -887,5 +945,37 @@ mod windows_tests {
         let text = err.to_string();
         assert!(text.contains("--no-isolate"), "{text}");
         assert!(!text.contains('\n'), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_renews_until_its_session_ends_and_then_says_so() {
+        let mut session = Session {
+            granted: "acme/app".into(),
+            max_session_secs: Some(60),
+            over: false,
+        };
+        assert_eq!(verdict(Event::Ask, &session), Verdict::Renew);
+        let Verdict::Say(rejected) = verdict(Event::Rejected, &session) else {
+            panic!("a rejected token is explained");
+        };
+        assert!(
+            rejected.starts_with("githosted rejected exec's token for acme/app"),
+            "{rejected}"
+        );
+        session.over = true;
+        let over = "exec's session for acme/app ended after --max-session 60 s; run exec again (with a longer --max-session)";
+        assert_eq!(verdict(Event::Ask, &session), Verdict::Say(over.into()));
+        assert_eq!(
+            verdict(Event::Rejected, &session),
+            Verdict::Say(over.into())
+        );
+        // Without --max-session a session never ends.
+        session.max_session_secs = None;
+        assert_eq!(verdict(Event::Ask, &session), Verdict::Renew);
     }
 }

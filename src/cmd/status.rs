@@ -61,6 +61,8 @@ struct TokenReport {
     permission: &'static str,
     expires_at: i64,
     fingerprint: String,
+    /// The broker it was minted through, or null.
+    broker: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -115,6 +117,7 @@ fn gather(all: &[Settings]) -> Status {
                     permission: e.permission.as_str(),
                     expires_at: e.expires_at,
                     fingerprint: e.fingerprint,
+                    broker: e.broker.map(|b| b.trim_end_matches('/').to_owned()),
                 })
                 .collect(),
             error: None,
@@ -229,9 +232,13 @@ fn lines(s: &Status, color: bool) -> Vec<String> {
                     true => format!("expires in {}", duration(t.expires_at.saturating_sub(now))),
                     false => "expired".into(),
                 };
+                let from = match &t.broker {
+                    Some(broker) => format!("{}, broker {broker}", t.api),
+                    None => t.api.clone(),
+                };
                 out.push(clean(format!(
-                    "  {}/{}  {}  {left}  {}  ({})",
-                    t.workspace, t.repo, t.permission, t.fingerprint, t.api
+                    "  {}/{}  {}  {left}  {}  ({from})",
+                    t.workspace, t.repo, t.permission, t.fingerprint
                 )));
             }
         }

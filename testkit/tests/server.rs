@@ -1009,3 +1009,42 @@ fn python_sdk_speaks_the_same_wire_format() {
     );
     assert!(s.calls("CreateToken") >= 1 && s.calls("ListTokens") >= 1);
 }
+
+/// Issue 21 item 10: a server started again on the same port with the same
+/// state directory (`cargo run --example server -- PORT`) knows its
+/// workspaces, repos and every token it issued: a workspace token seeded and a
+/// repo token exchanged before the restart work after it, on the API and for
+/// git; a revoked one stays revoked. No raw token is written.
+#[test]
+fn state_survives_a_restart_on_the_same_port() {
+    let state = tempfile::tempdir().unwrap();
+    let s = Server::start_with_state(0, state.path()).unwrap();
+    let port: u16 = s.host().rsplit(':').next().unwrap().parse().unwrap();
+    s.add_workspace("acme");
+    s.add_repo("acme", "app");
+    let gw = s.seed_token("acme", TokenSpec::workspace_write());
+    let r = exchange(&s, &gw, json!({"repoAllowlist": ["app"]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let gr = r.json()["token"].as_str().unwrap().to_string();
+    let r = exchange(&s, &gw, json!({"repoAllowlist": ["app"]}));
+    let revoked = r.json()["token"].as_str().unwrap().to_string();
+    let id = r.json()["record"]["id"].as_str().unwrap().to_string();
+    let r = api(&s, Some(&gw), "RevokeToken", json!({"tokenId": id}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let issued = s.issued_tokens();
+    drop(s);
+
+    let s = Server::start_with_state(port, state.path()).unwrap();
+    assert_eq!(s.host(), format!("127.0.0.1:{port}"));
+    let r = exchange(&s, &gw, json!({"repoAllowlist": ["app"]}));
+    assert_eq!(r.status, 200, "the workspace token still works: {}", r.body);
+    let bin = gits()[0];
+    let (_t, _w, out) = clone(bin, &s.repo_url("acme", "app"), Auth::Basic(&gr));
+    ok(&out);
+    let (_t, _w, out) = clone(bin, &s.repo_url("acme", "app"), Auth::Basic(&revoked));
+    failed_with(&out, "Authentication failed");
+    let kept = std::fs::read_to_string(state.path().join("state.json")).unwrap();
+    for token in issued {
+        assert!(!kept.contains(&token), "a raw token in the state file");
+    }
+}

@@ -214,3 +214,40 @@ fn the_configured_program_is_this_one() {
         run.stdout
     );
 }
+
+/// Issue 21 item 10: `doctor --api-url` for an API that is not configured
+/// does not call the installed helper (configured for another API, and the
+/// one running) "another git-credential-githosted on PATH"; a program that
+/// nothing configures still is one.
+#[test]
+fn doctor_for_an_unconfigured_api_does_not_call_the_installed_helper_another() {
+    let mut world = World::configured(&[]);
+    let other = world.path("other/git-credential-githosted");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::write(&other, "#!/bin/sh\necho git-credential-githosted 0.0.1\n").unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let installed = std::path::Path::new(helper());
+    let path = format!(
+        "{}:{}:/usr/local/bin:/usr/bin:/bin",
+        installed.parent().unwrap().display(),
+        other.parent().unwrap().display()
+    );
+    world.set_env("PATH", &path);
+    let run = world.helper(&["--api-url", "http://127.0.0.1:9", "doctor"], None);
+    assert!(
+        !run.stdout.contains(&format!(
+            "another git-credential-githosted is on PATH: {}",
+            installed.display()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "another git-credential-githosted is on PATH: {}",
+            other.display()
+        )),
+        "{}",
+        run.stdout
+    );
+}

@@ -668,6 +668,55 @@ fn status_in_a_broker_job_shows_the_broker_and_its_id_token() {
     assert!(status.stderr.is_empty(), "{}", status.stderr);
 }
 
+/// Issue 21 item 5: `status` in a broker job marks the tokens the agent
+/// holds from the broker (with the broker's URL), never a token's value.
+#[test]
+fn status_marks_the_agents_broker_tokens() {
+    let mut job = World::new();
+    let issuer = githosted_testkit::oidc::Issuer::start();
+    let policy = format!(
+        "[[allow]]\nissuer = \"{}\"\nsubject_pattern = \"^repo:acme-org/.*$\"\nrepos = [\"acme/app\"]\npermission = \"read\"\n",
+        issuer.url()
+    );
+    let broker = githosted_testkit::oidc::start_broker(&job, &policy).unwrap();
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    let options = ["--broker", broker.url.as_str(), "--permission", "read"];
+    let got = job.get("app", &options);
+    got.assert_ok();
+    let url = job.server.base_url();
+    let mut args = vec!["--api-url", url.as_str(), "--broker", broker.url.as_str()];
+    args.push("status");
+    let status = job.helper(&args, None);
+    status.assert_ok();
+    let line = status
+        .stdout
+        .lines()
+        .find(|l| l.contains("acme/app  read"))
+        .unwrap_or_else(|| panic!("no cached token listed: {}", status.stdout));
+    assert!(
+        line.contains(&format!("broker {}", broker.url.trim_end_matches('/'))),
+        "{line}"
+    );
+    assert!(line.contains("expires in "), "{line}");
+    for token in job.server.issued_tokens() {
+        assert!(!status.stdout.contains(&token), "status printed a token");
+    }
+    args.pop();
+    args.extend(["status", "--json"]);
+    let json = job.helper(&args, None);
+    json.assert_ok();
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        report["agent"]["tokens"][0]["broker"]
+            .as_str()
+            .map(|b| b.trim_end_matches('/')),
+        Some(broker.url.trim_end_matches('/')),
+        "{report}"
+    );
+}
+
 /// Issue 21 item 5: `./install --broker …` ends with broker advice (the job's
 /// ID token), never with a workspace token. `cargo` is a stand-in here whose
 /// "release build" is this test build's programs (the real build is

@@ -544,3 +544,123 @@ git-credential-githosted --api-url {url} token --repo acme/app | grep -c '^gr_'"
     assert_eq!(exchanges.len(), 1, "one token, for app only");
     assert_eq!(exchanges[0].allowlist, vec!["app".to_string()]);
 }
+
+/// After `--max-session`, exec renews no more: the command's next git fails
+/// with one line that says so and what to do, not a bare "Authentication
+/// failed" nor a Username prompt (tokens live 3 s here, the session 1 s).
+#[test]
+fn a_push_after_the_exec_session_ended_says_why() {
+    let mut world = World::new();
+    world.with_env_parent();
+    world
+        .server
+        .cap_exchange_ttl(std::time::Duration::from_secs(3));
+    let url = world.server.base_url();
+    let clone_url = world.url("app");
+    let script = format!(
+        r#"set -e
+git clone -q {clone_url} work
+cd work
+git config user.email agent@example.com
+git config user.name agent
+sleep 4
+echo 1 > file1
+git add file1
+git commit -q -m change
+git push -q origin HEAD && echo pushed || echo "push failed""#
+    );
+    let run = world.helper(
+        &[
+            "--api-url",
+            &url,
+            "exec",
+            "--ttl",
+            "60",
+            "--max-session",
+            "1",
+            "--repo",
+            "acme/app",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert_eq!(run.stdout.trim(), "push failed", "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "exec's session for acme/app ended after --max-session 1 s; run exec again (with a longer --max-session)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Username"), "{}", run.stderr);
+    assert_eq!(
+        world.server.exchanges().len(),
+        1,
+        "no renewal after the session"
+    );
+}
+
+/// A token githosted refuses inside `exec` (revoked here, as an admin
+/// would) gets a hint from the command's helper when git erases it, and the
+/// next git command gets a fresh one.
+#[test]
+fn a_rejected_exec_token_gets_a_hint_and_the_next_git_a_fresh_one() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let url = world.server.base_url();
+    let clone_url = world.url("app");
+    let first = world.path("first-done");
+    let go = world.path("revoked");
+    let script = format!(
+        r#"git ls-remote {clone_url} >/dev/null && echo first-ok
+touch {first}
+while [ ! -e {go} ]; do sleep 0.05; done
+git ls-remote {clone_url} >/dev/null && echo second-ok || echo second-failed
+git ls-remote {clone_url} >/dev/null && echo third-ok"#,
+        first = first.display(),
+        go = go.display()
+    );
+    let mut cmd = std::process::Command::new(helper());
+    cmd.current_dir(world.dir.path());
+    cmd.args([
+        "--api-url",
+        &url,
+        "exec",
+        "--repo",
+        "acme/app",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let world = &world;
+    let run = std::thread::scope(|s| {
+        let handle = s.spawn(move || world.run(cmd, None));
+        while !first.exists() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let minted = world.server.issued_tokens();
+        world.server.revoke(minted.last().unwrap());
+        std::fs::write(&go, "").unwrap();
+        handle.join().unwrap()
+    });
+    run.assert_ok();
+    assert_eq!(
+        run.stdout, "first-ok\nsecond-failed\nthird-ok\n",
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "githosted rejected exec's token for acme/app (revoked, or expired early); exec mints a fresh one for the next git command: run it again"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Username"), "{}", run.stderr);
+    assert_eq!(world.server.exchanges().len(), 2);
+}

@@ -38,6 +38,7 @@ use tokio::io::AsyncWriteExt;
 mod api;
 mod git;
 mod lfs;
+mod persist;
 mod store;
 mod util;
 
@@ -341,8 +342,9 @@ pub struct Server {
     addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    // Declared last: removed after the server thread has stopped.
-    _dir: tempfile::TempDir,
+    // Declared last: removed after the server thread has stopped (none when
+    // the state lives in a directory of the caller's).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -353,26 +355,64 @@ impl Server {
 
     /// [`Server::start`] on a given loopback port (0: any free one).
     pub fn start_on(port: u16) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir for the test server");
-        let root = dir.path().join("repos");
-        let home = dir.path().join("home");
-        std::fs::create_dir_all(&root).expect("create repo root");
-        std::fs::create_dir_all(&home).expect("create server HOME");
+        Server::start_in(port, None).expect("start the test server")
+    }
 
-        let listener =
-            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
+    /// [`Server::start_on`], its workspaces, repos and tokens kept in
+    /// `state_dir` (created if missing) and read back from it: a server
+    /// started again with the same directory knows every token it issued.
+    /// `Err`: the port is taken, or the directory holds no state it can read.
+    pub fn start_with_state(port: u16, state_dir: &FsPath) -> Result<Server, String> {
+        Server::start_in(port, Some(state_dir))
+    }
+
+    fn start_in(port: u16, state_dir: Option<&FsPath>) -> Result<Server, String> {
+        let (dir, base, store) = match state_dir {
+            None => {
+                let dir = tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?;
+                let base = dir.path().to_owned();
+                (Some(dir), base, Store::new())
+            }
+            Some(state) => {
+                std::fs::create_dir_all(state).map_err(|e| format!("{}: {e}", state.display()))?;
+                (None, state.to_owned(), persist::load(state)?)
+            }
+        };
+        let root = base.join("repos");
+        let home = base.join("home");
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
+
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
         listener
             .set_nonblocking(true)
-            .expect("nonblocking listener");
-        let addr = listener.local_addr().expect("local addr");
+            .map_err(|e| format!("nonblocking listener: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("local addr: {e}"))?;
 
         let shared = Arc::new(Shared {
             root,
             home,
-            state: Mutex::new(Store::new()),
+            state: Mutex::new(store),
+            state_dir: state_dir.map(FsPath::to_owned),
         });
         let app = Router::new()
-            .route("/githosted.v1.ApiService/{method}", post(api_handler))
+            .route(
+                "/githosted.v1.ApiService/{method}",
+                post(
+                    |State(shared): State<Arc<Shared>>,
+                     method: Path<String>,
+                     headers: HeaderMap,
+                     body: Bytes| async move {
+                        let answer =
+                            api_handler(State(shared.clone()), method, headers, body).await;
+                        shared.persist();
+                        answer
+                    },
+                ),
+            )
             .fallback(git_handler)
             .with_state(shared.clone());
 
@@ -401,15 +441,15 @@ impl Server {
                 // Drops in-flight connections (and kills their http-backend children).
                 rt.shutdown_timeout(Duration::from_secs(2));
             })
-            .expect("spawn server thread");
+            .map_err(|e| format!("spawn server thread: {e}"))?;
 
-        Server {
+        Ok(Server {
             shared,
             addr,
             shutdown: Some(tx),
             thread: Some(thread),
             _dir: dir,
-        }
+        })
     }
 
     /// `http://127.0.0.1:PORT`, the API base URL and the git host.
@@ -442,6 +482,8 @@ impl Server {
                 slug: slug.to_string(),
             });
         }
+        drop(st);
+        self.shared.persist();
     }
 
     pub fn workspace_id(&self, ws: &str) -> String {
@@ -493,6 +535,7 @@ impl Server {
             slug: repo.to_string(),
             workspace_id: ws_id,
         });
+        self.shared.persist();
     }
 
     /// Registers repo `<ws>/<repo>` without creating it on disk: enough for ExchangeToken,
@@ -592,6 +635,8 @@ impl Server {
             parent_id: None,
             subject: String::new(),
         });
+        drop(st);
+        self.shared.persist();
         raw
     }
 

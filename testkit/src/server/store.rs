@@ -10,6 +10,8 @@ pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     pub(crate) home: PathBuf,
     pub(crate) state: Mutex<Store>,
+    /// Where the lasting state is kept (see `persist.rs`); `None`: in memory only.
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 impl Shared {
