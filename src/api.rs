@@ -13,27 +13,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use url::Url;
 
+use crate::net::{self, CALL_TIMEOUT, Network};
 use crate::secret::Secret;
 pub use crate::token::Permission;
 use crate::ui::printable;
 
-/// How long to wait for a TCP+TLS connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one whole call may take.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest answer read from the API; past it the call fails.
 pub const MAX_BODY: usize = 1024 * 1024;
-
-/// `after` from now, saturating: a deadline that is never in the past and
-/// never overflows, however large `after` is.
-pub fn deadline_in(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after)
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(now)
-}
-
-const CLIENT_NAME: &str = concat!("git-credential-githosted/", env!("CARGO_PKG_VERSION"));
 
 /// The `code` of a Connect error (on the agent's wire: its name).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,148 +342,6 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-/// What changes how a request travels in this environment: proxies and CA
-/// certificates, from the usual variables. The helper sends its own with every
-/// mint, so the agent applies the asker's settings, never those of whichever
-/// process happened to start it; a loopback API is never proxied.
-#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Network {
-    pub https_proxy: Option<String>,
-    pub http_proxy: Option<String>,
-    pub all_proxy: Option<String>,
-    pub no_proxy: Option<String>,
-    /// `SSL_CERT_FILE`: the CA certificates to trust instead of the system's.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// `SSL_CERT_DIR`: a directory of them.
-    pub ca_dir: Option<std::path::PathBuf>,
-}
-
-impl Network {
-    /// This process's settings (lower-case names first, as curl and reqwest read them).
-    pub fn from_env() -> Network {
-        let var = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|n| std::env::var(n).ok())
-                .filter(|v| !v.trim().is_empty())
-        };
-        Network {
-            https_proxy: var(&["https_proxy", "HTTPS_PROXY"]),
-            http_proxy: var(&["http_proxy", "HTTP_PROXY"]),
-            all_proxy: var(&["all_proxy", "ALL_PROXY"]),
-            no_proxy: var(&["no_proxy", "NO_PROXY"]),
-            ca_file: var(&["SSL_CERT_FILE"]).map(Into::into),
-            ca_dir: var(&["SSL_CERT_DIR"]).map(Into::into),
-        }
-    }
-
-    /// Applies these settings to a client for `base`, whose host (with port)
-    /// is `host`: proxies unless it is loopback, CA certificates if it is https.
-    fn apply(
-        &self,
-        mut builder: reqwest::ClientBuilder,
-        base: &Url,
-        host: &str,
-    ) -> Result<reqwest::ClientBuilder, String> {
-        // Never the process's variables: only what this value says.
-        builder = builder.no_proxy();
-        let host_name = host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        if !crate::target::is_loopback(host_name) {
-            let no_proxy = self
-                .no_proxy
-                .as_deref()
-                .and_then(reqwest::NoProxy::from_string);
-            let proxies = [
-                (&self.https_proxy, "https_proxy"),
-                (&self.http_proxy, "http_proxy"),
-                (&self.all_proxy, "all_proxy"),
-            ];
-            for (value, name) in proxies {
-                let Some(url) = value.as_deref() else {
-                    continue;
-                };
-                let proxy = match name {
-                    "https_proxy" => reqwest::Proxy::https(url),
-                    "http_proxy" => reqwest::Proxy::http(url),
-                    _ => reqwest::Proxy::all(url),
-                }
-                .map_err(|_| format!("{name} is not a proxy URL"))?;
-                builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
-            }
-        }
-        if base.scheme() == "https" && (self.ca_file.is_some() || self.ca_dir.is_some()) {
-            let mut certs = Vec::new();
-            let mut files: Vec<std::path::PathBuf> = self.ca_file.iter().cloned().collect();
-            if let Some(dir) = &self.ca_dir {
-                let entries = std::fs::read_dir(dir)
-                    .map_err(|e| format!("SSL_CERT_DIR {}: {e}", dir.display()))?;
-                files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
-            }
-            for file in files {
-                let pem = std::fs::read(&file)
-                    .map_err(|e| format!("reading CA certificates {}: {e}", file.display()))?;
-                // Certificates the file holds; anything else in it is skipped.
-                if let Ok(found) = reqwest::Certificate::from_pem_bundle(&pem) {
-                    certs.extend(found);
-                }
-            }
-            if certs.is_empty() {
-                return Err("SSL_CERT_FILE/SSL_CERT_DIR hold no CA certificate".into());
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        Ok(builder)
-    }
-}
-
-/// A plain HTTP client for one request to `url` (a broker, an ID-token
-/// endpoint), with this process's proxies and CA certificates applied as for
-/// the API — loopback never proxied — no redirects, no idle connections (their
-/// buffers would keep a bearer token), at most `timeout`.
-pub fn http_client(url: &Url, timeout: Duration) -> Result<reqwest::Client, String> {
-    http_client_with(url, timeout, &Network::from_env())
-}
-
-/// [`http_client`] with the asker's network settings (the agent keeps none of its own).
-pub fn http_client_with(
-    url: &Url,
-    timeout: Duration,
-    network: &Network,
-) -> Result<reqwest::Client, String> {
-    // reqwest is built without a default crypto provider; ring is ours.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let host = url.host_str().unwrap_or_default();
-    network
-        .apply(reqwest::Client::builder(), url, host)?
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .timeout(timeout)
-        .user_agent(CLIENT_NAME)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0)
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
-}
-
-/// Proxy URLs may hold a password: only whether each is set is shown.
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("https_proxy", &self.https_proxy.is_some())
-            .field("http_proxy", &self.http_proxy.is_some())
-            .field("all_proxy", &self.all_proxy.is_some())
-            .field("no_proxy", &self.no_proxy)
-            .field("ca_file", &self.ca_file)
-            .field("ca_dir", &self.ca_dir)
-            .finish()
-    }
-}
-
 /// A githosted API client for one base URL.
 #[derive(Clone)]
 pub struct Client {
@@ -517,33 +361,13 @@ impl Client {
     /// A client for `base` (e.g. `https://api.githosted.dev`) with the
     /// proxies and CA certificates of `network`; `host` names it in errors.
     pub fn new(base: &Url, host: &str, network: &Network) -> Result<Client, ApiError> {
-        // reqwest is built without a default crypto provider; ring is ours.
-        // An error only means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let builder = network
-            .apply(reqwest::Client::builder(), base, host)
-            .map_err(|reason| ApiError::Transport {
+        let http = net::client_for(base, host, CALL_TIMEOUT, network).map_err(|reason| {
+            ApiError::Transport {
                 host: host.to_owned(),
                 reason,
-            })?;
-        let http = builder
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .user_agent(CLIENT_NAME)
-            .redirect(reqwest::redirect::Policy::none())
-            // No idle connections: their buffers would keep the last request's
-            // `Authorization` (a workspace token) in memory; closed, they are wiped.
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| ApiError::Transport {
-                host: host.to_owned(),
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
-        let host_name = base.host_str().unwrap_or(host);
-        let proxied = !crate::target::is_loopback(host_name)
-            && (network.https_proxy.is_some()
-                || network.http_proxy.is_some()
-                || network.all_proxy.is_some());
+            }
+        })?;
+        let proxied = network.proxies(base);
         Ok(Client {
             http,
             base: base.clone(),
@@ -881,33 +705,6 @@ fn backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-/// An HTTP answer's body, at most `max` bytes, in memory that is wiped (it
-/// may hold a token): for callers outside the API's own client.
-pub async fn read_capped(
-    mut response: reqwest::Response,
-    max: usize,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let too_big = || format!("the answer is larger than {} KiB", max / 1024);
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(too_big());
-    }
-    let mut body = zeroize::Zeroizing::new(Vec::new());
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if body.len().saturating_add(chunk.len()) > max {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A runtime for one blocking call into this (async) client.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -936,17 +733,6 @@ mod tests {
         assert_eq!(r.expires_at_unix().unwrap(), None);
         let r: TokenRecord = serde_json::from_str(r#"{"expiresAt":"tomorrow"}"#).unwrap();
         assert!(r.expires_at_unix().is_err());
-    }
-
-    #[test]
-    fn network_debug_hides_proxy_credentials() {
-        let net = Network {
-            https_proxy: Some("http://user:hunter2@proxy:3128".into()),
-            ..Network::default()
-        };
-        let shown = format!("{net:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("https_proxy: true"), "{shown}");
     }
 
     #[test]
@@ -988,14 +774,13 @@ mod tests {
         let base = Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
         let host = format!("127.0.0.1:{port}");
         let client = Client::new(&base, &host, &Network::default()).unwrap();
-        let err = runtime()
-            .unwrap()
-            .block_on(client.list_tokens(
-                &Secret::new("gw_x".into()),
-                1,
-                deadline_in(Duration::from_secs(60)),
-            ))
-            .unwrap_err();
+        let err = net::block_on(client.list_tokens(
+            &Secret::new("gw_x".into()),
+            1,
+            net::deadline_in(Duration::from_secs(60)),
+        ))
+        .unwrap()
+        .unwrap_err();
         assert!(
             matches!(&err, ApiError::Transport { reason, .. } if is_refused(reason)),
             "{err:?}"
@@ -1017,12 +802,6 @@ mod tests {
             other.to_string(),
             format!("could not reach {host}: timed out")
         );
-    }
-
-    #[test]
-    fn deadlines_saturate() {
-        let far = deadline_in(Duration::from_secs(u64::MAX));
-        assert!(far > Instant::now());
     }
 
     #[test]

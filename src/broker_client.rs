@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::api::{ApiError, Network};
+use crate::api::ApiError;
+use crate::net::Network;
 use crate::secret::Secret;
 use crate::token::Permission;
 
@@ -123,7 +124,7 @@ async fn post(
         .join(path)
         .map_err(|e| unreachable(format!("broker URL {broker}: {e}")))?;
     let left = deadline.saturating_duration_since(Instant::now());
-    let http = crate::api::http_client_with(&url, left, network).map_err(unreachable)?;
+    let http = crate::net::http_client_with(&url, left, network).map_err(unreachable)?;
     let response = http
         .post(url)
         .bearer_auth(id_token.expose())

@@ -508,7 +508,7 @@ mod tests {
             ttl,
             subject: "test".into(),
             timeout: Duration::from_secs(20),
-            network: crate::api::Network::default(),
+            network: crate::net::Network::default(),
         }
     }
 

@@ -139,12 +139,12 @@ mod warm {
     use std::time::{Duration, Instant};
 
     use git_credential_githosted::agent::client::Agent;
-    use git_credential_githosted::api::Network;
     use git_credential_githosted::cache::MintParams;
     use git_credential_githosted::cmd::helper::{USERNAME, answer as answer_git};
     use git_credential_githosted::flags;
     use git_credential_githosted::issuer::classify;
     use git_credential_githosted::keychain::{self, Parent};
+    use git_credential_githosted::net::Network;
     use git_credential_githosted::plan::{self, Plan};
     use git_credential_githosted::protocol::Request;
     use git_credential_githosted::settings::{

@@ -85,7 +85,7 @@ impl Source {
                     .map_err(|e| format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))?;
                 url.query_pairs_mut().append_pair("audience", audience);
                 let left = deadline.saturating_duration_since(Instant::now());
-                let http = crate::api::http_client(&url, left.min(FETCH_TIMEOUT))?;
+                let http = crate::net::http_client(&url, left.min(FETCH_TIMEOUT))?;
                 #[derive(Deserialize)]
                 struct Answer {
                     value: Option<String>,
@@ -102,7 +102,7 @@ impl Source {
                         response.status()
                     ));
                 }
-                let body = crate::api::read_capped(response, MAX_ANSWER)
+                let body = crate::net::read_capped(response, MAX_ANSWER)
                     .await
                     .map_err(|e| format!("GitHub's ID-token endpoint: {e}"))?;
                 let answer: Answer = serde_json::from_slice(&body)

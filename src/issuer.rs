@@ -23,6 +23,7 @@ use crate::api::{self, ApiError, Code};
 use crate::cache::{Dropped, Grant, Key, MintParams, Minter};
 use crate::keychain::{self, KeychainError, Parent, Source};
 use crate::minter::ApiMinter;
+use crate::net;
 use crate::plan::{self, Plan};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
@@ -199,7 +200,7 @@ pub fn agent(settings: &Settings) -> Option<Agent> {
 
 /// A token for `target` with the system's parents, agent and API; inside
 /// `exec`, from `exec`'s renewal channel only.
-pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
+pub async fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
     let env = plan::Env::read(settings);
     let plan = plan::get(settings, &env, target);
     let mut link = match &plan {
@@ -214,10 +215,11 @@ pub fn issue(settings: &Settings, target: &Target) -> Result<Issued, GetError> {
         link.as_mut().map(|a| a as &mut dyn AgentLink),
         &ApiMinter::default(),
     )
+    .await
 }
 
 /// Carries out `plan` (see the module's documentation for the order).
-pub fn issue_with(
+pub async fn issue_with(
     settings: &Settings,
     target: &Target,
     plan: Plan,
@@ -226,7 +228,7 @@ pub fn issue_with(
     minter: &impl Minter,
 ) -> Result<Issued, GetError> {
     // One deadline for everything: the agent and the fallback share it.
-    let deadline = api::deadline_in(settings.timeout);
+    let deadline = net::deadline_in(settings.timeout);
     let (key, cacheable, lookup, parent) = match plan {
         Plan::Exec(channel) => return from_exec(settings, &channel, target),
         Plan::PassThrough(token) => {
@@ -279,9 +281,7 @@ pub fn issue_with(
             (plan::stored_grant(&parent, declared), Some(parent))
         }
         plan::Parent::Broker { broker, source } => {
-            let runtime =
-                api::runtime().map_err(|e| GetError::Broker(format!("cannot start: {e}")))?;
-            let id_token = runtime.block_on(id_token(&broker, &source, deadline))?;
+            let id_token = id_token(&broker, &source, deadline).await?;
             let grant = Grant::Broker {
                 broker: broker.url.clone(),
                 id_token,
@@ -297,7 +297,7 @@ pub fn issue_with(
         ttl: settings.ttl_secs,
         subject: settings::subject(),
         timeout: deadline.saturating_duration_since(Instant::now()),
-        network: api::Network::from_env(),
+        network: net::Network::from_env(),
     };
     if let Some(link) = agent {
         match link.mint(&key, settings.min_ttl_secs, &params, &grant) {
@@ -308,14 +308,9 @@ pub fn issue_with(
     }
     // Whatever time the agent used is gone: the fallback gets what is left.
     params.timeout = deadline.saturating_duration_since(Instant::now());
-    let runtime = api::runtime().map_err(|e| {
-        failed(ApiError::Transport {
-            host: settings.service.api_host().to_owned(),
-            reason: format!("cannot start the I/O runtime: {e}"),
-        })
-    })?;
-    let minted = runtime
-        .block_on(minter.mint(&key.scope(), &params, &grant))
+    let minted = minter
+        .mint(&key.scope(), &params, &grant)
+        .await
         .map_err(failed)?;
     tracing::debug!(token = %minted.token, id = %minted.record.id, "minted without the agent");
     Ok(Issued {
@@ -466,12 +461,12 @@ fn find_parent(
 /// Revokes forgotten tokens, best effort and within [`REVOKE_BUDGET`]: those
 /// a broker minted through that broker (with a fresh ID token), the others at
 /// the API with their workspace's parent token. Returns how many were revoked.
-pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
+pub async fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
     let (brokered, dropped): (Vec<&Dropped>, Vec<&Dropped>) =
         dropped.iter().partition(|d| d.from_broker);
     let mut revoked = 0;
     if !brokered.is_empty() {
-        revoked += revoke_through_broker(settings, &brokered);
+        revoked += revoke_through_broker(settings, &brokered).await;
     }
     if dropped.is_empty() {
         return revoked;
@@ -480,14 +475,11 @@ pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
     let Ok(client) = api::Client::new(
         settings.service.api_url(),
         api_host,
-        &api::Network::from_env(),
+        &net::Network::from_env(),
     ) else {
         return 0;
     };
-    let Ok(runtime) = api::runtime() else {
-        return 0;
-    };
-    let deadline = api::deadline_in(REVOKE_BUDGET);
+    let deadline = net::deadline_in(REVOKE_BUDGET);
     let mut parents: HashMap<String, Option<Secret>> = HashMap::new();
     let mut jobs = tokio::task::JoinSet::new();
     for &d in &dropped {
@@ -503,19 +495,16 @@ pub fn revoke(settings: &Settings, dropped: &[Dropped]) -> usize {
             continue;
         };
         let (client, d) = (client.clone(), d.clone());
-        jobs.spawn_on(
-            async move {
-                let result = client.revoke_token(&parent, &d.id, deadline).await;
-                match &result {
-                    Ok(()) => tracing::info!(token = %d.fingerprint, "revoked"),
-                    Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
-                }
-                result.is_ok()
-            },
-            runtime.handle(),
-        );
+        jobs.spawn(async move {
+            let result = client.revoke_token(&parent, &d.id, deadline).await;
+            match &result {
+                Ok(()) => tracing::info!(token = %d.fingerprint, "revoked"),
+                Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
+            }
+            result.is_ok()
+        });
     }
-    revoked + runtime.block_on(count_done(jobs))
+    revoked + count_done(jobs).await
 }
 
 /// How many of `jobs` succeed within [`REVOKE_BUDGET`].
@@ -532,7 +521,7 @@ async fn count_done(mut jobs: tokio::task::JoinSet<bool>) -> usize {
 
 /// Revokes tokens a broker minted, through the broker this helper is
 /// configured with (it revokes only what it minted for this job's identity).
-fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
+async fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
     let Some(broker) = &settings.broker else {
         tracing::debug!("tokens from a broker, but no --broker to revoke them with");
         return 0;
@@ -540,11 +529,8 @@ fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
     let Ok(source) = id_token_source(settings) else {
         return 0;
     };
-    let Ok(runtime) = api::runtime() else {
-        return 0;
-    };
-    let deadline = api::deadline_in(REVOKE_BUDGET);
-    let id_token = match runtime.block_on(id_token(broker, &source, deadline)) {
+    let deadline = net::deadline_in(REVOKE_BUDGET);
+    let id_token = match id_token(broker, &source, deadline).await {
         Ok(t) => t,
         Err(e) => {
             tracing::debug!("cannot revoke: {e}");
@@ -554,19 +540,16 @@ fn revoke_through_broker(settings: &Settings, dropped: &[&Dropped]) -> usize {
     let mut jobs = tokio::task::JoinSet::new();
     for d in dropped {
         let (url, id_token, d) = (broker.url.clone(), id_token.clone(), (*d).clone());
-        jobs.spawn_on(
-            async move {
-                let result = crate::broker_client::revoke(&url, &id_token, &d.id, deadline).await;
-                match &result {
-                    Ok(()) => tracing::info!(token = %d.fingerprint, "revoked through the broker"),
-                    Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
-                }
-                result.is_ok()
-            },
-            runtime.handle(),
-        );
+        jobs.spawn(async move {
+            let result = crate::broker_client::revoke(&url, &id_token, &d.id, deadline).await;
+            match &result {
+                Ok(()) => tracing::info!(token = %d.fingerprint, "revoked through the broker"),
+                Err(e) => tracing::debug!(token = %d.fingerprint, "revoke failed: {e}"),
+            }
+            result.is_ok()
+        });
     }
-    runtime.block_on(count_done(jobs))
+    count_done(jobs).await
 }
 
 /// What a failed exchange means to the person at the terminal (wording and remedy).
@@ -776,14 +759,15 @@ mod tests {
             job: None,
         };
         let plan = plan::get(&settings, &env, &target());
-        issue_with(
+        net::block_on(issue_with(
             &settings,
             &target(),
             plan,
             parents,
             agent.map(|a| a as &mut dyn AgentLink),
             minter,
-        )
+        ))
+        .unwrap()
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`], [`flags`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`api`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, HTTP, a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`net`], [`api`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, the network (proxies, CA certificates, HTTP clients, deadlines, the runtime and its one blocking bridge), githosted's API (Connect requests, answers, errors), a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
 //! | 3 policy | [`plan`], [`minter`], [`cache`] | the one decision (where a token comes from, its key, agent or not); the one minter (a grant exchanged for a repo token, the workspace check); what is cached for how long, one mint per key |
 //! | 4 transport | [`agent`], [`channel`] | the background process around the cache: socket or named pipe, peer checks, its wire; `exec`'s renewal channel to its command |
 //! | 5 use cases | [`issuer`], [`sandbox`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement |
@@ -27,7 +27,10 @@
 //!
 //! Where a new behaviour goes: a fact about a format or a value → layer 1; a
 //! new outside system → its own layer-2 module; a new option of git's helper
-//! line → [`flags`] (its name) and [`cli`] (its help); deciding where a token
+//! line → [`flags`] (its name) and [`cli`] (its help); how a request travels
+//! (proxies, certificates, timeouts) and entering async code from blocking
+//! code → [`net`] (a command calls `net::block_on` once; the use cases below
+//! it are async); a new API method → [`api`]; deciding where a token
 //! comes from, its cache key, agent or not → [`plan`] (one pure function, with
 //! its table tests); how a grant becomes a repo token, and the workspace check
 //! → [`minter`]; caching rules → [`cache`]; anything the agent must do →
@@ -51,6 +54,7 @@ pub mod id_token;
 pub mod issuer;
 pub mod keychain;
 pub mod minter;
+pub mod net;
 pub mod permission;
 pub mod plan;
 pub mod protocol;

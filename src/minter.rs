@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, Client, ExchangeRequest, Minted, Network, Workspace, deadline_in};
+use crate::api::{ApiError, Client, ExchangeRequest, Minted, Workspace};
+use crate::net::{Network, deadline_in};
 use crate::secret::Secret;
 use crate::token::Permission;
 

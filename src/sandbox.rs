@@ -803,11 +803,9 @@ pub fn init(command: &[String]) -> anyhow::Result<std::process::ExitCode> {
         anyhow::bail!("{INIT_COMMAND}: no command");
     };
     scope_ipc();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::net::Blocking::new()?;
     let on_terminal = crate::pty::stdin_is_controlling_terminal();
-    runtime.block_on(async {
+    runtime.run(async {
         let mut forwarding = crate::supervise::Forwarding::install()?;
         let mut cmd = std::process::Command::new(program);
         cmd.args(args);

@@ -33,6 +33,7 @@ use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
 use crate::api::{self, ApiError, ExchangeRequest};
+use crate::net;
 use crate::oidc::{Identity, Verifier};
 use crate::policy::{Ask, Policy};
 use crate::secret::Secret;
@@ -290,7 +291,7 @@ impl Broker {
     pub async fn start(config: Config) -> Result<Broker, String> {
         let verifier = Verifier::new(&config.policy.issuers(), &config.audience)?;
         let host = config.api_url.host_str().unwrap_or("the API").to_owned();
-        let api = api::Client::new(&config.api_url, &host, &api::Network::from_env())
+        let api = api::Client::new(&config.api_url, &host, &net::Network::from_env())
             .map_err(|e| e.to_string())?;
         if let Some(ws) = &config.workspace
             && !crate::policy::is_slug(ws)
@@ -300,7 +301,7 @@ impl Broker {
                 crate::ui::printable(ws, 64)
             ));
         }
-        let deadline = api::deadline_in(API_DEADLINE);
+        let deadline = net::deadline_in(API_DEADLINE);
         let answer = match api.workspace_of(&config.parent, deadline).await {
             // The API cannot tell the workspace: still prove the parent is live.
             Ok(None) => api
@@ -674,7 +675,7 @@ async fn issue(
                 ttl_seconds: ttl,
                 subject: &subject,
             },
-            api::deadline_in(API_DEADLINE),
+            net::deadline_in(API_DEADLINE),
         )
         .await
         .map_err(|e| {
@@ -692,7 +693,7 @@ async fn issue(
             .revoke_token(
                 &broker.parent,
                 &minted.record.id,
-                api::deadline_in(API_DEADLINE),
+                net::deadline_in(API_DEADLINE),
             )
             .await;
         record.revoked = Some(revoked.is_ok());
@@ -900,7 +901,7 @@ async fn revoke_one(
         .revoke_token(
             &broker.parent,
             handle.token_id,
-            api::deadline_in(API_DEADLINE),
+            net::deadline_in(API_DEADLINE),
         )
         .await
     {

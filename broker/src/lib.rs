@@ -13,7 +13,7 @@
 //! working.
 
 // The shared layers, under the names the broker's modules use (`crate::api`, …).
-use git_credential_githosted::{api, keychain, secret, target, token, ui};
+use git_credential_githosted::{api, keychain, net, secret, target, token, ui};
 
 pub mod broker;
 pub mod cli;

@@ -33,7 +33,7 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The environment an agent is started with: nothing else (no tokens, and no
-/// proxy or CA settings: each request brings its asker's, see `api::Network`).
+/// proxy or CA settings: each request brings its asker's, see `net::Network`).
 #[cfg(unix)]
 const PASS_ENV: &[&str] = &[
     "HOME",

@@ -68,9 +68,7 @@ pub fn serve_at(name: &str, idle: Duration, tell: fn(&str)) -> anyhow::Result<()
     let me = Arc::new(win32::current_user().context("finding this user's SID")?);
     let descriptor =
         SecurityDescriptor::only(&me).context("building the agent pipe's security descriptor")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::net::Blocking::new()?;
     let first = {
         let _context = runtime.enter();
         create(name, &descriptor, true)
@@ -92,7 +90,7 @@ pub fn serve_at(name: &str, idle: Duration, tell: fn(&str)) -> anyhow::Result<()
         Err(e) => return Err(e).with_context(|| format!("creating the agent pipe {name}")),
     };
     let cache = Arc::new(Cache::new(SystemClock, ApiMinter::default()));
-    let result = runtime.block_on(serve(
+    let result = runtime.run(serve(
         first,
         name,
         &descriptor,

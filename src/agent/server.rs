@@ -78,11 +78,9 @@ pub fn run(dir: &Path, idle: Duration) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let inode = socket_inode(&dir);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::net::Blocking::new()?;
     let cache = Arc::new(Cache::new(SystemClock, ApiMinter::default()));
-    let result = runtime.block_on(serve(listener, cache.clone(), &dir, inode, idle));
+    let result = runtime.run(serve(listener, cache.clone(), &dir, inode, idle));
     // Zeroize every token before leaving, and leave no socket behind.
     cache.clear();
     if inode.is_some() && socket_inode(&dir) == inode {

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
-use crate::api::{ApiError, Network};
+use crate::api::ApiError;
 use crate::cache::{Dropped, EntryInfo, Grant, Key, Origin};
+use crate::net::Network;
 use crate::secret::Secret;
 
 /// The largest frame either side accepts.

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use crate::agent::client::Agent;
 use crate::api::{self, Code};
 use crate::keychain::{self, BACKEND};
+use crate::net;
 use crate::secret::Secret;
 use crate::settings::Settings;
 
@@ -71,8 +72,13 @@ impl Report<'_> {
 /// report, or with several APIs one per API under its URL (`--json`: an array
 /// of `{"api": URL, "ok": …, "checks": …}`). Fails when any API fails.
 pub fn run_each(all: &[Settings], output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    net::block_on(each(all, output, out))?
+}
+
+/// [`run_each`], in the command's one crossing into async I/O.
+async fn each(all: &[Settings], output: Output, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     if let [one] = all {
-        return run(one, one.broker.as_ref(), output, out);
+        return run(one, one.broker.as_ref(), output, out).await;
     }
     let mut failed = false;
     let mut reports = Vec::new();
@@ -80,8 +86,8 @@ pub fn run_each(all: &[Settings], output: Output, out: &mut dyn Write) -> anyhow
         let api = settings.service.api_url().as_str().trim_end_matches('/');
         if output.json {
             let mut buffer = Vec::new();
-            failed |=
-                run(settings, settings.broker.as_ref(), output, &mut buffer)? != ExitCode::SUCCESS;
+            failed |= run(settings, settings.broker.as_ref(), output, &mut buffer).await?
+                != ExitCode::SUCCESS;
             let mut report: serde_json::Value = serde_json::from_slice(&buffer)?;
             if let Some(fields) = report.as_object_mut() {
                 fields.insert("api".into(), api.into());
@@ -89,7 +95,8 @@ pub fn run_each(all: &[Settings], output: Output, out: &mut dyn Write) -> anyhow
             reports.push(report);
         } else {
             writeln!(out, "{api}:")?;
-            failed |= run(settings, settings.broker.as_ref(), output, out)? != ExitCode::SUCCESS;
+            failed |=
+                run(settings, settings.broker.as_ref(), output, out).await? != ExitCode::SUCCESS;
         }
     }
     if output.json {
@@ -104,7 +111,7 @@ pub fn run_each(all: &[Settings], output: Output, out: &mut dyn Write) -> anyhow
 }
 
 /// Runs every check for the configured API and its git hosts.
-pub fn run(
+pub async fn run(
     settings: &Settings,
     broker: Option<&crate::settings::BrokerSettings>,
     output: Output,
@@ -124,11 +131,11 @@ pub fn run(
     check_path_for_others(&mut report);
     if let Some(broker) = broker {
         // CI through a broker: no workspace token here, by design.
-        check_broker(&mut report, settings, broker);
+        check_broker(&mut report, settings, broker).await;
     } else {
         let parents = check_parent_sources(&mut report, settings);
         check_agent(&mut report);
-        check_tokens(&mut report, settings, parents);
+        check_tokens(&mut report, settings, parents).await;
     }
     if let Some(e) = report.broken {
         return Err(e.into());
@@ -149,27 +156,22 @@ pub fn run(
 }
 
 /// The broker answers `/healthz`, and this machine has an ID token to show it.
-fn check_broker(
-    report: &mut Report,
+async fn check_broker(
+    report: &mut Report<'_>,
     settings: &Settings,
     broker: &crate::settings::BrokerSettings,
 ) {
-    let health = broker
-        .url
-        .join("healthz")
-        .map_err(|e| e.to_string())
-        .and_then(|url| {
-            let runtime = crate::api::runtime().map_err(|e| e.to_string())?;
-            runtime.block_on(async {
-                let client = crate::api::http_client(&url, std::time::Duration::from_secs(5))?;
-                let response = client.get(url).send().await.map_err(|e| e.to_string())?;
-                if response.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("/healthz answered {}", response.status()))
-                }
-            })
-        });
+    let health = async {
+        let url = broker.url.join("healthz").map_err(|e| e.to_string())?;
+        let client = net::http_client(&url, std::time::Duration::from_secs(5))?;
+        let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("/healthz answered {}", response.status()))
+        }
+    }
+    .await;
     match health {
         Ok(()) => report.line(Level::Ok, format!("the broker {} is up", broker.url_arg)),
         Err(e) => report.line(
@@ -205,31 +207,29 @@ fn check_broker(
             );
             // In a clone: what the broker would decide for its repo.
             if let Ok(repo) = crate::cmd::scoped::repo_of_this_clone(settings) {
-                dry_run(report, broker, &source, &repo);
+                dry_run(report, broker, &source, &repo).await;
             }
         }
     }
 }
 
 /// Asks the broker, without minting, whether this job may read and write `repo`.
-fn dry_run(
-    report: &mut Report,
+async fn dry_run(
+    report: &mut Report<'_>,
     broker: &crate::settings::BrokerSettings,
     source: &crate::id_token::Source,
     repo: &str,
 ) {
     use crate::broker_client as client;
     use crate::token::Permission;
-    let Ok(runtime) = crate::api::runtime() else {
-        return;
-    };
-    let deadline = crate::api::deadline_in(std::time::Duration::from_secs(10));
-    let (read, write) = match runtime.block_on(async {
+    let deadline = net::deadline_in(std::time::Duration::from_secs(10));
+    let answers = async {
         let id_token = source.fetch(&broker.audience, deadline).await?;
         let read = client::check(&broker.url, &id_token, repo, Permission::Read, deadline).await;
         let write = client::check(&broker.url, &id_token, repo, Permission::Write, deadline).await;
         Ok::<_, String>((read, write))
-    }) {
+    };
+    let (read, write) = match answers.await {
         Ok(answers) => answers,
         Err(e) => {
             report.line(Level::Fail, format!("cannot get the job's ID token: {e}"));
@@ -527,25 +527,23 @@ fn check_agent(report: &mut Report) {
     }
 }
 
-fn check_tokens(report: &mut Report, settings: &Settings, parents: Vec<Probe>) {
+async fn check_tokens(report: &mut Report<'_>, settings: &Settings, parents: Vec<Probe>) {
     let api_host = settings.service.api_host();
     let client = match api::Client::new(
         settings.service.api_url(),
         api_host,
-        &api::Network::from_env(),
+        &net::Network::from_env(),
     ) {
         Ok(c) => c,
         Err(e) => return report.line(Level::Fail, format!("API: {e}")),
     };
-    let Ok(runtime) = api::runtime() else {
-        return report.line(Level::Fail, "API: cannot start the I/O runtime");
-    };
     for Probe { label, token, fix } in parents {
-        let deadline = api::deadline_in(settings.timeout);
-        let checked = runtime.block_on(async {
+        let deadline = net::deadline_in(settings.timeout);
+        let checked = async {
             client.list_tokens(&token, 1, deadline).await?;
             client.workspace_of(&token, deadline).await
-        });
+        }
+        .await;
         match checked {
             Ok(workspace) => {
                 let of = match workspace {

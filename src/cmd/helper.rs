@@ -65,26 +65,8 @@ pub fn get(
         }
         Resolution::Repo(target) => target,
     };
-    let issued = issuer::issue(settings, &target);
-    // A typo of a workspace that has a token is not a new workspace.
-    let near = match &issued {
-        Err(issuer::GetError::NoToken { .. }) => stored_workspace_near(settings, &target.workspace),
-        _ => None,
-    };
-    let issued = match (issued, near) {
-        (Err(issuer::GetError::NoToken { .. }), Some(near)) => Err(anyhow::anyhow!(
-            "no token for {ws} — did you mean {near}? (a workspace token is stored for {near} on {host}): check the remote URL; for another workspace, `git-credential-githosted login{flag} --workspace {ws}`",
-            ws = target.workspace,
-            host = settings.service.api_host(),
-            flag = settings.api_url_flag(),
-        )),
-        // The first clone on this machine: ask once, on the terminal, as git would.
-        (Err(issuer::GetError::NoToken { .. }), None) if settings::interactive() => {
-            ask_for_a_parent(settings, &target)
-                .and_then(|()| issuer::issue(settings, &target).map_err(|e| anyhow::anyhow!("{e}")))
-        }
-        (other, _) => other.map_err(|e| anyhow::anyhow!("{e}")),
-    };
+    let issued = crate::net::block_on(issue_for_git(settings, &target))
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
     // Ctrl-C at our own prompt ends git's request too, whatever --git-prompt says.
     let interrupted = issued
         .as_ref()
@@ -96,6 +78,37 @@ pub fn get(
         settings.git_prompt && !interrupted,
         output,
     )?)
+}
+
+/// `get`'s token for `target`, asking the person at the terminal for a
+/// missing workspace token when there is one (the command's one crossing into
+/// async I/O).
+async fn issue_for_git(
+    settings: &Settings,
+    target: &crate::target::Target,
+) -> anyhow::Result<crate::token::Issued> {
+    let issued = issuer::issue(settings, target).await;
+    // A typo of a workspace that has a token is not a new workspace.
+    let near = match &issued {
+        Err(issuer::GetError::NoToken { .. }) => stored_workspace_near(settings, &target.workspace),
+        _ => None,
+    };
+    match (issued, near) {
+        (Err(issuer::GetError::NoToken { .. }), Some(near)) => Err(anyhow::anyhow!(
+            "no token for {ws} — did you mean {near}? (a workspace token is stored for {near} on {host}): check the remote URL; for another workspace, `git-credential-githosted login{flag} --workspace {ws}`",
+            ws = target.workspace,
+            host = settings.service.api_host(),
+            flag = settings.api_url_flag(),
+        )),
+        // The first clone on this machine: ask once, on the terminal, as git would.
+        (Err(issuer::GetError::NoToken { .. }), None) if settings::interactive() => {
+            ask_for_a_parent(settings, target).await?;
+            issuer::issue(settings, target)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        (other, _) => other.map_err(|e| anyhow::anyhow!("{e}")),
+    }
 }
 
 /// The workspace with a stored token for this API whose name is closest to
@@ -167,7 +180,10 @@ pub fn answer_with(
 /// Asks the person at the terminal for the workspace's token (without echo),
 /// checks it, and stores it in the keychain for that workspace: asked once.
 #[cfg(unix)]
-fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyhow::Result<()> {
+async fn ask_for_a_parent(
+    settings: &Settings,
+    target: &crate::target::Target,
+) -> anyhow::Result<()> {
     use crate::tty::{Answer, controlling, read_hidden};
     let api_host = settings.service.api_host();
     let ws = &target.workspace;
@@ -192,7 +208,7 @@ fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyh
     if token.kind() != crate::secret::TokenKind::Workspace {
         anyhow::bail!("that is not a workspace token (gw_…): nothing was stored");
     }
-    let found = super::login::check(settings, &token)?;
+    let found = super::login::check(settings, &token).await?;
     if let Some(found) = found.filter(|found| &found.slug != ws) {
         anyhow::bail!(
             "that token is for {}, not {ws}: nothing was stored; check the URL, or paste a {ws} token",
@@ -209,7 +225,7 @@ fn ask_for_a_parent(settings: &Settings, target: &crate::target::Target) -> anyh
 }
 
 #[cfg(not(unix))]
-fn ask_for_a_parent(_: &Settings, _: &crate::target::Target) -> anyhow::Result<()> {
+async fn ask_for_a_parent(_: &Settings, _: &crate::target::Target) -> anyhow::Result<()> {
     anyhow::bail!("no terminal to ask on")
 }
 
@@ -275,6 +291,6 @@ pub fn erase(settings: &Settings, input: &mut impl io::BufRead) -> anyhow::Resul
     for d in &dropped {
         tracing::info!(token = %d.fingerprint, workspace = %d.workspace, repo = %d.repo, "erase: forgot a token");
     }
-    issuer::revoke(settings, &dropped);
+    let _ = crate::net::block_on(issuer::revoke(settings, &dropped));
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::api::{self, Code};
 use crate::cache::Dropped;
 use crate::issuer;
 use crate::keychain::{self, BACKEND};
+use crate::net;
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
 use crate::token::Permission;
@@ -43,7 +44,7 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
         }
     }
     let found = match verify {
-        true => check(settings, &token)?,
+        true => net::block_on(check(settings, &token))??,
         false => None,
     };
     let account = match (&found, workspace) {
@@ -86,19 +87,19 @@ pub fn login(settings: &Settings, workspace: Option<&str>, verify: bool) -> anyh
 
 /// Checks that `token` is a live workspace token of this API and finds its
 /// workspace (`None` when the server cannot say). Errors say nothing was stored.
-pub fn check(settings: &Settings, token: &Secret) -> anyhow::Result<Option<api::Workspace>> {
+pub async fn check(settings: &Settings, token: &Secret) -> anyhow::Result<Option<api::Workspace>> {
     let api_host = settings.service.api_host();
     let client = api::Client::new(
         settings.service.api_url(),
         api_host,
-        &api::Network::from_env(),
+        &net::Network::from_env(),
     )?;
-    let runtime = api::runtime()?;
-    let deadline = api::deadline_in(settings.timeout);
-    let checked = runtime.block_on(async {
+    let deadline = net::deadline_in(settings.timeout);
+    let checked = async {
         client.list_tokens(token, 1, deadline).await?;
         client.workspace_of(token, deadline).await
-    });
+    }
+    .await;
     checked.map_err(|e| match e.code() {
         Some(Code::Unauthenticated) => anyhow::anyhow!(
             "{api_host} rejected the token {token} (wrong, expired or revoked); nothing was stored"
@@ -125,7 +126,7 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
         Some(ws) => keychain::account(api_host, Some(ws)),
         None => only_account(settings)?,
     };
-    logout_account(settings, &account)
+    net::block_on(logout_account(settings, &account))?
 }
 
 /// `logout --all`: [`logout`] of every workspace token stored for this API host.
@@ -135,18 +136,20 @@ pub fn logout_all(settings: &Settings) -> anyhow::Result<()> {
     if accounts.is_empty() {
         crate::say!("no workspace token was stored for {api_host}");
     }
-    for account in accounts {
-        logout_account(settings, &account)?;
-    }
-    Ok(())
+    net::block_on(async {
+        for account in accounts {
+            logout_account(settings, &account).await?;
+        }
+        Ok(())
+    })?
 }
 
 /// Revokes the tokens minted from `account`'s token, then deletes it.
-fn logout_account(settings: &Settings, account: &str) -> anyhow::Result<()> {
+async fn logout_account(settings: &Settings, account: &str) -> anyhow::Result<()> {
     let workspace = account.split_once('/').map(|(_, ws)| ws);
     let dropped = drain_agent(settings, workspace);
     // Revoke while the workspace token is still there to revoke with.
-    let revoked = issuer::revoke(settings, &dropped);
+    let revoked = issuer::revoke(settings, &dropped).await;
     if !dropped.is_empty() {
         crate::say!(
             "revoked {revoked} of {} cached repo tokens for {account}",

@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
-use crate::api;
 use crate::cache::{Clock, SystemClock};
 use crate::issuer::{self, REVOKE_BUDGET};
 use crate::keychain::{self, Parent};
 use crate::minter::{ApiMinter, Grant, MintParams, Minter, Scope};
+use crate::net;
 use crate::sandbox::{Hidden, Sandbox, Spec};
 use crate::secret::{Secret, TokenKind};
 use crate::settings::{self, Settings};
@@ -52,7 +52,7 @@ pub fn token(
     let [target] = targets.as_slice() else {
         bail!("`token` makes a token for one repo; use `exec` for several");
     };
-    let issued = issuer::issue(settings, target)?;
+    let issued = net::block_on(issuer::issue(settings, target))??;
     let line = zeroize::Zeroizing::new(format!("{}\n", issued.token.expose()));
     out.write_all(line.as_bytes())?;
     out.flush()?;
@@ -148,16 +148,44 @@ pub fn exec(
             settings.ttl_secs
         );
     }
-    let runtime = api::runtime()?;
-    let lease = std::sync::Arc::new(Lease::new(settings, &targets, max_session)?);
+    let code = net::block_on(run_leased(
+        settings,
+        &targets,
+        command,
+        isolate,
+        writable,
+        max_session,
+    ))??;
+    #[cfg(unix)]
+    let status = crate::supervise::as_exit_code(code);
+    #[cfg(windows)]
+    let status = match u8::try_from(code) {
+        Ok(small) => ExitCode::from(small),
+        // An exit code no ExitCode can carry (an NTSTATUS such as 0xC000013A
+        // after Ctrl-C): leave with it as it is, the token revoked already.
+        Err(_) => std::process::exit(code),
+    };
+    Ok(status)
+}
+
+/// `exec` past its checks: mints, runs the command with the token and renews
+/// it, and revokes every token it minted when the command ends (however it
+/// ends); returns the command's exit code. The command's one crossing into
+/// async I/O.
+async fn run_leased(
+    settings: &Settings,
+    targets: &[Target],
+    command: &[String],
+    isolate: bool,
+    writable: &[std::path::PathBuf],
+    max_session: Option<std::time::Duration>,
+) -> anyhow::Result<i32> {
+    let lease = std::sync::Arc::new(Lease::new(settings, targets, max_session)?);
     // The channel the command renews its token through: made before the
     // sandbox, which makes it (and only it of ours) reachable inside.
     #[cfg(unix)]
-    let mut channel = {
-        let _entered = runtime.enter();
-        crate::channel::Channel::open(&std::env::temp_dir())
-            .context("opening exec's token channel for the command")?
-    };
+    let mut channel = crate::channel::Channel::open(&std::env::temp_dir())
+        .context("opening exec's token channel for the command")?;
     let sandbox = if isolate {
         let spec = Spec {
             hidden: job_files(settings)?,
@@ -172,9 +200,7 @@ pub fn exec(
         tracing::info!("exec --no-isolate: the command can reach everything this user can");
         None
     };
-    let first = runtime
-        .block_on(lease.token())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let first = lease.token().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(token = %first.token, "exec: minted");
 
     let mut env = git_config_env(settings);
@@ -186,7 +212,6 @@ pub fn exec(
     drop(first);
     #[cfg(unix)]
     let channel = {
-        let _entered = runtime.enter();
         let serving = lease.clone();
         let task = channel.serve(move |ask| {
             let lease = serving.clone();
@@ -199,9 +224,7 @@ pub fn exec(
         (channel, task)
     };
     let env = zeroize::Zeroizing::new(env);
-    let status = runtime.block_on(run(sandbox.as_ref(), command, &env, &unset));
-    #[cfg(unix)]
-    let status = status.map(crate::supervise::as_exit_code);
+    let status = run(sandbox.as_ref(), command, &env, &unset).await;
     #[cfg(unix)]
     {
         let (channel, task) = channel;
@@ -213,18 +236,7 @@ pub fn exec(
 
     // Whatever happened to the command, its tokens die with it.
     let deadline = Instant::now() + REVOKE_BUDGET;
-    runtime.block_on(lease.revoke_all(deadline));
-    #[cfg(windows)]
-    let status = status.map(|code| match u8::try_from(code) {
-        Ok(small) => ExitCode::from(small),
-        // An exit code no ExitCode can carry (an NTSTATUS such as 0xC000013A
-        // after Ctrl-C): leave with it as it is, the token revoked already.
-        Err(_) => {
-            drop(lease);
-            drop(runtime);
-            std::process::exit(code)
-        }
-    });
+    lease.revoke_all(deadline).await;
     status
 }
 
@@ -410,7 +422,7 @@ impl Lease {
             minter: ApiMinter::default(),
             settings: settings.clone(),
             target,
-            until: max_session.map(api::deadline_in),
+            until: max_session.map(net::deadline_in),
             max_session,
             state: tokio::sync::Mutex::new(LeaseState::default()),
         })
@@ -441,12 +453,12 @@ impl Lease {
     }
 
     async fn mint(&self) -> Result<Held, issuer::GetError> {
-        let deadline = api::deadline_in(self.settings.timeout);
+        let deadline = net::deadline_in(self.settings.timeout);
         let params = MintParams {
             ttl: self.settings.ttl_secs,
             subject: format!("{} exec", settings::subject()),
             timeout: self.settings.timeout,
-            network: api::Network::from_env(),
+            network: net::Network::from_env(),
         };
         let minted_at_ms = SystemClock.now_ms();
         let minted = match &self.payer {
@@ -556,7 +568,7 @@ impl Lease {
             Payer::Parent { parent, .. } => {
                 let client = self
                     .minter
-                    .client(&self.scope.api, &api::Network::from_env())?;
+                    .client(&self.scope.api, &net::Network::from_env())?;
                 client.revoke_token(&parent.token, id, deadline).await?;
             }
             Payer::Broker { broker, source } => {

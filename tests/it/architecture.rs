@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("settings", 2),
     ("permission", 2),
     ("keychain", 2),
+    ("net", 2),
     ("api", 2),
     ("id_token", 2),
     ("broker_client", 2),
@@ -144,4 +145,101 @@ fn modules_form_no_cycle() {
     for module in refs.keys() {
         visit(module, &refs, &mut Vec::new(), &mut done);
     }
+}
+
+/// One blocking bridge (issue 20): a tokio runtime is built and entered only in
+/// `src/net.rs` and in the programs' entries. The use cases are async; a
+/// command crosses into them with `net::block_on` (in `src/cmd/` only), and a
+/// program that serves until it ends (the agent, the sandbox's process 1)
+/// holds a `net::Blocking`. `#[cfg(test)]` modules keep their own runtimes.
+#[test]
+fn runtimes_are_built_only_by_the_bridge() {
+    /// Where each use of a runtime may be: the bridge itself and the programs'
+    /// entries (before and after they move under `src/bin/`) may do anything.
+    fn allowed(relative: &str, word: &str) -> bool {
+        let anything = matches!(
+            relative,
+            "net.rs" | "main.rs" | "front.rs" | "agent_main.rs"
+        ) || relative.starts_with("bin/");
+        anything
+            || match word {
+                "net::block_on" => relative.starts_with("cmd/"),
+                "Blocking::new" => {
+                    matches!(relative, "agent/server.rs" | "agent/pipe.rs" | "sandbox.rs")
+                }
+                _ => false,
+            }
+    }
+    /// The words found in one line of code: `block_on` other than the bridge's
+    /// counts as a runtime entered.
+    fn words(code: &str) -> Vec<&'static str> {
+        let mut found = Vec::new();
+        for (i, _) in code.match_indices("block_on") {
+            found.push(if code[..i].ends_with("net::") {
+                "net::block_on"
+            } else {
+                "block_on"
+            });
+        }
+        for word in [
+            "Blocking::new",
+            "Runtime::new",
+            "Builder::new_",
+            "tokio::main",
+            "runtime::Handle",
+        ] {
+            if code.contains(word) {
+                found.push(word);
+            }
+        }
+        found
+    }
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let relative = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            let code = line.trim_start();
+            // A test module (`#[cfg(test)]`, `#[cfg(all(test, unix))]`, … before `mod`) ends the code.
+            if code.starts_with("#[cfg(")
+                && code.contains("test")
+                && lines
+                    .get(n + 1)
+                    .is_some_and(|next| next.trim_start().starts_with("mod "))
+            {
+                break;
+            }
+            if code.starts_with("//") {
+                continue;
+            }
+            for word in words(code) {
+                if !allowed(&relative, word) {
+                    found.push(format!("src/{relative}:{}: {word}", n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "a runtime built or entered outside the bridge (src/net.rs): a command crosses once with net::block_on, the use cases are async:\n{}",
+        found.join("\n")
+    );
 }
