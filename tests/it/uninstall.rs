@@ -175,3 +175,33 @@ fn uninstall_logs_out_of_every_workspace() {
         status.stdout
     );
 }
+
+/// Nothing left running: `./install --uninstall` removes the agent's socket,
+/// so the agent stops (the logout before it only empties its cache: without
+/// this it would idle on for minutes, from programs that are gone).
+#[test]
+fn uninstall_stops_the_agent() {
+    let mut world = World::new();
+    world.with_env_parent();
+    let program = installed(&world);
+    configure_two_apis(&world, &program);
+    assert!(world.token("app", &[]).starts_with("gr_"));
+    assert_eq!(world.agent_pids().len(), 1, "an agent runs");
+
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(repo_root().join("install")).arg("--uninstall");
+    let run = world.run(cmd, None);
+    run.assert_ok();
+    // The agent looks at its socket once a second.
+    let mut waited = 0;
+    while !world.agent_pids().is_empty() && waited < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        waited += 1;
+    }
+    assert!(
+        world.agent_pids().is_empty(),
+        "the agent still runs: {run:#?}"
+    );
+    assert!(!world.agent_dir().exists(), "{run:#?}");
+    assert!(run.stdout.contains("the agent stops"), "{}", run.stdout);
+}
