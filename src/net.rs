@@ -183,15 +183,37 @@ pub fn client_for(
     // reqwest is built without a default crypto provider; ring is ours.
     // An error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    network
-        .apply(reqwest::Client::builder(), url, host)?
+    let mut builder = network.apply(reqwest::Client::builder(), url, host)?;
+    if url.scheme() == "http" {
+        // Plain http (loopback only) has no TLS to verify: the system's CA
+        // certificates are not loaded, so a host without any (a `scratch`
+        // image) still reaches a local API.
+        builder = builder.tls_certs_only(Vec::new());
+    }
+    builder
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
         .user_agent(CLIENT_NAME)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(0)
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(|e| build_failure(&e))
+}
+
+/// Why no client could be built, with the fix when it is the usual one: a
+/// machine without CA certificates.
+fn build_failure(e: &reqwest::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        chain = format!("{chain}: {cause}");
+        source = cause.source();
+    }
+    if chain.contains("CA certificates") {
+        "this machine has no CA certificates to check HTTPS with: install them (Debian/Ubuntu: apt-get install ca-certificates; Alpine: apk add ca-certificates) or set SSL_CERT_FILE=/path/to/ca-bundle.pem".to_owned()
+    } else {
+        format!("cannot build the HTTP client: {chain}")
+    }
 }
 
 /// An HTTP answer's body, at most `max` bytes, in memory that is wiped (it
