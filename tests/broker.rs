@@ -1732,7 +1732,7 @@ fn the_helpers_broker_command_is_the_broker_program_in_the_same_process() {
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     // Serving: so it found the workspace token the helper was started with.
-    assert!(line.contains("listening on"), "{line}");
+    assert!(line.starts_with("githosted-broker: listening on"), "{line}");
     let exe = std::fs::read_link(format!("/proc/{}/exe", child.id())).unwrap();
     let _ = child.kill();
     let _ = child.wait();

@@ -999,9 +999,9 @@ pub async fn serve(
     let router = broker.clone().router();
     let shed = broker.clone().shed_router();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!("git-credential-githosted broker: listening on {scheme}://{addr}");
+    eprintln!("githosted-broker: listening on {scheme}://{addr}");
     for warning in &broker.warnings {
-        eprintln!("git-credential-githosted broker: {warning}");
+        eprintln!("githosted-broker: {warning}");
     }
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));

@@ -67,7 +67,7 @@ pub fn main() -> ExitCode {
     println!("  git-credential-githosted status");
     println!();
     println!(
-        "Ctrl-C stops it; then `git-credential-githosted configure --remove` undoes the configure."
+        "Ctrl-C stops it; then `git-credential-githosted configure --remove --api-url {url}` undoes the configure."
     );
     loop {
         std::thread::park();
