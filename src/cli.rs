@@ -573,23 +573,20 @@ pub fn choose_api(
         [one] => return with(one.api.api_url.clone()),
         [] => {}
         several => {
-            return ApiChoice::Several(
-                several
-                    .iter()
-                    .map(|o| api_key(o.api.api_url.as_deref()))
-                    .collect(),
-            );
+            // The person picks; those holding a token are named first.
+            let with_token: Vec<String> = stored_hosts(stored())
+                .iter()
+                .map(|h| api_key(Some(&url_of_api_host(h))))
+                .collect();
+            let mut apis: Vec<String> = several
+                .iter()
+                .map(|o| api_key(o.api.api_url.as_deref()))
+                .collect();
+            apis.sort_by_key(|api| !with_token.contains(api));
+            return ApiChoice::Several(apis);
         }
     }
-    let mut hosts: Vec<String> = stored()
-        .into_iter()
-        .map(|account| match account.split_once('/') {
-            Some((host, _)) => host.to_owned(),
-            None => account,
-        })
-        .collect();
-    hosts.sort();
-    hosts.dedup();
+    let hosts = stored_hosts(stored());
     match hosts.as_slice() {
         [] => with(None),
         [host] => {
@@ -601,6 +598,20 @@ pub fn choose_api(
         }
         several => ApiChoice::Several(several.iter().map(|h| url_of_api_host(h)).collect()),
     }
+}
+
+/// The API hosts of keychain accounts (`<api host>/<workspace>`), each once.
+fn stored_hosts(accounts: Vec<String>) -> Vec<String> {
+    let mut hosts: Vec<String> = accounts
+        .into_iter()
+        .map(|account| match account.split_once('/') {
+            Some((host, _)) => host.to_owned(),
+            None => account,
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// The API's URL as one string to compare and show (`https://api.githosted.dev`).
@@ -647,13 +658,33 @@ fn serves(api_url: Option<&str>, remote: &str) -> bool {
     )
 }
 
-/// The one line a command that needs one API says when several could be meant.
-pub fn several_apis(command: &str, apis: &[String]) -> String {
+/// The one line a command that needs one API says when several could be meant:
+/// the person's own command line (`args`, without the program) again, with
+/// `--api-url` after `command`, for the first of `apis`.
+pub fn several_apis(command: &str, args: &[String], apis: &[String]) -> String {
+    let first = apis.first().map_or("URL", String::as_str);
     format!(
-        "several githosted APIs are configured or hold tokens ({}): say which one: git-credential-githosted {command} --api-url {}",
+        "several githosted APIs are configured or hold tokens ({}): say which one: {}",
         apis.join(", "),
-        apis.first().map_or("URL", String::as_str)
+        with_api_url(command, args, first)
     )
+}
+
+/// `git-credential-githosted ARGS` with `--api-url API` right after `command`
+/// (so before a `--`), quoted for a POSIX shell.
+fn with_api_url(command: &str, args: &[String], api: &str) -> String {
+    let at = args
+        .iter()
+        .position(|a| a == command)
+        .map_or(args.len(), |i| i.saturating_add(1));
+    let mut line: Vec<&str> = vec!["git-credential-githosted"];
+    line.extend(args.iter().take(at).map(String::as_str));
+    if at == 0 {
+        line.push(command);
+    }
+    line.extend(["--api-url", api]);
+    line.extend(args.iter().skip(at).map(String::as_str));
+    shlex::try_join(line.iter().copied()).unwrap_or_else(|_| line.join(" "))
 }
 
 impl HelperOptions {
@@ -795,6 +826,34 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// With several APIs, the line to type is the person's own command with
+    /// `--api-url` for the first API (before `exec`'s `--`), quoted.
+    #[test]
+    fn several_apis_repeats_the_command_with_an_api() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let apis = args(&["http://127.0.0.1:8787", "https://api.githosted.dev"]);
+        let line = several_apis(
+            "exec",
+            &args(&["-v", "exec", "--repo", "acme/app", "--", "./run agent.sh"]),
+            &apis,
+        );
+        assert!(
+            line.ends_with(
+                "say which one: git-credential-githosted -v exec --api-url http://127.0.0.1:8787 --repo acme/app -- './run agent.sh'"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains("(http://127.0.0.1:8787, https://api.githosted.dev)"),
+            "{line}"
+        );
+        let line = several_apis("status", &[], &apis);
+        assert!(
+            line.ends_with("git-credential-githosted status --api-url http://127.0.0.1:8787"),
+            "{line}"
+        );
+    }
 
     /// The front reads `get`'s options by [`flags::GET_VALUES`]: each is an
     /// option of clap's `get` that takes a value, and every option of `get`

@@ -77,7 +77,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let for_person = |command: &str, later: &HelperOptions| match choose(later) {
         ApiChoice::One(options) => Ok(*options),
-        ApiChoice::Several(apis) => Err(anyhow::anyhow!(cli::several_apis(command, &apis))),
+        ApiChoice::Several(apis) => {
+            let args: Vec<String> = std::env::args_os()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            Err(anyhow::anyhow!(cli::several_apis(command, &args, &apis)))
+        }
     };
     // `status` and `doctor` cover every API that could be meant.
     let for_each = |later: &ApiOptions| -> Vec<HelperOptions> {
@@ -171,7 +177,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Logout(a) => {
             no_token_options("logout")?;
-            let settings = api("logout", &a.api)?;
+            // With the broker configured for the API (a job's logout revokes through it).
+            let later = HelperOptions {
+                api: a.api.clone(),
+                ..HelperOptions::default()
+            };
+            let settings = helper(for_person("logout", &later)?, DEFAULT_TTL_SECS)?;
             match a.all {
                 true => login::logout_all(&settings)?,
                 false => login::logout(

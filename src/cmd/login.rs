@@ -132,8 +132,17 @@ pub fn logout(settings: &Settings, workspace: Option<&str>) -> anyhow::Result<()
 /// `logout --all`: [`logout`] of every workspace token stored for this API host.
 pub fn logout_all(settings: &Settings) -> anyhow::Result<()> {
     let api_host = settings.service.api_host();
-    let accounts = accounts_of(api_host)?;
+    let accounts = match accounts_of(api_host) {
+        Ok(accounts) => accounts,
+        // A broker job has no keychain to reach (no D-Bus): it stores nothing;
+        // what it holds is the agent's broker tokens, revoked below.
+        Err(_) if settings.broker.is_some() => Vec::new(),
+        Err(e) => return Err(e),
+    };
     if accounts.is_empty() {
+        if settings.broker.is_some() {
+            return net::block_on(logout_broker(settings))?;
+        }
         crate::say!("no workspace token was stored for {api_host}");
     }
     net::block_on(async {
@@ -142,6 +151,18 @@ pub fn logout_all(settings: &Settings) -> anyhow::Result<()> {
         }
         Ok(())
     })?
+}
+
+/// A broker job's logout: the agent's tokens for this API are dropped and
+/// revoked (through the broker); there is no workspace token to delete.
+async fn logout_broker(settings: &Settings) -> anyhow::Result<()> {
+    let dropped = drain_agent(settings, None);
+    let revoked = issuer::revoke(settings, &dropped).await;
+    crate::say!(
+        "revoked {revoked} of {} cached repo tokens; broker mode stores no workspace token",
+        dropped.len()
+    );
+    Ok(())
 }
 
 /// Revokes the tokens minted from `account`'s token, then deletes it.

@@ -717,6 +717,48 @@ fn status_marks_the_agents_broker_tokens() {
     );
 }
 
+/// Issue 21 item 5 (uninstall in a job): `logout --all` in broker mode, with no
+/// keychain (no D-Bus, as in CI), revokes the agent's broker tokens through the
+/// broker and says so, with no keychain error and no keychain advice.
+#[test]
+fn logout_all_in_broker_mode_revokes_the_broker_tokens_without_a_keychain() {
+    let mut job = World::new();
+    let issuer = githosted_testkit::oidc::Issuer::start();
+    let policy = format!(
+        "[[allow]]\nissuer = \"{}\"\nsubject_pattern = \"^repo:acme-org/.*$\"\nrepos = [\"acme/app\"]\npermission = \"read\"\n",
+        issuer.url()
+    );
+    let broker = githosted_testkit::oidc::start_broker(&job, &policy).unwrap();
+    for (k, v) in issuer.actions_env() {
+        job.set_env(k, &v);
+    }
+    job.set_env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+    let got = job.get(
+        "app",
+        &["--broker", broker.url.as_str(), "--permission", "read"],
+    );
+    got.assert_ok();
+    let url = job.server.base_url();
+    let logout = job.helper(
+        &[
+            "--api-url",
+            &url,
+            "--broker",
+            broker.url.as_str(),
+            "logout",
+            "--all",
+        ],
+        None,
+    );
+    logout.assert_ok();
+    let said = format!("{}{}", logout.stdout, logout.stderr);
+    assert!(said.contains("revoked 1 of 1"), "{said}");
+    for noise in ["DBus", "D-Bus", "keychain", "X11"] {
+        assert!(!said.contains(noise), "{noise}: {said}");
+    }
+    assert_eq!(job.server.revoked_via_api().len(), 1, "{said}");
+}
+
 /// Issue 21 item 5: `./install --broker …` ends with broker advice (the job's
 /// ID token), never with a workspace token. `cargo` is a stand-in here whose
 /// "release build" is this test build's programs (the real build is

@@ -96,14 +96,15 @@ fn one_decision_table() {
             vec![],
             Ok(LOCAL),
         ),
-        // Two configured, outside a clone: ask, never the default.
+        // Two configured, outside a clone: ask, never the default; the one
+        // holding a token is named first (the line to type uses it).
         (
             None,
             None,
             vec![],
             vec![None, Some(LOCAL)],
             vec!["127.0.0.1:8080/acme"],
-            Err(vec![PUBLIC, LOCAL]),
+            Err(vec![LOCAL, PUBLIC]),
         ),
         (
             None,
@@ -236,7 +237,14 @@ fn two_configured_apis_the_clone_decides_outside_ask() {
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.contains(&local), "{}", run.stderr);
     assert!(run.stderr.contains(PUBLIC), "{}", run.stderr);
-    assert!(run.stderr.contains("--api-url"), "{}", run.stderr);
+    // The line to type is the command again, with the API added.
+    assert!(
+        run.stderr
+            .contains("git-credential-githosted token --api-url ")
+            && run.stderr.trim_end().ends_with(" --repo acme/app"),
+        "{}",
+        run.stderr
+    );
 
     let run = world.helper(&["logout"], None);
     run.assert_failed();
