@@ -122,6 +122,10 @@ pub enum ApiError {
     /// to the API itself has the reason [`refused_reason`] and is final.
     #[error("{}", transport_line(host, reason))]
     Transport { host: String, reason: String },
+    /// No client could be set up on this machine (its CA certificates, proxy
+    /// settings): nothing was sent, and waiting does not help.
+    #[error("{reason}")]
+    Setup { reason: String },
     /// An answer that does not follow the API.
     #[error("{host} sent an answer this helper does not understand: {reason}")]
     BadResponse { host: String, reason: String },
@@ -196,6 +200,7 @@ impl ApiError {
                 status.is_none_or(|s| s == 429 || (500..600).contains(&s))
             }
             ApiError::BadResponse { .. }
+            | ApiError::Setup { .. }
             | ApiError::Unresolvable { .. }
             | ApiError::WrongWorkspace { .. }
             | ApiError::WorkspaceUnknown { .. }
@@ -361,12 +366,8 @@ impl Client {
     /// A client for `base` (e.g. `https://api.githosted.dev`) with the
     /// proxies and CA certificates of `network`; `host` names it in errors.
     pub fn new(base: &Url, host: &str, network: &Network) -> Result<Client, ApiError> {
-        let http = net::client_for(base, host, CALL_TIMEOUT, network).map_err(|reason| {
-            ApiError::Transport {
-                host: host.to_owned(),
-                reason,
-            }
-        })?;
+        let http = net::client_for(base, host, CALL_TIMEOUT, network)
+            .map_err(|reason| ApiError::Setup { reason })?;
         let proxied = network.proxies(base);
         Ok(Client {
             http,

@@ -130,7 +130,7 @@ impl Network {
                 }
             }
             if certs.is_empty() {
-                return Err("SSL_CERT_FILE/SSL_CERT_DIR hold no CA certificate".into());
+                return Err("SSL_CERT_FILE/SSL_CERT_DIR hold no CA certificate: point them at a CA bundle (Debian: /etc/ssl/certs/ca-certificates.crt) or unset them".into());
             }
             builder = builder.tls_certs_only(certs);
         }
