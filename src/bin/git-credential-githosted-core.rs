@@ -1,5 +1,8 @@
-//! The `git-credential-githosted` binary: parse the command line, dispatch,
-//! turn failures into one line on stderr and an exit code.
+//! `git-credential-githosted-core`: the core, the full program behind the
+//! front (`src/bin/git-credential-githosted.rs`, the program git runs, which
+//! hands it every command it does not answer itself). It parses the command
+//! line, dispatches to the command's module, and turns failures into one line
+//! on stderr and an exit code.
 
 use std::io;
 use std::process::ExitCode;
