@@ -1,6 +1,8 @@
 //! The layering of `src/` (see the crate docs in `src/lib.rs`): every
 //! `crate::…` reference points to the same layer or one below, and the
 //! modules form no cycle. A module new to `src/` must be given a layer here.
+//! Each program under `src/bin/` names only what its allow-list
+//! ([`PROGRAMS`]) lets it: the front reaches the decision through `plan`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -144,4 +146,326 @@ fn modules_form_no_cycle() {
     for module in refs.keys() {
         visit(module, &refs, &mut Vec::new(), &mut done);
     }
+}
+
+// ---------------------------------------------------------------- the programs
+
+/// What a program under `src/bin/` may name from the library: a path it names
+/// (with `use` aliases expanded, test code left out) must start with one of
+/// these, whole segments. Layer-1 vocabulary and `plan` are allowed whole;
+/// anything else item by item, as the program uses it.
+const PROGRAMS: &[(&str, &[&str])] = &[
+    // The front git runs: the one decision through `plan`, the agent's client,
+    // and nothing that mints, confines or runs a command (no `cmd::…` but
+    // git's answer, no `issuer::…` but its one-line wording of a failure).
+    (
+        "git-credential-githosted.rs",
+        &[
+            "agent::AgentDir",
+            "agent::client::Agent",
+            "api::Network",
+            "cache::MintParams",
+            "cmd::helper::USERNAME",
+            "cmd::helper::answer",
+            "flags",
+            "harden::process",
+            "issuer::classify",
+            "keychain::Parent",
+            "keychain::Source",
+            "permission::from_git_command",
+            "plan",
+            "protocol",
+            "say",
+            "settings",
+            "target",
+            "token",
+            "wipe::ZeroingAlloc",
+        ],
+    ),
+    // The core: the command line and the commands; the few outside facts
+    // its dispatch needs.
+    (
+        "git-credential-githosted-core.rs",
+        &[
+            "agent::dir",
+            "agent::pipe::run",
+            "agent::server::idle_from_env",
+            "agent::server::run",
+            "cli",
+            "cmd",
+            "git::helper_lines",
+            "git::output",
+            "harden::process",
+            "keychain::ENV_TOKEN",
+            "keychain::env_token",
+            "keychain::list",
+            "keychain::take_env_token",
+            "sandbox::init",
+            "say",
+            "settings",
+            "ui",
+            "wipe::ZeroingAlloc",
+        ],
+    ),
+    // The agent: the agent, and the process's own protection.
+    (
+        "git-credential-githosted-agent.rs",
+        &["agent", "harden::process", "say", "wipe::ZeroingAlloc"],
+    ),
+];
+
+/// The library's name as the programs spell it.
+const LIBRARY: &str = "git_credential_githosted";
+
+/// Every library path a program's source names, as `module::…::item`.
+fn library_paths(source: &str) -> BTreeSet<String> {
+    use syn::visit::Visit;
+
+    fn is_test(attrs: &[syn::Attribute]) -> bool {
+        attrs.iter().any(|a| {
+            a.path().is_ident("cfg")
+                && a.meta.require_list().is_ok_and(|l| {
+                    l.tokens
+                        .to_string()
+                        .split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .any(|w| w == "test")
+                })
+        })
+    }
+
+    /// Pass 1: `use` aliases (`name` -> library path).
+    #[derive(Default)]
+    struct Aliases(BTreeMap<String, Vec<String>>);
+    impl Aliases {
+        fn tree(&mut self, prefix: &[String], tree: &syn::UseTree) {
+            let mut path = prefix.to_vec();
+            match tree {
+                syn::UseTree::Path(p) => {
+                    path.push(p.ident.to_string());
+                    self.tree(&path, &p.tree);
+                }
+                syn::UseTree::Name(n) if n.ident == "self" => {
+                    if let Some(last) = path.last().cloned() {
+                        self.0.insert(last, path);
+                    }
+                }
+                syn::UseTree::Name(n) => {
+                    path.push(n.ident.to_string());
+                    self.0.insert(n.ident.to_string(), path);
+                }
+                syn::UseTree::Rename(r) => {
+                    if r.ident != "self" {
+                        path.push(r.ident.to_string());
+                    }
+                    self.0.insert(r.rename.to_string(), path);
+                }
+                syn::UseTree::Glob(_) => {
+                    path.push("*".to_owned());
+                    self.0.insert(format!("{}::*", path.join("::")), path);
+                }
+                syn::UseTree::Group(g) => {
+                    for tree in &g.items {
+                        self.tree(prefix, tree);
+                    }
+                }
+            }
+        }
+    }
+    impl<'a> Visit<'a> for Aliases {
+        fn visit_item_use(&mut self, item: &'a syn::ItemUse) {
+            self.tree(&[], &item.tree);
+        }
+        fn visit_item_mod(&mut self, item: &'a syn::ItemMod) {
+            if !is_test(&item.attrs) {
+                syn::visit::visit_item_mod(self, item);
+            }
+        }
+        fn visit_item_fn(&mut self, item: &'a syn::ItemFn) {
+            if !is_test(&item.attrs) {
+                syn::visit::visit_item_fn(self, item);
+            }
+        }
+    }
+
+    /// Pass 2: every path that starts at the library or at an alias of it.
+    struct Paths<'x> {
+        aliases: &'x BTreeMap<String, Vec<String>>,
+        used: BTreeSet<String>,
+        found: BTreeSet<String>,
+    }
+    impl<'a> Visit<'a> for Paths<'_> {
+        fn visit_path(&mut self, path: &'a syn::Path) {
+            let words: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            let full = match words.split_first() {
+                Some((first, rest)) if first == LIBRARY => Some(rest.to_vec()),
+                Some((first, rest)) => self.aliases.get(first).map(|to| {
+                    self.used.insert(first.clone());
+                    to.iter().skip(1).chain(rest).cloned().collect()
+                }),
+                None => None,
+            };
+            if let Some(full) = full {
+                self.found.insert(full.join("::"));
+            }
+            syn::visit::visit_path(self, path);
+        }
+        /// A macro's arguments, when they are expressions (`say!`, `format!`).
+        fn visit_macro(&mut self, mac: &'a syn::Macro) {
+            use syn::punctuated::Punctuated;
+            if let Ok(args) =
+                mac.parse_body_with(Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated)
+            {
+                for arg in &args {
+                    self.visit_expr(arg);
+                }
+            }
+            syn::visit::visit_macro(self, mac);
+        }
+        fn visit_item_mod(&mut self, item: &'a syn::ItemMod) {
+            if !is_test(&item.attrs) {
+                syn::visit::visit_item_mod(self, item);
+            }
+        }
+        fn visit_item_fn(&mut self, item: &'a syn::ItemFn) {
+            if !is_test(&item.attrs) {
+                syn::visit::visit_item_fn(self, item);
+            }
+        }
+    }
+
+    let file = syn::parse_file(source).unwrap();
+    let mut aliases = Aliases::default();
+    aliases.visit_file(&file);
+    // Only what points into the library; a glob names everything under it.
+    aliases
+        .0
+        .retain(|_, to| to.first().is_some_and(|w| w == LIBRARY));
+    let mut paths = Paths {
+        aliases: &aliases.0,
+        used: BTreeSet::new(),
+        found: BTreeSet::new(),
+    };
+    paths.visit_file(&file);
+    // A glob names everything under it; an import never used names itself.
+    for (name, to) in &aliases.0 {
+        if name.ends_with("::*") || !paths.used.contains(name) {
+            paths.found.insert(to[1..].join("::"));
+        }
+    }
+    paths.found
+}
+
+/// The library paths `source` names that `allowed` does not cover.
+fn forbidden(source: &str, allowed: &[&str]) -> Vec<String> {
+    library_paths(source)
+        .into_iter()
+        .filter(|path| {
+            !allowed.iter().any(|a| {
+                path == a
+                    || path
+                        .strip_prefix(a)
+                        .is_some_and(|rest| rest.starts_with("::"))
+            })
+        })
+        .collect()
+}
+
+fn program_source(file: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/bin")
+        .join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_programs_reach_only_what_they_are_allowed() {
+    let mut wrong = Vec::new();
+    for (file, allowed) in PROGRAMS {
+        for path in forbidden(&program_source(file), allowed) {
+            wrong.push(format!("src/bin/{file} names {LIBRARY}::{path}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the programs reach past their allow-list (tests/it/architecture.rs, PROGRAMS):\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Every program under `src/bin/` has an allow-list, and the reader sees
+/// what each names (so the test above cannot pass by seeing nothing).
+#[test]
+fn every_program_is_checked() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = PROGRAMS.iter().map(|(f, _)| (*f).to_owned()).collect();
+    listed.sort();
+    assert_eq!(
+        files, listed,
+        "give each program under src/bin/ an allow-list"
+    );
+    for (file, _) in PROGRAMS {
+        let paths = library_paths(&program_source(file));
+        assert!(paths.contains("harden::process"), "{file}: {paths:?}");
+    }
+    let front = library_paths(&program_source("git-credential-githosted.rs"));
+    for named in [
+        "plan::get",
+        "keychain::Source::Env",
+        "cmd::helper::answer",
+        "say",
+    ] {
+        assert!(front.contains(named), "{named} not seen in {front:?}");
+    }
+}
+
+/// The reader expands aliases, groups, `self`, renames and globs, and leaves
+/// test code out.
+#[test]
+fn the_program_reader_sees_through_use() {
+    let source = r#"
+        use git_credential_githosted::cmd::{self, helper::answer as reply};
+        use git_credential_githosted::issuer::*;
+        use git_credential_githosted::plan;
+        use git_credential_githosted::keychain::Parent;
+        use git_credential_githosted::minter;
+        fn main() {
+            cmd::scoped::exec();
+            reply();
+            plan::get();
+            git_credential_githosted::say!("{}", minter::mint(1));
+        }
+        #[cfg(test)]
+        mod tests {
+            use git_credential_githosted::minter;
+            fn t() { minter::other(); }
+        }
+    "#;
+    let paths: Vec<String> = library_paths(source).into_iter().collect();
+    assert_eq!(
+        paths,
+        [
+            "cmd::helper::answer",
+            "cmd::scoped::exec",
+            "issuer::*",
+            "keychain::Parent",
+            "minter::mint",
+            "plan::get",
+            "say"
+        ]
+    );
+    assert_eq!(
+        forbidden(source, &["plan", "say", "cmd::helper::answer"]),
+        [
+            "cmd::scoped::exec",
+            "issuer::*",
+            "keychain::Parent",
+            "minter::mint"
+        ]
+    );
 }
