@@ -98,13 +98,9 @@ static ENV_PARENT: OnceLock<Option<Secret>> = OnceLock::new();
 
 /// Takes `GITHOSTED_TOKEN` out of the environment (and the bytes of the
 /// environment block) for good; [`env_token`] answers from memory afterwards.
-///
-/// # Safety
-///
-/// Call it only while no other thread exists (first thing in `main`).
-pub unsafe fn take_env_token() {
-    // SAFETY: forwarded to the caller.
-    let token = unsafe { crate::harden::take_env_var(ENV_TOKEN) };
+/// Call it first thing in `main`, while the process has one thread.
+pub fn take_env_token() {
+    let token = crate::harden::take_env_var(ENV_TOKEN);
     let _ = ENV_PARENT.set(token);
 }
 

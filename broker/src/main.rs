@@ -20,8 +20,8 @@ static ALLOC: git_credential_githosted::wipe::ZeroingAlloc =
 fn main() -> ExitCode {
     // Before anything reads a token or starts a thread.
     harden::process();
-    // SAFETY: no other thread exists yet.
-    unsafe { keychain::take_env_token() };
+    // While no other thread exists (checked): the environment can change.
+    keychain::take_env_token();
     if let Some(code) = refuse_token_arguments() {
         return code;
     }

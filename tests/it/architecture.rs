@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("tty", 2),
     ("pty", 2),
     ("win32", 2),
+    ("unix", 2),
     ("plan", 3),
     ("minter", 3),
     ("cache", 3),
