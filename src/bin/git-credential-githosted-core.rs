@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     // Before anything reads a token or starts a thread.
     harden::process();
     // While no other thread exists (checked): the environment can change.
-    keychain::take_env_token();
+    settings::take_env_token();
     if let Some(code) = refuse_token_arguments() {
         return code;
     }

@@ -200,7 +200,6 @@ const PROGRAMS: &[(&str, &[&str])] = &[
             "keychain::ENV_TOKEN",
             "keychain::env_token",
             "keychain::list",
-            "keychain::take_env_token",
             "sandbox::init",
             "say",
             "settings",
@@ -218,21 +217,22 @@ const PROGRAMS: &[(&str, &[&str])] = &[
 /// The library's name as the programs spell it.
 const LIBRARY: &str = "git_credential_githosted";
 
+/// Whether an item is test code (`#[cfg(test)]`, `#[cfg(all(test, …))]`).
+fn is_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.meta.require_list().is_ok_and(|l| {
+                l.tokens
+                    .to_string()
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|w| w == "test")
+            })
+    })
+}
+
 /// Every library path a program's source names, as `module::…::item`.
 fn library_paths(source: &str) -> BTreeSet<String> {
     use syn::visit::Visit;
-
-    fn is_test(attrs: &[syn::Attribute]) -> bool {
-        attrs.iter().any(|a| {
-            a.path().is_ident("cfg")
-                && a.meta.require_list().is_ok_and(|l| {
-                    l.tokens
-                        .to_string()
-                        .split(|c: char| !c.is_alphanumeric() && c != '_')
-                        .any(|w| w == "test")
-                })
-        })
-    }
 
     /// Pass 1: `use` aliases (`name` -> library path).
     #[derive(Default)]
@@ -467,6 +467,160 @@ fn the_program_reader_sees_through_use() {
             "issuer::*",
             "keychain::Parent",
             "minter::mint"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------- the environment
+
+/// The Rust files of `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether `s` is the name of one of the helper's variables.
+fn is_env_name(s: &str) -> bool {
+    s.strip_prefix("GITHOSTED_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
+/// Where `source` (test code left out) writes a `GITHOSTED_*` name as a
+/// string, or reads the environment (`var`, `var_os`) by one of the
+/// constants that hold one (`…_ENV`, `ENV_TOKEN`).
+fn environment_reads(source: &str) -> Vec<String> {
+    use syn::visit::Visit;
+    struct Reads(Vec<String>);
+    impl<'a> Visit<'a> for Reads {
+        fn visit_lit_str(&mut self, lit: &'a syn::LitStr) {
+            if is_env_name(&lit.value()) {
+                self.0.push(format!("\"{}\"", lit.value()));
+            }
+        }
+        fn visit_expr_call(&mut self, call: &'a syn::ExprCall) {
+            let reads = matches!(&*call.func, syn::Expr::Path(p)
+                if p.path.segments.last().is_some_and(|s| s.ident == "var" || s.ident == "var_os"));
+            let mut arg = call.args.first();
+            while let Some(syn::Expr::Reference(r)) = arg {
+                arg = Some(&r.expr);
+            }
+            if reads && let Some(syn::Expr::Path(p)) = arg {
+                let name = p
+                    .path
+                    .segments
+                    .last()
+                    .map(|s| s.ident.to_string())
+                    .unwrap_or_default();
+                if name.ends_with("_ENV") || name == "ENV_TOKEN" {
+                    self.0.push(format!("var({name})"));
+                }
+            }
+            syn::visit::visit_expr_call(self, call);
+        }
+        fn visit_macro(&mut self, mac: &'a syn::Macro) {
+            use syn::punctuated::Punctuated;
+            if let Ok(args) =
+                mac.parse_body_with(Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated)
+            {
+                for arg in &args {
+                    self.visit_expr(arg);
+                }
+            }
+            syn::visit::visit_macro(self, mac);
+        }
+        fn visit_item_mod(&mut self, item: &'a syn::ItemMod) {
+            if !is_test(&item.attrs) {
+                syn::visit::visit_item_mod(self, item);
+            }
+        }
+        fn visit_item_fn(&mut self, item: &'a syn::ItemFn) {
+            if !is_test(&item.attrs) {
+                syn::visit::visit_item_fn(self, item);
+            }
+        }
+    }
+    let mut reads = Reads(Vec::new());
+    reads.visit_file(&syn::parse_file(source).unwrap());
+    reads.0
+}
+
+/// Every `GITHOSTED_*` variable is named, and read, in `src/settings.rs`
+/// alone: no other module, no program (the front takes the names from
+/// `settings`, never as literals), not the broker.
+#[test]
+fn the_helper_environment_is_read_in_settings_only() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let settings = root.join("src/settings.rs");
+    let mut wrong = Vec::new();
+    let mut seen_in_settings = Vec::new();
+    for file in rust_files(&root.join("src"))
+        .into_iter()
+        .chain(rust_files(&root.join("broker/src")))
+    {
+        let reads = environment_reads(&std::fs::read_to_string(&file).unwrap());
+        if file == settings {
+            seen_in_settings = reads;
+            continue;
+        }
+        let shown = file.strip_prefix(root).unwrap().display().to_string();
+        wrong.extend(reads.into_iter().map(|r| format!("{shown}: {r}")));
+    }
+    assert!(
+        wrong.is_empty(),
+        "GITHOSTED_* read outside src/settings.rs (add a function there):\n{}",
+        wrong.join("\n")
+    );
+    // The reader sees names where they are.
+    for name in [
+        "\"GITHOSTED_TOKEN\"",
+        "var(TOKEN_ENV)",
+        "\"GITHOSTED_BROKER\"",
+    ] {
+        assert!(
+            seen_in_settings.iter().any(|r| r == name),
+            "{name} not seen in settings.rs: {seen_in_settings:?}"
+        );
+    }
+}
+
+/// The reader finds names in code and in macro arguments, reads by constant,
+/// and leaves messages and test code alone.
+#[test]
+fn the_environment_reader_sees_names_and_reads() {
+    let source = r#"
+        const X: &str = "GITHOSTED_X";
+        fn f() {
+            let _ = std::env::var_os(crate::settings::NO_AGENT_ENV);
+            let _ = var(&ENV_TOKEN);
+            let _ = std::env::var(name);
+            tracing::debug!("GITHOSTED_TOKEN holds a repo token");
+            say!("{}", std::env::var("GITHOSTED_Y").is_ok());
+        }
+        #[cfg(test)]
+        mod tests {
+            const Z: &str = "GITHOSTED_Z";
+        }
+    "#;
+    assert_eq!(
+        environment_reads(source),
+        [
+            "\"GITHOSTED_X\"",
+            "var(NO_AGENT_ENV)",
+            "var(ENV_TOKEN)",
+            "\"GITHOSTED_Y\""
         ]
     );
 }
