@@ -8,8 +8,6 @@
 //! environment). [`take_env_var`] then takes the token out of the environment
 //! block itself, so children never inherit it and `/proc/PID/environ` never shows it.
 
-#[cfg(unix)]
-use zeroize::Zeroize;
 use zeroize::Zeroizing;
 
 use crate::secret::Secret;
@@ -44,30 +42,15 @@ pub fn process() {
 /// Takes `name` out of the environment: returns its value (trimmed; `None` when
 /// unset or blank), overwrites the bytes in the process's environment block
 /// with zeros, and removes the variable, so neither children nor readers of
-/// `/proc/PID/environ` see it.
-///
-/// # Safety
-///
-/// Modifies the environment: call it only while no other thread exists (first
-/// thing in `main`).
-pub unsafe fn take_env_var(name: &str) -> Option<Secret> {
+/// `/proc/PID/environ` see it. On Unix that is done only while the process
+/// has one thread (call it first thing in `main`; later the variable stays).
+pub fn take_env_var(name: &str) -> Option<Secret> {
     let raw = std::env::var_os(name)?;
     let value = Zeroizing::new(raw.into_string().unwrap_or_default());
     #[cfg(unix)]
-    if let Ok(cname) = std::ffi::CString::new(name) {
-        // SAFETY: getenv returns a pointer into the environment block, valid
-        // until the environment is modified; nothing else runs meanwhile (the
-        // caller's contract), and we write only the value's own bytes.
-        unsafe {
-            let p = libc::getenv(cname.as_ptr());
-            if !p.is_null() {
-                let len = libc::strlen(p);
-                std::slice::from_raw_parts_mut(p.cast::<u8>(), len).zeroize();
-            }
-        }
-    }
-    // SAFETY: the caller guarantees no other thread reads or writes the environment.
-    unsafe { std::env::remove_var(name) };
+    crate::unix::wipe_env_var(name);
+    #[cfg(windows)]
+    crate::win32::remove_env_var(name);
     let trimmed = value.trim();
     (!trimmed.is_empty()).then(|| Secret::new(trimmed.to_owned()))
 }

@@ -24,7 +24,7 @@ use crate::secret::Secret;
 pub const SERVICE: &str = "git-credential-githosted";
 
 /// The environment variable that overrides the keychain.
-pub const ENV_TOKEN: &str = "GITHOSTED_TOKEN";
+pub const ENV_TOKEN: &str = crate::settings::TOKEN_ENV;
 
 /// The longest a keychain call may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,31 +93,10 @@ pub fn account(api_host: &str, workspace: Option<&str>) -> String {
     }
 }
 
-/// `GITHOSTED_TOKEN`, once taken out of the environment.
-static ENV_PARENT: OnceLock<Option<Secret>> = OnceLock::new();
-
-/// Takes `GITHOSTED_TOKEN` out of the environment (and the bytes of the
-/// environment block) for good; [`env_token`] answers from memory afterwards.
-///
-/// # Safety
-///
-/// Call it only while no other thread exists (first thing in `main`).
-pub unsafe fn take_env_token() {
-    // SAFETY: forwarded to the caller.
-    let token = unsafe { crate::harden::take_env_var(ENV_TOKEN) };
-    let _ = ENV_PARENT.set(token);
-}
-
-/// The token from `GITHOSTED_TOKEN`, if set and not blank.
+/// The token from `GITHOSTED_TOKEN`, if set and not blank (read by
+/// [`crate::settings::env_token`]).
 pub fn env_token() -> Option<Secret> {
-    ENV_PARENT
-        .get_or_init(|| {
-            // Not taken (a library user, a test): read it where it is.
-            let value = zeroize::Zeroizing::new(std::env::var(ENV_TOKEN).ok()?);
-            let trimmed = value.trim();
-            (!trimmed.is_empty()).then(|| Secret::new(trimmed.to_owned()))
-        })
-        .clone()
+    crate::settings::env_token()
 }
 
 /// The parent token for a workspace on an API host: environment first, then keychain.

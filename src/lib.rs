@@ -14,12 +14,16 @@
 //! | layer | modules | what they know |
 //! |---|---|---|
 //! | 1 vocabulary | [`secret`], [`token`], [`ui`], [`protocol`], [`target`], [`flags`] | values and formats; no I/O but stderr |
-//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`net`], [`api`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, the network (proxies, CA certificates, HTTP clients, deadlines, the runtime and its one blocking bridge), githosted's API (Connect requests, answers, errors), a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal, Windows' users, pipes and job objects |
+//! | 2 the outside world | [`harden`], [`wipe`], [`settings`], [`permission`], [`keychain`], [`net`], [`api`], [`id_token`], [`broker_client`], [`git`], [`supervise`], [`tty`], [`pty`], [`unix`], `win32` | one outside thing each: the process, options, the parent processes, the keychain, the network (proxies, CA certificates, HTTP clients, deadlines, the runtime and its one blocking bridge), githosted's API (Connect requests, answers, errors), a CI job's ID token, a token broker, git, child processes, the terminal, `exec`'s pseudo-terminal; the Unix calls that need `unsafe` (fork to exec, the environment block, the user database, BSD process facts); Windows' users, pipes and job objects |
 //! | 3 policy | [`plan`], [`minter`], [`cache`] | the one decision (where a token comes from, its key, agent or not); the one minter (a grant exchanged for a repo token, the workspace check); what is cached for how long, one mint per key |
 //! | 4 transport | [`agent`], [`channel`] | the background process around the cache: socket or named pipe, peer checks, its wire; `exec`'s renewal channel to its command |
 //! | 5 use cases | [`issuer`], [`sandbox`] | a token for git (agent, fallback, direct, broker), revoking; `exec`'s confinement |
 //! | 6 commands | [`cmd`] | one module per command: what it prints and how it fails |
 //! | 7 entry | [`cli`] | the command line |
+//!
+//! `unsafe` is denied (`[lints]` in `Cargo.toml`) but in [`unix`] and `win32`,
+//! where each call is a small safe function with its `SAFETY:` argument, and
+//! [`wipe`] (a global allocator cannot be written without it).
 //!
 //! The CI token broker (HTTP server, ID-token verifier, policy, TLS) is its own
 //! package and program, `broker/` (`githosted-broker`), built on this library: a
@@ -70,6 +74,8 @@ pub mod token;
 #[cfg(unix)]
 pub mod tty;
 pub mod ui;
+#[cfg(unix)]
+pub mod unix;
 #[cfg(windows)]
 pub mod win32;
 pub mod wipe;

@@ -141,33 +141,12 @@ mod os {
     }
 }
 
-/// `sysctl` into a byte buffer; the number of bytes the kernel wrote.
-#[cfg(any(target_os = "macos", target_os = "freebsd"))]
-fn sysctl_bytes(mib: &mut [libc::c_int], buf: &mut [u8]) -> Option<usize> {
-    let namelen = libc::c_uint::try_from(mib.len()).ok()?;
-    let mut len: libc::size_t = buf.len();
-    // SAFETY: `mib` is valid for `namelen` ints; the kernel writes at most
-    // `len` bytes, which is `buf`'s length, and sets `len` to what it wrote;
-    // nothing is set (new value null, length 0).
-    let rc = unsafe {
-        libc::sysctl(
-            mib.as_mut_ptr(),
-            namelen,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    (rc == 0).then_some(len.min(buf.len()))
-}
-
 /// The size of the argument buffer to read: `kern.argmax`, at most
 /// [`MAX_ARGS_BYTES`].
 #[cfg(any(target_os = "macos", target_os = "freebsd"))]
 fn args_buffer() -> Option<Vec<u8>> {
     let mut argmax = [0u8; size_of::<libc::c_int>()];
-    let written = sysctl_bytes(&mut [libc::CTL_KERN, libc::KERN_ARGMAX], &mut argmax)?;
+    let written = crate::unix::sysctl_bytes(&mut [libc::CTL_KERN, libc::KERN_ARGMAX], &mut argmax)?;
     if written != argmax.len() {
         return None;
     }
@@ -182,33 +161,14 @@ mod os {
         let pid = libc::c_int::try_from(pid).ok()?;
         let mut buf = super::args_buffer()?;
         let written =
-            super::sysctl_bytes(&mut [libc::CTL_KERN, libc::KERN_PROCARGS2, pid], &mut buf)?;
+            crate::unix::sysctl_bytes(&mut [libc::CTL_KERN, libc::KERN_PROCARGS2, pid], &mut buf)?;
         Some(super::parse_procargs2(buf.get(..written)?).unwrap_or_default())
     }
 
-    /// The parent pid from `proc_pidinfo(PROC_PIDT_SHORTBSDINFO)` (the libc
-    /// crate has no `kinfo_proc` for macOS; this struct it declares and tests).
+    /// The parent pid from `proc_pidinfo(PROC_PIDT_SHORTBSDINFO)`.
     pub(super) fn parent_of(pid: u32) -> Option<u32> {
         let pid = libc::c_int::try_from(pid).ok()?;
-        let size = size_of::<libc::proc_bsdshortinfo>();
-        // SAFETY: `proc_bsdshortinfo` is integers and integer arrays, for
-        // which all zero bytes is a valid value.
-        let mut info: libc::proc_bsdshortinfo = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is valid for writes of `size` bytes, which is the
-        // buffer size passed; the kernel writes at most that.
-        let written = unsafe {
-            libc::proc_pidinfo(
-                pid,
-                libc::PROC_PIDT_SHORTBSDINFO,
-                0,
-                (&raw mut info).cast(),
-                libc::c_int::try_from(size).ok()?,
-            )
-        };
-        if usize::try_from(written).ok()? != size || i64::from(info.pbsi_pid) != i64::from(pid) {
-            return None;
-        }
-        Some(info.pbsi_ppid)
+        Some(crate::unix::bsd_short_info(pid)?.pbsi_ppid)
     }
 }
 
@@ -219,36 +179,14 @@ mod os {
         let pid = libc::c_int::try_from(pid).ok()?;
         let mut buf = super::args_buffer()?;
         let mib = &mut [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_ARGS, pid];
-        let written = super::sysctl_bytes(mib, &mut buf)?;
+        let written = crate::unix::sysctl_bytes(mib, &mut buf)?;
         Some(super::split_args(buf.get(..written)?))
     }
 
     /// The parent pid from `sysctl kern.proc.pid.PID` (`kinfo_proc.ki_ppid`).
     pub(super) fn parent_of(pid: u32) -> Option<u32> {
         let pid = libc::c_int::try_from(pid).ok()?;
-        let mut mib = [libc::CTL_KERN, libc::KERN_PROC, libc::KERN_PROC_PID, pid];
-        let size = size_of::<libc::kinfo_proc>();
-        let mut len: libc::size_t = size;
-        // SAFETY: `kinfo_proc` is integers, arrays and raw pointers, for which
-        // all zero bytes is a valid value.
-        let mut info: libc::kinfo_proc = unsafe { std::mem::zeroed() };
-        // SAFETY: `mib` is valid for its 4 ints; `info` is valid for writes of
-        // `len` bytes (its size) and the kernel writes at most that; nothing
-        // is set.
-        let rc = unsafe {
-            libc::sysctl(
-                mib.as_mut_ptr(),
-                4,
-                (&raw mut info).cast(),
-                &mut len,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc != 0 || len != size || info.ki_pid != pid {
-            return None;
-        }
-        u32::try_from(info.ki_ppid).ok()
+        u32::try_from(crate::unix::kinfo_proc(pid)?.ki_ppid).ok()
     }
 }
 

@@ -150,36 +150,6 @@ pub fn stdin_is_controlling_terminal() -> bool {
         .is_ok()
 }
 
-/// Between fork and exec of a command on our controlling terminal (stdin):
-/// a process group of its own, made the terminal's foreground group, so the
-/// terminal's signals (Ctrl-C) go to it alone. Async-signal-safe.
-pub fn take_foreground() -> io::Result<()> {
-    rustix::process::setpgid(None, None)?;
-    // SAFETY: signal(2) with SIG_IGN/SIG_DFL is async-signal-safe; a process
-    // outside the foreground group changing it would otherwise be stopped.
-    unsafe {
-        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
-    }
-    let set = rustix::termios::tcsetpgrp(rustix::stdio::stdin(), rustix::process::getpgrp());
-    // SAFETY: as above.
-    unsafe {
-        libc::signal(libc::SIGTTOU, libc::SIG_DFL);
-    }
-    match set {
-        // stdin is a terminal, but not the controlling one: nothing to hand over.
-        Err(rustix::io::Errno::NOTTY) => Ok(()),
-        other => Ok(other?),
-    }
-}
-
-/// Between fork and exec of `exec`'s child: a new session whose controlling
-/// terminal is stdin (the command's pseudo-terminal). Async-signal-safe.
-pub fn take_terminal() -> io::Result<()> {
-    rustix::process::setsid()?;
-    rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

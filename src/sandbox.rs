@@ -447,30 +447,7 @@ fn homes() -> Vec<PathBuf> {
 
 /// The home directory of `uid` in the user database.
 #[cfg(unix)]
-pub fn passwd_home(uid: u32) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: getpwuid_r writes only into `pwd` and `buf` (whose length it is
-    // given) and sets `result` to null or to `&pwd`; `pw_dir` points into
-    // `buf`, which outlives its use here.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr(pwd.pw_dir);
-        let dir = std::ffi::OsStr::from_bytes(dir.to_bytes());
-        (!dir.is_empty()).then(|| PathBuf::from(dir))
-    }
-}
+pub use crate::unix::passwd_home;
 
 /// Works out what to hide for this user (making the agent directories that
 /// do not exist yet, so an agent started while the command runs is hidden too).
@@ -798,7 +775,6 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 #[cfg(unix)]
 pub fn init(command: &[String]) -> anyhow::Result<std::process::ExitCode> {
     use anyhow::Context;
-    use std::os::unix::process::CommandExt;
     let Some((program, args)) = command.split_first() else {
         anyhow::bail!("{INIT_COMMAND}: no command");
     };
@@ -814,10 +790,13 @@ pub fn init(command: &[String]) -> anyhow::Result<std::process::ExitCode> {
             cmd.env(crate::keychain::ENV_TOKEN, token.expose());
         }
         if on_terminal {
-            // SAFETY: only async-signal-safe system calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(crate::pty::take_foreground);
-            }
+            crate::unix::before_exec(
+                &mut cmd,
+                crate::unix::BeforeExec {
+                    session: crate::unix::Session::ForegroundOnStdinTerminal,
+                    ..Default::default()
+                },
+            );
         }
         let child = cmd
             .spawn()

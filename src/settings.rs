@@ -2,7 +2,9 @@
 //! environment into one [`Settings`] value.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
+use crate::secret::Secret;
 use crate::target::{ApiUrlError, Service};
 use crate::token::Permission;
 
@@ -117,6 +119,33 @@ pub const EXEC_CHANNEL_ENV: &str = "GITHOSTED_EXEC_CHANNEL";
 
 /// Names the broker when `--broker` does not.
 pub const BROKER_ENV: &str = "GITHOSTED_BROKER";
+
+/// A workspace token (CI, sandboxes) that overrides the keychain.
+pub const TOKEN_ENV: &str = "GITHOSTED_TOKEN";
+
+/// `GITHOSTED_TOKEN`, once taken out of the environment.
+static TAKEN_TOKEN: OnceLock<Option<Secret>> = OnceLock::new();
+
+/// Takes `GITHOSTED_TOKEN` out of the environment (and the bytes of the
+/// environment block) for good; [`env_token`] answers from memory afterwards.
+/// Call it first thing in `main`, while the process has one thread (later,
+/// the variable stays where it is: see [`crate::harden::take_env_var`]).
+pub fn take_env_token() {
+    let token = crate::harden::take_env_var(TOKEN_ENV);
+    let _ = TAKEN_TOKEN.set(token);
+}
+
+/// The token from `GITHOSTED_TOKEN`, if set and not blank.
+pub fn env_token() -> Option<Secret> {
+    TAKEN_TOKEN
+        .get_or_init(|| {
+            // Not taken (a library user, a test): read it where it is.
+            let value = zeroize::Zeroizing::new(std::env::var(TOKEN_ENV).ok()?);
+            let trimmed = value.trim();
+            (!trimmed.is_empty()).then(|| Secret::new(trimmed.to_owned()))
+        })
+        .clone()
+}
 /// The audience ID tokens are asked for by default.
 pub const DEFAULT_OIDC_AUDIENCE: &str = "githosted-broker";
 

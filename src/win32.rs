@@ -5,6 +5,8 @@
 //! Every handle is an [`OwnedHandle`] (closed on drop); every buffer the
 //! system allocates is freed by the type that holds it.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle, RawHandle};
 
@@ -195,6 +197,19 @@ impl SecurityDescriptor {
         Ok(SecurityDescriptor { ptr })
     }
 
+    /// A named pipe server instance `name` with `options`, guarded by this
+    /// descriptor.
+    pub fn create_pipe(
+        &self,
+        options: &tokio::net::windows::named_pipe::ServerOptions,
+        name: &str,
+    ) -> io::Result<tokio::net::windows::named_pipe::NamedPipeServer> {
+        let mut attributes = self.attributes();
+        // SAFETY: `attributes` is a valid SECURITY_ATTRIBUTES whose descriptor
+        // lives as long as `self`, which outlives the call.
+        unsafe { options.create_with_security_attributes_raw(name, (&raw mut attributes).cast()) }
+    }
+
     /// Attributes that apply this descriptor (not inheritable); valid while
     /// `self` lives.
     pub fn attributes(&self) -> SECURITY_ATTRIBUTES {
@@ -358,6 +373,13 @@ fn resume_threads(pid: u32) -> io::Result<()> {
         return Err(io::Error::other("could not resume the command's thread"));
     }
     Ok(())
+}
+
+/// Takes `name` out of this process's environment.
+pub fn remove_env_var(name: &str) {
+    // SAFETY: on Windows the environment is guarded by a lock: std documents
+    // `remove_var` as always safe there, whatever the threads.
+    unsafe { std::env::remove_var(name) };
 }
 
 #[cfg(test)]

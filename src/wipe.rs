@@ -6,6 +6,12 @@
 //! holds no token; what is still allocated is the code's own business (the
 //! agent closes its HTTP connections after each mint, so their buffers are
 //! freed too). The binary installs it for every command.
+//!
+//! `unsafe_code` is allowed here (it is denied everywhere but here, `unix` and
+//! `win32`): a global allocator is an `unsafe impl GlobalAlloc` whose methods
+//! are `unsafe fn`s over raw pointers, whatever the platform; there is no safe
+//! way to write one.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -1220,6 +1220,7 @@ fn revoking_is_one_api_call_for_an_allowed_identity_and_nothing_for_a_stranger()
 }
 
 #[test]
+#[allow(unsafe_code)] // its broker's lower open-files limit, set in the child
 fn two_thousand_half_open_connections_leave_healthz_answering() {
     use std::os::unix::process::CommandExt;
     let world = World::new();

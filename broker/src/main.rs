@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use git_credential_githosted::ui::{self, is_broken_pipe, one_line};
-use git_credential_githosted::{harden, keychain, settings, token::Permission};
+use git_credential_githosted::{harden, settings, token::Permission};
 use githosted_broker::cli::{BrokerArgs, BrokerCommand, BrokerPermission};
 use githosted_broker::cmd::broker;
 use tracing::Level;
@@ -20,8 +20,8 @@ static ALLOC: git_credential_githosted::wipe::ZeroingAlloc =
 fn main() -> ExitCode {
     // Before anything reads a token or starts a thread.
     harden::process();
-    // SAFETY: no other thread exists yet.
-    unsafe { keychain::take_env_token() };
+    // While no other thread exists (checked): the environment can change.
+    settings::take_env_token();
     if let Some(code) = refuse_token_arguments() {
         return code;
     }

@@ -365,24 +365,8 @@ fn unix_socket() -> rustix::io::Result<std::os::fd::OwnedFd> {
 }
 
 /// The uid of the process at the other end of a Unix socket.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
-    Ok(rustix::net::sockopt::socket_peercred(socket)?.uid.as_raw())
-}
-
-/// The uid of the process at the other end of a Unix socket.
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
-pub fn peer_uid(socket: &impl std::os::fd::AsFd) -> std::io::Result<u32> {
-    use std::os::fd::AsRawFd;
-    let (mut uid, mut gid) = (0, 0);
-    // SAFETY: getpeereid writes two integers through valid pointers.
-    let rc = unsafe { libc::getpeereid(socket.as_fd().as_raw_fd(), &mut uid, &mut gid) };
-    if rc == 0 {
-        Ok(uid)
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
+#[cfg(unix)]
+pub use crate::unix::peer_uid;
 
 /// The agent's own program, installed beside the helper's.
 pub const AGENT_PROGRAM: &str = "git-credential-githosted-agent";

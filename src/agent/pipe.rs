@@ -106,15 +106,11 @@ pub fn serve_at(name: &str, idle: Duration, tell: fn(&str)) -> anyhow::Result<()
 
 /// One instance of the pipe, with the user-only descriptor, local clients only.
 fn create(name: &str, descriptor: &SecurityDescriptor, first: bool) -> io::Result<NamedPipeServer> {
-    let mut attributes = descriptor.attributes();
-    // SAFETY: `attributes` is a valid SECURITY_ATTRIBUTES whose descriptor
-    // lives as long as `descriptor`, which outlives the call.
-    unsafe {
-        ServerOptions::new()
-            .first_pipe_instance(first)
-            .reject_remote_clients(true)
-            .create_with_security_attributes_raw(name, (&raw mut attributes).cast())
-    }
+    let mut options = ServerOptions::new();
+    options
+        .first_pipe_instance(first)
+        .reject_remote_clients(true);
+    descriptor.create_pipe(&options, name)
 }
 
 async fn serve(

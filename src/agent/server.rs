@@ -337,12 +337,7 @@ fn harden() {
     // Done by `main` for every command already; again here for library users.
     crate::harden::process();
     #[cfg(target_os = "macos")]
-    {
-        // SAFETY: PT_DENY_ATTACH takes no pointer arguments and only affects this process.
-        unsafe {
-            libc::ptrace(libc::PT_DENY_ATTACH, 0, std::ptr::null_mut(), 0);
-        }
-    }
+    crate::unix::deny_debugger();
     let _ = rustix::process::setsid();
 }
 

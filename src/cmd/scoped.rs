@@ -658,7 +658,6 @@ async fn run(
     unset: &[String],
 ) -> anyhow::Result<i32> {
     use std::os::fd::{AsFd, AsRawFd};
-    use std::os::unix::process::CommandExt;
     let mut forwarding = crate::supervise::Forwarding::install()?;
     let terminal = if crate::pty::wanted() {
         Some(
@@ -676,17 +675,19 @@ async fn run(
             let exe = std::env::current_exe().context("finding this program")?;
             let info_fd = cfg!(target_os = "linux").then_some(fd);
             let mut cmd = sandbox.command(&exe, info_fd, command, own_terminal);
-            // SAFETY: only an fcntl, setsid and an ioctl between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                    rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
-                    if own_terminal {
-                        crate::pty::take_terminal()?;
-                    }
-                    Ok(())
-                });
-            }
+            // The sandbox inherits the info pipe; on its own terminal, if any.
+            crate::unix::before_exec(
+                &mut cmd,
+                crate::unix::BeforeExec {
+                    inherit: Some(fd),
+                    session: if own_terminal {
+                        crate::unix::Session::NewOnStdinTerminal
+                    } else {
+                        crate::unix::Session::Same
+                    },
+                    dies_with: None,
+                },
+            );
             // The D-Bus session is out of sight inside; do not point at it.
             cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
             (cmd, info_fd.map(|_| (read, write)))
@@ -695,26 +696,21 @@ async fn run(
             let mut cmd = std::process::Command::new(&command[0]);
             cmd.args(&command[1..]);
             let parent = rustix::process::getpid();
-            // SAFETY: only async-signal-safe system calls between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    // Its own session: no keystrokes pushed into our terminal, and
-                    // signals reach it once, through us (or its own terminal's).
-                    if own_terminal {
-                        crate::pty::take_terminal()?;
+            // Its own session: no keystrokes pushed into our terminal, and
+            // signals reach it once, through us (or its own terminal's); it
+            // dies with `exec`.
+            crate::unix::before_exec(
+                &mut cmd,
+                crate::unix::BeforeExec {
+                    inherit: None,
+                    session: if own_terminal {
+                        crate::unix::Session::NewOnStdinTerminal
                     } else {
-                        rustix::process::setsid()?;
-                    }
-                    #[cfg(any(target_os = "linux", target_os = "freebsd"))]
-                    rustix::process::set_parent_process_death_signal(Some(
-                        rustix::process::Signal::KILL,
-                    ))?;
-                    if rustix::process::getppid() != Some(parent) {
-                        return Err(std::io::Error::other("exec went away"));
-                    }
-                    Ok(())
-                });
-            }
+                        crate::unix::Session::New
+                    },
+                    dies_with: Some(parent),
+                },
+            );
             (cmd, None)
         }
     };

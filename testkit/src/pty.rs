@@ -47,6 +47,9 @@ impl Pty {
             .stderr(stdio(&slave));
         let raw = slave.as_raw_fd();
         // SAFETY: setsid and an ioctl between fork and exec.
+        // (The test kit's one `unsafe`: the library's `unix::before_exec` is
+        // out of its reach, and a test's child needs a controlling terminal.)
+        #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {
                 rustix::process::setsid()?;

@@ -976,3 +976,43 @@ echo waiting; while :; do sleep 0.05; done
     );
     assert_eq!(run.status.code(), Some(128 + 15), "{run:#?}");
 }
+
+/// `GITHOSTED_TOKEN` leaves the core's environment block at start: its bytes
+/// are zeroed there (`/proc/PID/environ` shows the original block), so not
+/// even root reading it while the core waits on git's request finds the token.
+#[test]
+fn the_workspace_token_leaves_the_core_environment_block() {
+    if !rustix::process::geteuid().is_root() {
+        println!("ignored: needs root to read the non-dumpable core's /proc/PID/environ");
+        return;
+    }
+    let mut world = World::new();
+    let parent = world.with_env_parent();
+    let url = world.server.base_url();
+    let core = std::path::Path::new(helper()).with_file_name("git-credential-githosted-core");
+    let mut cmd = world.command(&core);
+    cmd.args(["--api-url", &url, "--no-agent", "get"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let environ = format!("/proc/{}/environ", child.id());
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    // Blocked reading its stdin; the block holds the token until `main` takes it.
+    let gone = until(Duration::from_secs(20), || {
+        let is_core = std::fs::read(&cmdline)
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("git-credential-githosted-core"));
+        is_core
+            && std::fs::read(&environ).is_ok_and(|block| {
+                !block.is_empty() && !String::from_utf8_lossy(&block).contains(&parent)
+            })
+    });
+    let block = std::fs::read(&environ).unwrap_or_default();
+    drop(child.stdin.take());
+    let _ = wait_for(&mut child, Duration::from_secs(20));
+    assert!(
+        gone,
+        "{environ} still holds the token: {:?}",
+        String::from_utf8_lossy(&block).replace(&parent, "gw_<the token>")
+    );
+}

@@ -326,6 +326,7 @@ fn stop_agent(api: &Api) {
 }
 
 /// Whether the process `pid` ended (or was gone) within `timeout`.
+#[allow(unsafe_code)] // a test's only
 fn wait_for_exit(pid: u32, timeout: Duration) -> bool {
     use windows_sys::Win32::Foundation::{CloseHandle, WAIT_OBJECT_0};
     use windows_sys::Win32::System::Threading::{

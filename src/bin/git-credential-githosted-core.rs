@@ -1,5 +1,8 @@
-//! The `git-credential-githosted` binary: parse the command line, dispatch,
-//! turn failures into one line on stderr and an exit code.
+//! `git-credential-githosted-core`: the core, the full program behind the
+//! front (`src/bin/git-credential-githosted.rs`, the program git runs, which
+//! hands it every command it does not answer itself). It parses the command
+//! line, dispatches to the command's module, and turns failures into one line
+//! on stderr and an exit code.
 
 use std::io;
 use std::process::ExitCode;
@@ -22,8 +25,8 @@ static ALLOC: git_credential_githosted::wipe::ZeroingAlloc =
 fn main() -> ExitCode {
     // Before anything reads a token or starts a thread.
     harden::process();
-    // SAFETY: no other thread exists yet.
-    unsafe { keychain::take_env_token() };
+    // While no other thread exists (checked): the environment can change.
+    settings::take_env_token();
     if let Some(code) = refuse_token_arguments() {
         return code;
     }
