@@ -218,6 +218,8 @@ const PROGRAMS: [&str; 3] = [
 /// How deep below a writable root clones are looked for (`root/.git`,
 /// `root/a/.git`, `root/a/b/.git`).
 const GIT_SEARCH_DEPTH: usize = 2;
+/// The command's own, empty /tmp (a tmpfs over the real one).
+const PRIVATE_TMP: &str = "/tmp";
 /// At most this many directories are read looking for clones, per root.
 const GIT_SEARCH_BUDGET: usize = 2000;
 
@@ -248,10 +250,15 @@ impl Layout {
         writable.dedup();
         // A working directory that holds the home directory does not make it
         // writable: home is read-only again unless a --rw names it (or above).
+        // A home under /tmp (below the private /tmp) is put back read-only, or
+        // the command would lose its git identity and config.
+        let tmp = Path::new(PRIVATE_TMP);
         let mut read_only_homes: Vec<PathBuf> = homes
             .iter()
             .filter_map(|h| std::fs::canonicalize(h).ok())
-            .filter(|h| writable.iter().any(|w| h.starts_with(w)))
+            .filter(|h| {
+                writable.iter().any(|w| h.starts_with(w)) || (h.starts_with(tmp) && h != tmp)
+            })
             .filter(|h| !named.iter().any(|n| h.starts_with(n)))
             .collect();
         read_only_homes.sort();
@@ -643,8 +650,8 @@ pub fn options(layout: &Layout, disable_userns: bool) -> Vec<OsString> {
     add("--ro-bind", &[Path::new("/"), Path::new("/")]);
     add("--dev", &[Path::new("/dev")]);
     add("--proc", &[Path::new("/proc")]);
-    add("--tmpfs", &[Path::new("/tmp")]);
-    add("--setenv", &[Path::new("TMPDIR"), Path::new("/tmp")]);
+    add("--tmpfs", &[Path::new(PRIVATE_TMP)]);
+    add("--setenv", &[Path::new("TMPDIR"), Path::new(PRIVATE_TMP)]);
     // The helper's own programs, where they live (even under /tmp).
     for path in &layout.visible {
         add("--ro-bind", &[path, path]);
@@ -1052,6 +1059,52 @@ mod tests {
             ..Spec::default()
         };
         let layout = Layout::resolve(&spec, &project, None, Hidden::default(), homes).unwrap();
+        assert!(layout.read_only_homes.is_empty());
+    }
+
+    /// A home under /tmp would vanish below the private /tmp (no git identity,
+    /// no config): it is bound back read-only after the tmpfs, and a working
+    /// directory inside it is writable again after that.
+    #[test]
+    fn a_home_under_tmp_is_put_back_read_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(tmp.path()).unwrap();
+        if !root.starts_with(PRIVATE_TMP) {
+            eprintln!("the temporary directory is not under /tmp; skipped");
+            return;
+        }
+        let home = root.join("home");
+        let work = root.join("work");
+        let clone = home.join("app");
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&clone).unwrap();
+        let homes = std::slice::from_ref(&home);
+        let layout =
+            Layout::resolve(&Spec::default(), &work, None, Hidden::default(), homes).unwrap();
+        assert_eq!(layout.read_only_homes, vec![home.clone()]);
+        let o = shown(&options(&layout, true));
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let private = at(&o, &["--tmpfs", PRIVATE_TMP]);
+        let ro_home = at(&o, &["--ro-bind", &s(&home), &s(&home)]);
+        assert!(private < ro_home, "{o:?}");
+        // Working inside that home: the clone is writable again, after it.
+        let layout =
+            Layout::resolve(&Spec::default(), &clone, None, Hidden::default(), homes).unwrap();
+        assert_eq!(layout.read_only_homes, vec![home.clone()]);
+        assert_eq!(layout.writable_again, vec![clone.clone()]);
+        let o = shown(&options(&layout, true));
+        let ro_home = at(&o, &["--ro-bind", &s(&home), &s(&home)]);
+        let rw_clone = last_at(&o, &["--bind", &s(&clone), &s(&clone)]);
+        assert!(ro_home < rw_clone, "{o:?}");
+        // /tmp itself as home stays private.
+        let layout = Layout::resolve(
+            &Spec::default(),
+            &work,
+            None,
+            Hidden::default(),
+            &[PathBuf::from(PRIVATE_TMP)],
+        )
+        .unwrap();
         assert!(layout.read_only_homes.is_empty());
     }
 
