@@ -111,6 +111,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let helper =
         |options: HelperOptions, default_ttl| Settings::new(&options.requested(), default_ttl);
+    // `status` and `doctor`: the settings of every API they cover.
+    let each = |later: &ApiOptions| -> anyhow::Result<Vec<Settings>> {
+        Ok(for_each(later)
+            .into_iter()
+            .map(|o| helper(o, DEFAULT_TTL_SECS))
+            .collect::<Result<Vec<_>, _>>()?)
+    };
     let api = |command: &str, later: &ApiOptions| -> anyhow::Result<Settings> {
         let options = HelperOptions {
             api: top.api.and(later),
@@ -201,11 +208,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json: a.json,
                 color: a.color.enabled(),
             };
-            let all = for_each(&a.api)
-                .iter()
-                .map(|o| helper(o.clone(), DEFAULT_TTL_SECS))
-                .collect::<Result<Vec<_>, _>>()?;
-            status::run(&all, output, &mut io::stdout().lock())?;
+            status::run(&each(&a.api)?, output, &mut io::stdout().lock())?;
             true
         }
         Command::Doctor(a) => {
@@ -214,11 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json: a.json,
                 color: a.color.enabled(),
             };
-            let all = for_each(&a.api)
-                .iter()
-                .map(|o| helper(o.clone(), DEFAULT_TTL_SECS))
-                .collect::<Result<Vec<_>, _>>()?;
-            return doctor::run_each(&all, output, &mut io::stdout().lock());
+            return doctor::run_each(&each(&a.api)?, output, &mut io::stdout().lock());
         }
         // The broker is its own program: this process becomes it.
         Command::Broker { args } => return Ok(broker_program(args)),
