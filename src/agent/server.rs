@@ -220,8 +220,11 @@ fn same_pid_namespace(peer: Option<i32>) -> bool {
         let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
         Some(line.split_whitespace().count())
     }
+    // The agent's own depth does not change: read once.
+    static OWN: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let own = *OWN.get_or_init(|| depth("self"));
     match peer.filter(|&pid| pid > 0) {
-        Some(pid) => depth(&pid.to_string()).is_some_and(|d| Some(d) == depth("self")),
+        Some(pid) => own.is_some() && depth(&pid.to_string()) == own,
         None => false,
     }
 }
