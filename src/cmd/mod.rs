@@ -1,5 +1,5 @@
 //! One module per command: what it does with the layers below, what it prints,
-//! how it fails. `main` dispatches here.
+//! how it fails. The core (`src/bin/git-credential-githosted-core.rs`) dispatches here.
 
 pub mod configure;
 pub mod doctor;
