@@ -670,10 +670,13 @@ fn status_in_a_broker_job_shows_the_broker_and_its_id_token() {
     assert!(status.stderr.is_empty(), "{}", status.stderr);
 }
 
-/// Issue 21 item 5: `status` in a broker job marks the tokens the agent
-/// holds from the broker (with the broker's URL), never a token's value.
-#[test]
-fn status_marks_the_agents_broker_tokens() {
+/// A GitHub Actions job (its ID-token variables set) and a broker whose one
+/// rule lets it read acme/app; the issuer lives as long as the returned value.
+fn broker_job() -> (
+    World,
+    githosted_testkit::oidc::Issuer,
+    githosted_testkit::oidc::Broker,
+) {
     let mut job = World::new();
     let issuer = githosted_testkit::oidc::Issuer::start();
     let policy = format!(
@@ -684,6 +687,14 @@ fn status_marks_the_agents_broker_tokens() {
     for (k, v) in issuer.actions_env() {
         job.set_env(k, &v);
     }
+    (job, issuer, broker)
+}
+
+/// Issue 21 item 5: `status` in a broker job marks the tokens the agent
+/// holds from the broker (with the broker's URL), never a token's value.
+#[test]
+fn status_marks_the_agents_broker_tokens() {
+    let (job, _issuer, broker) = broker_job();
     let options = ["--broker", broker.url.as_str(), "--permission", "read"];
     let got = job.get("app", &options);
     got.assert_ok();
@@ -724,16 +735,7 @@ fn status_marks_the_agents_broker_tokens() {
 /// broker and says so, with no keychain error and no keychain advice.
 #[test]
 fn logout_all_in_broker_mode_revokes_the_broker_tokens_without_a_keychain() {
-    let mut job = World::new();
-    let issuer = githosted_testkit::oidc::Issuer::start();
-    let policy = format!(
-        "[[allow]]\nissuer = \"{}\"\nsubject_pattern = \"^repo:acme-org/.*$\"\nrepos = [\"acme/app\"]\npermission = \"read\"\n",
-        issuer.url()
-    );
-    let broker = githosted_testkit::oidc::start_broker(&job, &policy).unwrap();
-    for (k, v) in issuer.actions_env() {
-        job.set_env(k, &v);
-    }
+    let (mut job, _issuer, broker) = broker_job();
     job.set_env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
     let got = job.get(
         "app",

@@ -14,8 +14,9 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A world whose commands can run cargo (real CARGO_HOME, toolchain on PATH).
-fn world_with_cargo() -> World {
+/// A world whose commands can run cargo (real CARGO_HOME, toolchain on PATH),
+/// in `target/install-test` (shared with `release_install`).
+pub(crate) fn world_with_cargo() -> World {
     let mut world = World::new();
     let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
     let cargo_dir = Path::new(&cargo).parent().expect("cargo dir").to_owned();

@@ -229,30 +229,7 @@ fn install_from_a_directory() {
 /// this test's few seconds — and checks that `file` calls the front statically
 /// linked, runs it (`--version`), installs it with `--from` and has git `get`
 /// through it from the test server.
-/// As tests/install.rs: a world whose commands can run cargo (real CARGO_HOME,
-/// toolchain on PATH) in `target/install-test`.
-fn world_with_cargo() -> World {
-    let mut world = World::new();
-    let cargo = std::env::var("CARGO").expect("cargo sets CARGO for tests");
-    let cargo_dir = Path::new(&cargo).parent().expect("cargo dir").to_owned();
-    let path = format!("{}:/usr/local/bin:/usr/bin:/bin", cargo_dir.display());
-    world.set_env("PATH", &path);
-    for key in ["CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
-        if let Ok(value) = std::env::var(key) {
-            world.set_env(key, &value);
-        }
-    }
-    if let (Err(_), Some(home)) = (std::env::var("CARGO_HOME"), std::env::var_os("HOME")) {
-        world.set_env("CARGO_HOME", &format!("{}/.cargo", home.to_string_lossy()));
-        world.set_env(
-            "RUSTUP_HOME",
-            &format!("{}/.rustup", home.to_string_lossy()),
-        );
-    }
-    let target = repo_root().join("target").join("install-test");
-    world.set_env("CARGO_TARGET_DIR", &target.to_string_lossy());
-    world
-}
+use crate::install::world_with_cargo;
 
 /// What `file` says of a program that needs no libc from the host.
 fn is_static(file: &str) -> bool {
