@@ -671,8 +671,15 @@ pub fn several_apis(command: &str, args: &[String], apis: &[String]) -> String {
 }
 
 /// `git-credential-githosted ARGS` with `--api-url API` right after `command`
-/// (so before a `--`), quoted for a POSIX shell.
+/// (so before a `--`), quoted for a POSIX shell. What follows `--` (the
+/// command `exec` runs, whose arguments nobody checked for secrets) is shown
+/// as `COMMAND…`, never repeated.
 fn with_api_url(command: &str, args: &[String], api: &str) -> String {
+    let all = args.len();
+    let args = match args.iter().position(|a| a == "--") {
+        Some(end) => &args[..end],
+        None => args,
+    };
     let at = args
         .iter()
         .position(|a| a == command)
@@ -684,7 +691,11 @@ fn with_api_url(command: &str, args: &[String], api: &str) -> String {
     }
     line.extend(["--api-url", api]);
     line.extend(args.iter().skip(at).map(String::as_str));
-    shlex::try_join(line.iter().copied()).unwrap_or_else(|_| line.join(" "))
+    let quoted = shlex::try_join(line.iter().copied()).unwrap_or_else(|_| line.join(" "));
+    match args.len() < all {
+        true => format!("{quoted} -- COMMAND…"),
+        false => quoted,
+    }
 }
 
 impl HelperOptions {
@@ -835,12 +846,20 @@ mod tests {
         let apis = args(&["http://127.0.0.1:8787", "https://api.githosted.dev"]);
         let line = several_apis(
             "exec",
-            &args(&["-v", "exec", "--repo", "acme/app", "--", "./run agent.sh"]),
+            &args(&[
+                "-v",
+                "exec",
+                "--repo",
+                "acme/app",
+                "--",
+                "./run",
+                "gw_secret",
+            ]),
             &apis,
         );
         assert!(
             line.ends_with(
-                "say which one: git-credential-githosted -v exec --api-url http://127.0.0.1:8787 --repo acme/app -- './run agent.sh'"
+                "say which one: git-credential-githosted -v exec --api-url http://127.0.0.1:8787 --repo acme/app -- COMMAND…"
             ),
             "{line}"
         );
